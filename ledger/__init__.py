@@ -1,0 +1,1 @@
+"""Ledger: an event-sourced, audit-first customer ledger with per-customer crypto-shredding."""
