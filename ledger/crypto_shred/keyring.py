@@ -1,0 +1,67 @@
+"""A short-lived in-memory cache in front of the key store.
+
+Unwrapping a data key costs a round trip, and replaying one customer touches it once per
+event. Keys are cached in memory only (never on disk) for `ttl` seconds, and dropped at
+once when this process erases the customer. Another process that erases a customer is seen
+here within `ttl` at most; set LEDGER_KEY_CACHE_SECONDS=0 where that window matters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from uuid import UUID
+
+from ledger.crypto_shred.keystore import DataKey, KeyRecord, KeyStore
+
+
+class KeyRing:
+    def __init__(self, store: KeyStore, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._cache: dict[UUID, tuple[float, DataKey]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, customer_id: UUID) -> DataKey:
+        key = self.store.create(customer_id)
+        self._remember(key)
+        return key
+
+    def get(self, customer_id: UUID) -> DataKey | None:
+        if self.ttl > 0:
+            with self._lock:
+                hit = self._cache.get(customer_id)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
+        key = self.store.get(customer_id)
+        if key is not None:
+            self._remember(key)
+        return key
+
+    def record(self, customer_id: UUID) -> KeyRecord:
+        return self.store.record(customer_id)
+
+    def destroy(self, customer_id: UUID) -> str | None:
+        """Forget first, so no reader in this process can use the key once it is gone."""
+        self.forget(customer_id)
+        try:
+            return self.store.destroy(customer_id)
+        finally:
+            self.forget(customer_id)
+
+    def forget(self, customer_id: UUID) -> None:
+        with self._lock:
+            self._cache.pop(customer_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def _remember(self, key: DataKey) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            self._cache[key.customer_id] = (time.monotonic() + self.ttl, key)

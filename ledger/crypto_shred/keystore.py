@@ -1,0 +1,619 @@
+"""Per-customer data keys (DEKs), stored only wrapped by a key-encryption key.
+
+Each customer's personal data is encrypted with that customer's own random 256-bit key, so
+erasing a customer is destroying one key. The keys live in their own tables (optionally
+their own database), apart from the events, so their backups can be kept short.
+
+A destroyed key leaves a tombstone row (key id, when created, when destroyed — no key
+bytes) that is never revived: an erased customer can never get a key again, and
+`destroyed_ids()` lets a key store restored from an older backup be checked against the log.
+
+Both adapters share one implementation (`SqlKeyStore`); they differ only in connection
+handling, placeholders and column types. Nothing here caches keys: a cache would outlive a
+destroy in another process (see `ledger.crypto_shred.keyring` for the bounded one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self
+from urllib.parse import unquote, urlsplit
+from uuid import UUID
+
+import psycopg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ledger.crypto_shred.kek import KekProvider, KeyUnwrapError
+
+DEK_BYTES = 32
+_BATCH = 500
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+_INT64 = 2**63
+
+
+# All SQL, written once: {keys}/{marks} are the (validated) table names, `?` the placeholder.
+# A row is live (wrapped_key, kek_id set) or a tombstone (destroyed_at set), never both.
+_CREATE_KEYS = """CREATE TABLE IF NOT EXISTS {keys} (
+    customer_id {id_type} PRIMARY KEY,
+    key_id TEXT,
+    kek_id TEXT,
+    wrapped_key {blob_type},
+    created_at {time_type},
+    destroyed_at {time_type},
+    CHECK ((wrapped_key IS NULL) = (kek_id IS NULL)),
+    CHECK ((wrapped_key IS NULL) <> (destroyed_at IS NULL))
+)"""
+_CREATE_WATERMARKS = """CREATE TABLE IF NOT EXISTS {marks} (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+)"""
+_INSERT_KEY = (
+    "INSERT INTO {keys} (customer_id, key_id, kek_id, wrapped_key, created_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (customer_id) DO NOTHING"
+)
+_SELECT_WRAPPED = "SELECT key_id, kek_id, wrapped_key FROM {keys} WHERE customer_id = ?"
+_SELECT_RECORD = "SELECT key_id, created_at, destroyed_at FROM {keys} WHERE customer_id = ?"
+_SELECT_KEY_ID = "SELECT key_id FROM {keys} WHERE customer_id = ?"
+_WIPE_KEY = (
+    "UPDATE {keys} SET wrapped_key = NULL, kek_id = NULL, destroyed_at = ?"
+    " WHERE customer_id = ? AND destroyed_at IS NULL"
+)
+_INSERT_TOMBSTONE = (
+    "INSERT INTO {keys} (customer_id, destroyed_at) VALUES (?, ?)"
+    " ON CONFLICT (customer_id) DO NOTHING"
+)
+_SELECT_DESTROYED = "SELECT customer_id FROM {keys} WHERE destroyed_at IS NOT NULL"
+_COUNT_TO_REWRAP = "SELECT COUNT(*) FROM {keys} WHERE wrapped_key IS NOT NULL AND kek_id <> ?"
+_SELECT_TO_REWRAP = (
+    "SELECT customer_id, key_id, kek_id, wrapped_key FROM {keys}"
+    " WHERE wrapped_key IS NOT NULL AND kek_id <> ? ORDER BY customer_id LIMIT ?"
+)
+# Conditional on the bytes read, so a key destroyed meanwhile is never brought back.
+_REWRAP = (
+    "UPDATE {keys} SET kek_id = ?, wrapped_key = ?"
+    " WHERE customer_id = ? AND kek_id = ? AND wrapped_key = ?"
+)
+_SELECT_KEK_IDS = "SELECT DISTINCT kek_id FROM {keys} WHERE wrapped_key IS NOT NULL"
+_SELECT_WATERMARK = "SELECT value FROM {marks} WHERE name = ?"
+_UPSERT_WATERMARK = (
+    "INSERT INTO {marks} (name, value) VALUES (?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
+
+
+class KeyStoreError(Exception):
+    """The key store cannot do what was asked. Messages name customer ids at most."""
+
+
+class KeyAlreadyExists(KeyStoreError):
+    """A customer already has a key row — live or destroyed. An erased key stays erased:
+    re-registering the person creates a new customer with a new key."""
+
+    def __init__(self, customer_id: UUID) -> None:
+        self.customer_id = customer_id
+        super().__init__(f"customer {customer_id} already has a data key (live or destroyed)")
+
+
+@dataclass(frozen=True)
+class DataKey:
+    customer_id: UUID
+    key_id: str
+    key: bytes = field(repr=False)  # never in a repr, log line or traceback
+
+
+class KeyStatus(Enum):
+    ACTIVE = "active"
+    DESTROYED = "destroyed"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What is known about a customer's key without unwrapping it (safe to show anyone)."""
+
+    customer_id: UUID
+    key_id: str | None
+    status: KeyStatus
+    created_at: datetime | None
+    destroyed_at: datetime | None
+
+
+def key_context(customer_id: UUID, key_id: str) -> bytes:
+    """Associated data for wrapping: a wrapped key copied to another customer's row (or
+    relabelled with another key id) no longer opens."""
+    return f"{customer_id}|{key_id}".encode()
+
+
+class KeyStore(ABC):
+    """Where data keys live. Implementations are thread-safe."""
+
+    provider: KekProvider  # wraps the keys; rotate it, then `rewrap_all`
+
+    @abstractmethod
+    def create(self, customer_id: UUID) -> DataKey:
+        """A new random key for a new customer; KeyAlreadyExists if the customer ever had
+        one (even a destroyed one)."""
+
+    @abstractmethod
+    def get(self, customer_id: UUID) -> DataKey | None:
+        """The live key, or None when it was destroyed or never existed."""
+
+    @abstractmethod
+    def record(self, customer_id: UUID) -> KeyRecord: ...
+
+    @abstractmethod
+    def destroy(self, customer_id: UUID) -> str | None:
+        """Wipe the key for good, keeping a tombstone. Idempotent. Returns the key id, or
+        None if the customer never had a key (a tombstone is written anyway, so it never
+        can get one)."""
+
+    @abstractmethod
+    def destroyed_ids(self) -> set[UUID]: ...
+
+    @abstractmethod
+    def rewrap_all(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """After a KEK rotation: re-wrap every live key under the active KEK, touching
+        nothing else. `progress(done, total)` is called after each batch. Returns how many
+        keys were re-wrapped."""
+
+    @abstractmethod
+    def kek_ids_in_use(self) -> set[str]:
+        """KEK ids that still wrap a live key: a KEK not in this set can be retired."""
+
+    @abstractmethod
+    def get_watermark(self, name: str) -> int:
+        """A small integer kept with the keys (0 if unset) — e.g. how far the event log was
+        scanned for erasures. Kept here, not with the events, so that a key store restored
+        from an old backup also restores an old watermark and rescans."""
+
+    @abstractmethod
+    def set_watermark(self, name: str, value: int) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Cursor(Protocol):
+    """The DB-API subset used here; satisfied by sqlite3 and psycopg cursors."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Any: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class SqlKeyStore(KeyStore):
+    """All the key store's SQL, written once with `?` placeholders.
+
+    Subclasses supply a transaction (`_transaction`), the placeholder style (`_sql`), the
+    column types, and how ids and times are bound and read. Access goes through one
+    connection guarded by a lock: key operations are tiny, and one connection keeps SQLite's
+    locking simple.
+    """
+
+    id_type: ClassVar[str]
+    blob_type: ClassVar[str]
+    time_type: ClassVar[str]
+
+    def __init__(self, provider: KekProvider, keys_table: str, watermarks_table: str) -> None:
+        self.provider = provider
+        self.keys_table = keys_table
+        self.watermarks_table = watermarks_table
+        self._lock = threading.Lock()
+
+    # Dialect hooks --------------------------------------------------------------------------
+
+    @abstractmethod
+    def _transaction(self, *, write: bool = True) -> AbstractContextManager[_Cursor]:
+        """A cursor on the store's connection, holding the lock throughout. `write=True`
+        wraps the block in one transaction; `write=False` promises a single read statement,
+        which then runs on its own (autocommit), saving the BEGIN/COMMIT round trips on the
+        hot path (`get`)."""
+
+    def _sql(self, template: str) -> str:
+        """Fill in the table names (validated identifiers, never input) and types."""
+        return template.format(
+            keys=self.keys_table,
+            marks=self.watermarks_table,
+            id_type=self.id_type,
+            blob_type=self.blob_type,
+            time_type=self.time_type,
+        )
+
+    def _bind_id(self, customer_id: UUID) -> object:
+        return str(customer_id)
+
+    def _bind_time(self, moment: datetime) -> object:
+        return moment
+
+    def _read_time(self, value: object) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return value.astimezone(UTC)
+        return datetime.fromisoformat(str(value)).astimezone(UTC)
+
+    def _after_destroy(self) -> None:
+        """Physical clean-up once a destroy has committed (dialect-specific)."""
+
+    def _schema(self) -> list[str]:
+        return [self._sql(_CREATE_KEYS), self._sql(_CREATE_WATERMARKS)]
+
+    def _create_tables(self) -> None:
+        with self._transaction() as cur:
+            for statement in self._schema():
+                cur.execute(statement)
+
+    # KeyStore --------------------------------------------------------------------------------
+
+    def create(self, customer_id: UUID) -> DataKey:
+        key = AESGCM.generate_key(256)
+        key_id = secrets.token_hex(8)
+        kek_id, wrapped = self.provider.wrap(key, key_context(customer_id, key_id))
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql(_INSERT_KEY),
+                (self._bind_id(customer_id), key_id, kek_id, wrapped, self._bind_time(_now())),
+            )
+            if cur.rowcount != 1:
+                raise KeyAlreadyExists(customer_id)
+        return DataKey(customer_id=customer_id, key_id=key_id, key=key)
+
+    def get(self, customer_id: UUID) -> DataKey | None:
+        with self._transaction(write=False) as cur:
+            cur.execute(
+                self._sql(_SELECT_WRAPPED),
+                (self._bind_id(customer_id),),
+            )
+            row = cur.fetchone()
+        if row is None or row[2] is None:
+            return None
+        key_id, kek_id, wrapped = str(row[0]), str(row[1]), bytes(row[2])
+        key = self.provider.unwrap(kek_id, wrapped, key_context(customer_id, key_id))
+        if len(key) != DEK_BYTES:
+            raise KeyUnwrapError(f"the data key of customer {customer_id} has the wrong length")
+        return DataKey(customer_id=customer_id, key_id=key_id, key=key)
+
+    def record(self, customer_id: UUID) -> KeyRecord:
+        with self._transaction(write=False) as cur:
+            cur.execute(
+                self._sql(_SELECT_RECORD),
+                (self._bind_id(customer_id),),
+            )
+            row = cur.fetchone()
+        if row is None:
+            return KeyRecord(customer_id, None, KeyStatus.ABSENT, None, None)
+        destroyed_at = self._read_time(row[2])
+        return KeyRecord(
+            customer_id=customer_id,
+            key_id=None if row[0] is None else str(row[0]),
+            status=KeyStatus.ACTIVE if destroyed_at is None else KeyStatus.DESTROYED,
+            created_at=self._read_time(row[1]),
+            destroyed_at=destroyed_at,
+        )
+
+    def destroy(self, customer_id: UUID) -> str | None:
+        bound, now = self._bind_id(customer_id), self._bind_time(_now())
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql(_WIPE_KEY),
+                (now, bound),
+            )
+            cur.execute(
+                self._sql(_INSERT_TOMBSTONE),
+                (bound, now),
+            )
+            cur.execute(self._sql(_SELECT_KEY_ID), (bound,))
+            row = cur.fetchone()
+        # Also on a repeated destroy, so a retry after a failed clean-up completes it.
+        self._after_destroy()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def destroyed_ids(self) -> set[UUID]:
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(_SELECT_DESTROYED))
+            rows = cur.fetchall()
+        return {_as_uuid(row[0]) for row in rows}
+
+    def rewrap_all(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Batches of `_BATCH` rows, one transaction each, so readers are never blocked for
+        long and an interrupted run can simply be started again (done rows are skipped).
+
+        Each update is conditional on the row still holding the bytes that were read, so a
+        key destroyed meanwhile (by another process) is never brought back.
+        """
+        target = self.provider.active_kek_id()
+        with self._transaction(write=False) as cur:
+            cur.execute(
+                self._sql(_COUNT_TO_REWRAP),
+                (target,),
+            )
+            total = int(cur.fetchone()[0])
+        done = 0
+        if progress is not None:
+            progress(done, total)
+        while True:
+            # Re-read the target each batch: if the KEK is rotated again mid-run, rows
+            # wrapped under the intermediate KEK are picked up again and the loop converges.
+            target = self.provider.active_kek_id()
+            with self._transaction() as cur:
+                cur.execute(
+                    self._sql(_SELECT_TO_REWRAP),
+                    (target, _BATCH),
+                )
+                rows = cur.fetchall()
+                if not rows:
+                    break
+                for raw_id, key_id, kek_id, wrapped in rows:
+                    customer_id = _as_uuid(raw_id)
+                    context = key_context(customer_id, str(key_id))
+                    key = self.provider.unwrap(str(kek_id), bytes(wrapped), context)
+                    new_kek_id, rewrapped = self.provider.wrap(key, context)
+                    cur.execute(
+                        self._sql(_REWRAP),
+                        (new_kek_id, rewrapped, raw_id, kek_id, wrapped),
+                    )
+                    done += cur.rowcount
+            if progress is not None:
+                progress(done, max(total, done))
+        return done
+
+    def kek_ids_in_use(self) -> set[str]:
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(_SELECT_KEK_IDS))
+            rows = cur.fetchall()
+        return {str(row[0]) for row in rows}
+
+    def get_watermark(self, name: str) -> int:
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(_SELECT_WATERMARK), (name,))
+            row = cur.fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_watermark(self, name: str, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not -_INT64 <= value < _INT64:
+            raise ValueError("a watermark is a 64-bit integer")
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql(_UPSERT_WATERMARK),
+                (name, value),
+            )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _identifier(name: str, what: str) -> str:
+    """Table and schema names are formatted into SQL, so only plain identifiers pass."""
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"{what} must be a plain SQL identifier (letters, digits, _)")
+    return name
+
+
+class SQLiteKeyStore(SqlKeyStore):
+    """The embedded key store: its own SQLite file, next to (not inside) the event store.
+
+    Destroyed keys must not survive in the file, so the connection runs with
+    `secure_delete=ON` (freed cells and pages are overwritten with zeros) and a rollback
+    journal (`journal_mode=DELETE`) rather than WAL, whose -wal file would keep old pages
+    around until a checkpoint. The file and a new directory are created owner-only, and
+    SQLite gives its journal the database file's permissions. Pass ":memory:" for tests.
+    """
+
+    id_type = "TEXT"
+    blob_type = "BLOB"
+    time_type = "TEXT"
+
+    def __init__(self, path: Path, provider: KekProvider) -> None:
+        in_memory = str(path) == ":memory:"
+        if not in_memory:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Create the file ourselves: SQLite would create it 0644 (less the umask).
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        self.path = path
+        self._conn = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        try:
+            self._configure(in_memory)
+            super().__init__(provider, "ledger_data_keys", "ledger_key_watermarks")
+            self._create_tables()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _bind_time(self, moment: datetime) -> object:
+        return moment.isoformat()  # explicit: sqlite3's implicit datetime adapter is deprecated
+
+    def _configure(self, in_memory: bool) -> None:
+        (secure,) = self._conn.execute("PRAGMA secure_delete = ON").fetchone()
+        if int(secure) != 1:
+            raise KeyStoreError("this SQLite build cannot enable secure_delete")
+        (mode,) = self._conn.execute("PRAGMA journal_mode = DELETE").fetchone()
+        if not in_memory and str(mode).lower() != "delete":
+            raise KeyStoreError(f"the key store cannot use a rollback journal (got {mode})")
+        self._conn.execute("PRAGMA temp_store = MEMORY")  # no temp files holding rows
+        self._conn.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[_Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                if not write:
+                    yield cur
+                    return
+                # IMMEDIATE takes the write lock up front: no lock upgrade, so no deadlock
+                # between two processes that both read and then write.
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteKeyStore(path={str(self.path)!r})"
+
+
+class PostgresKeyStore(SqlKeyStore):
+    """The key store in PostgreSQL: its own tables, in the event store's database or another.
+
+    After every destroy the keys table is VACUUMed (from the autocommit connection, since
+    VACUUM cannot run inside a transaction). PostgreSQL never overwrites a row in place: the
+    UPDATE that wipes a wrapped key leaves the old row version, key bytes included, as a
+    dead tuple in the table file until vacuum removes it; autovacuum might take hours.
+
+    What VACUUM cannot do: it makes the dead tuple's space free but does not zero it (the
+    bytes can linger in a page's free space until reused), and the write-ahead log, WAL
+    archives and base backups keep the old row as well. Those leftovers are still wrapped,
+    so they are harmless once the KEK that wrapped them is gone: rotate the KEK, run
+    `rewrap_all`, and retire the old KEK on a schedule to shred them everywhere.
+    """
+
+    id_type = "UUID"
+    blob_type = "BYTEA"
+    time_type = "TIMESTAMPTZ"
+
+    def __init__(
+        self,
+        dsn: str,
+        provider: KekProvider,
+        *,
+        schema: str | None = None,
+        table_prefix: str = "ledger",
+    ) -> None:
+        prefix = _identifier(table_prefix, "table_prefix")
+        self.schema = None if schema is None else _identifier(schema, "schema")
+        self._dsn = dsn
+        self._closed = False
+        self._conn = self._connect()
+        try:
+            super().__init__(
+                provider,
+                self._qualify(f"{prefix}_data_keys"),
+                self._qualify(f"{prefix}_key_watermarks"),
+            )
+            self._create_tables()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _qualify(self, table: str) -> str:
+        return f'"{self.schema}"."{table}"' if self.schema else f'"{table}"'
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        # Autocommit: transactions are explicit (`conn.transaction()`), and VACUUM can run
+        # on the same connection between them.
+        return psycopg.connect(self._dsn, autocommit=True)
+
+    def _sql(self, template: str) -> str:
+        return super()._sql(template).replace("?", "%s")
+
+    def _bind_id(self, customer_id: UUID) -> object:
+        return customer_id
+
+    def _schema(self) -> list[str]:
+        # Several servers may start at once; CREATE ... IF NOT EXISTS is not race-free in
+        # PostgreSQL, so serialise the DDL on an advisory lock named after the table.
+        statements = [f"SELECT pg_advisory_xact_lock(hashtext('{self.keys_table}'))"]
+        if self.schema is not None:
+            statements.append(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        return statements + super()._schema()
+
+    @contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[_Cursor]:
+        with self._lock:
+            self._reconnect_if_broken()
+            if not write:
+                with self._conn.cursor() as cur:
+                    yield cur
+                return
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                yield cur
+
+    def _after_destroy(self) -> None:
+        """VACUUM the keys table so the dead row version holding the wiped wrapped key is
+        removed now, not whenever autovacuum gets to it (see the class docstring for what
+        VACUUM does and does not guarantee).
+
+        On a connection of its own (autocommit: VACUUM cannot run in a transaction), so
+        other threads keep reading keys meanwhile. Errors propagate: `destroy` is
+        idempotent, so a retry finishes the clean-up.
+        """
+        if self._closed:
+            raise KeyStoreError("the key store is closed")
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            conn.execute(f"VACUUM {self.keys_table}")
+
+    def _reconnect_if_broken(self) -> None:
+        if self._closed:
+            raise KeyStoreError("the key store is closed")
+        if self._conn.closed or self._conn.broken:
+            self._conn = self._connect()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresKeyStore(keys_table={self.keys_table!r})"
+
+
+def open_key_store(url: str, provider: KekProvider) -> KeyStore:
+    """Open the key store named by a URL: `sqlite:///relative/path.db`,
+    `sqlite:////absolute/path.db` (SQLAlchemy's form, as for the event store) or
+    `postgresql://user@host:port/dbname`."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        raw = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        raw = raw.split("?", 1)[0]
+        if not raw:
+            raise ValueError("a SQLite key store URL looks like sqlite:///path/to/keys.db")
+        return SQLiteKeyStore(Path(unquote(raw)), provider)
+    if scheme in ("postgresql", "postgres"):
+        return PostgresKeyStore(url, provider)
+    # The URL itself is not echoed: it may hold a password.
+    raise ValueError(
+        f"unsupported key store URL scheme {scheme!r}; use sqlite:/// or postgresql://"
+    )
