@@ -1,0 +1,274 @@
+"""The application service: the thin layer between callers (CLI, later gRPC) and the domain.
+
+It loads customers, asks the aggregate to decide, saves the resulting events, and handles
+the keys. Rules live in `ledger.domain`; sealing lives in the mapper.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import Mapper, RecordConflictError
+from eventsourcing.utils import get_topic
+
+from ledger.config import Settings
+from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
+from ledger.crypto_shred.keyring import KeyRing
+from ledger.crypto_shred.mapper import EncryptingMapper
+from ledger.domain.customer import Customer
+from ledger.domain.errors import (
+    CustomerNotFound,
+    FieldViolation,
+    HistoryNotFound,
+    StaleVersion,
+    ValidationFailed,
+)
+from ledger.domain.profile import validate_changes, validate_owner, validate_registration
+from ledger.signing import LedgerSigner
+from ledger.views import CustomerView, HistoryEntry
+
+log = logging.getLogger("ledger")
+
+ERASURE_WATERMARK = "erasures"
+MAX_REASON = 500
+
+
+def _check_actor(actor: str, reason: str | None) -> None:
+    violations = []
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > 200:
+        violations.append(
+            FieldViolation("actor", "must be a non-empty name of at most 200 characters")
+        )
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
+        violations.append(
+            FieldViolation("reason", f"must be text of at most {MAX_REASON} characters")
+        )
+    if violations:
+        raise ValidationFailed(violations)
+
+
+class CustomerLedger(Application[UUID]):
+    """Customers as event-sourced aggregates whose personal data is sealed per customer."""
+
+    name = "ledger"
+
+    def __init__(self, settings: Settings, keys: KeyRing, signer: LedgerSigner) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.signer = signer
+        super().__init__(env=settings.eventsourcing_env())
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return EncryptingMapper(transcoder=self.construct_transcoder(), keys=self.keys)
+
+    def close(self) -> None:
+        super().close()
+        self.keys.store.close()
+
+    # Commands -----------------------------------------------------------------------------
+
+    def register(
+        self, profile: Mapping[str, Any], *, actor: str, reason: str | None = None
+    ) -> UUID:
+        _check_actor(actor, reason)
+        validated = validate_registration(profile, default_region=self.settings.default_region)
+        customer_id = uuid4()
+        self.keys.create(customer_id)
+        self.save(Customer.register(customer_id, validated, actor, reason))
+        log.info("registered customer %s", customer_id)
+        return customer_id
+
+    def change(
+        self,
+        customer_id: UUID,
+        changes: Mapping[str, Any],
+        *,
+        actor: str,
+        expected_version: int | None = None,
+        reason: str | None = None,
+    ) -> list[str]:
+        """Returns the names of the fields that changed (empty: nothing to do, nothing written)."""
+        _check_actor(actor, reason)
+        customer = self._load_for_command(customer_id, expected_version)
+        validated = validate_changes(changes, default_region=self._region_of(customer))
+        changed = customer.change(validated, actor, reason)
+        self._save(customer, expected_version)
+        log.info("changed customer %s fields=%s", customer_id, ",".join(changed))
+        return changed
+
+    def assign_owner(
+        self,
+        customer_id: UUID,
+        owner: str,
+        *,
+        actor: str,
+        expected_version: int | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        _check_actor(actor, reason)
+        owner = validate_owner(owner)
+        customer = self._load_for_command(customer_id, expected_version)
+        changed = customer.assign_owner(owner, actor, reason)
+        self._save(customer, expected_version)
+        return changed
+
+    def mark_verified(
+        self,
+        customer_id: UUID,
+        *,
+        actor: str,
+        expected_version: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        _check_actor(actor, reason)
+        customer = self._load_for_command(customer_id, expected_version)
+        customer.mark_verified(actor, reason)
+        self._save(customer, expected_version)
+
+    def erase(
+        self, customer_id: UUID, *, actor: str, legal_basis: str, reason: str | None = None
+    ) -> SignedCertificate:
+        """Record the erasure, destroy the key, drop cached copies, sign a certificate.
+
+        The event is written before the key dies: if the process stops in between, the
+        event in the log makes `reshred()` finish the job before the next read.
+        """
+        _check_actor(actor, reason)
+        customer = self._load_for_command(customer_id, None)
+        key_id = self.keys.record(customer_id).key_id
+        customer.erase(actor, reason, legal_basis, key_id)
+        self._save(customer, None)
+        self.keys.destroy(customer_id)
+        self._purge_derived_copies(customer_id)
+        log.info("erased customer %s", customer_id)
+        certificate = ErasureCertificate(
+            customer_id=str(customer_id),
+            erased_at=customer.modified_on.astimezone(UTC).isoformat(),
+            actor=actor,
+            legal_basis=legal_basis,
+            reason=reason or "",
+            key_id=key_id or "",
+            last_version=customer.version,
+            ledger_key_id=self.signer.key_id(),
+        )
+        return SignedCertificate.issue(certificate, self.signer)
+
+    def reshred(self) -> int:
+        """Destroy the key of every customer whose erasure is in the log.
+
+        Run before serving reads: a key store restored from a backup may hold keys of
+        customers erased since; the log is the authority. Scans only what is new since the
+        last scan (a watermark kept in the key store itself, so a restored store rescans).
+        """
+        start = self.keys.store.get_watermark(ERASURE_WATERMARK)
+        head = self.recorder.max_notification_id() or 0
+        if head <= start:
+            return 0
+        topic = get_topic(Customer.Erased)
+        destroyed = 0
+        position = start
+        while position < head:
+            batch = self.recorder.select_notifications(
+                start=position, limit=1000, stop=head, topics=[topic], inclusive_of_start=False
+            )
+            if not batch:
+                break
+            for notification in batch:
+                customer_id = notification.originator_id
+                assert isinstance(customer_id, UUID)
+                if self.keys.get(customer_id) is not None:
+                    self.keys.destroy(customer_id)
+                    self._purge_derived_copies(customer_id)
+                    destroyed += 1
+                    log.warning("re-shredded key of erased customer %s", customer_id)
+            position = batch[-1].id
+        self.keys.store.set_watermark(ERASURE_WATERMARK, head)
+        return destroyed
+
+    # Queries ------------------------------------------------------------------------------
+
+    def get(self, customer_id: UUID) -> CustomerView:
+        return CustomerView.of(self._load(customer_id))
+
+    def history(self, customer_id: UUID) -> list[HistoryEntry]:
+        events = self._events(customer_id)
+        return [HistoryEntry.of(event) for event in events]
+
+    def as_of(
+        self, customer_id: UUID, *, version: int | None = None, at: datetime | None = None
+    ) -> CustomerView:
+        """The customer as it stood at a version or a moment (personal data as it is now:
+        readable while the key lives, `ERASED` after)."""
+        if (version is None) == (at is None):
+            raise ValidationFailed([FieldViolation("as_of", "give exactly one of version or time")])
+        events = self._events(customer_id)
+        if version is not None:
+            if version < 1:
+                raise ValidationFailed([FieldViolation("version", "must be 1 or more")])
+            selected = [e for e in events if e.originator_version <= version]
+        else:
+            assert at is not None
+            if at.tzinfo is None:
+                raise ValidationFailed([FieldViolation("time", "needs a UTC offset, e.g. Z")])
+            selected = [e for e in events if e.timestamp <= at]
+        if not selected:
+            raise HistoryNotFound(f"customer {customer_id} did not exist at that point")
+        aggregate: Customer | None = None
+        for event in selected:
+            aggregate = event.mutate(aggregate)
+        assert aggregate is not None
+        return CustomerView.of(aggregate)
+
+    # Internals ----------------------------------------------------------------------------
+
+    def _events(self, customer_id: UUID) -> list[Customer.Event]:
+        events = [e for e in self.events.get(customer_id) if isinstance(e, Customer.Event)]
+        if not events:
+            raise CustomerNotFound(customer_id)
+        return events
+
+    def _load(self, customer_id: UUID) -> Customer:
+        try:
+            customer: object = self.repository.get(customer_id)
+        except AggregateNotFoundError:
+            raise CustomerNotFound(customer_id) from None
+        if not isinstance(customer, Customer):
+            raise CustomerNotFound(customer_id)
+        return customer
+
+    def _load_for_command(self, customer_id: UUID, expected_version: int | None) -> Customer:
+        customer = self._load(customer_id)
+        customer.refuse_if_erased()
+        if expected_version is not None and expected_version != customer.version:
+            raise StaleVersion(customer_id, expected_version, customer.version)
+        return customer
+
+    def _save(self, customer: Customer, expected_version: int | None) -> None:
+        if not customer.pending_events:
+            return
+        try:
+            self.save(customer)
+        except RecordConflictError:
+            actual = self._load(customer.id).version
+            raise StaleVersion(customer.id, expected_version or customer.version, actual) from None
+
+    def _region_of(self, customer: Customer) -> str | None:
+        """Phones typed without +CC are read in the customer's own country first."""
+        if isinstance(customer.personal, dict):
+            for address in customer.personal.get("addresses") or []:
+                if address.get("country"):
+                    return str(address["country"])
+        return self.settings.default_region
+
+    def _purge_derived_copies(self, customer_id: UUID) -> None:
+        """Drop every in-memory copy; projections add their purge here as they arrive."""
+        if self.repository.cache is not None:
+            with suppress(KeyError):
+                self.repository.cache.get(customer_id, evict=True)
+        self.keys.forget(customer_id)

@@ -1,0 +1,41 @@
+"""Wiring: turn `Settings` into a ready `CustomerLedger` (the one place that knows which
+concrete key store, KEK provider and signer to build)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ledger.application import CustomerLedger
+from ledger.config import Settings
+from ledger.crypto_shred.kek import LocalKeyFileProvider
+from ledger.crypto_shred.keyring import KeyRing
+from ledger.crypto_shred.keystore import open_key_store
+from ledger.signing import LedgerSigner
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def open_ledger(settings: Settings | None = None) -> CustomerLedger:
+    """Open (creating on first use) the ledger the settings describe, then finish any
+    erasure the key store has not yet seen before anything can be read."""
+    settings = settings or Settings.from_env()
+    _private_dir(settings.resolved_data_dir)
+    store = settings.store
+    if store.kind == "sqlite" and store.sqlite_path is not None:
+        _private_dir(store.sqlite_path.parent)
+    provider = LocalKeyFileProvider(settings.resolved_kek_file)
+    key_store = open_key_store(settings.resolved_key_store_url, provider)
+    keys = KeyRing(key_store, ttl=settings.key_cache_seconds)
+    signer = LedgerSigner.load_or_create(settings.resolved_signing_key_file)
+    try:
+        ledger = CustomerLedger(settings, keys, signer)
+    except Exception:
+        key_store.close()
+        raise
+    if store.kind == "sqlite" and store.sqlite_path is not None and store.sqlite_path.exists():
+        os.chmod(store.sqlite_path, 0o600)
+    ledger.reshred()
+    return ledger
