@@ -7,7 +7,7 @@ the keys. Rules live in `ledger.domain`; sealing lives in the mapper.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +62,9 @@ class CustomerLedger(Application[UUID]):
         self.settings = settings
         self.keys = keys
         self.signer = signer
+        # Projections, indexes and caches register here to drop their copy of a customer
+        # in the same step as the key is destroyed (DESIGN invariant 3).
+        self.erasure_purgers: list[Callable[[UUID], None]] = []
         super().__init__(env=settings.eventsourcing_env())
 
     def construct_mapper(self) -> Mapper[UUID]:
@@ -267,8 +270,10 @@ class CustomerLedger(Application[UUID]):
         return self.settings.default_region
 
     def _purge_derived_copies(self, customer_id: UUID) -> None:
-        """Drop every in-memory copy; projections add their purge here as they arrive."""
+        """Drop every in-memory copy, then every registered derived copy."""
         if self.repository.cache is not None:
             with suppress(KeyError):
                 self.repository.cache.get(customer_id, evict=True)
         self.keys.forget(customer_id)
+        for purge in self.erasure_purgers:
+            purge(customer_id)
