@@ -1,0 +1,212 @@
+"""Field-by-field comparison of two records: a similarity in 0..1 and an agreement level.
+
+Similarities are measured with rapidfuzz: Jaro-Winkler for names (short strings where the
+first letters matter most), the better of Jaro-Winkler and a token-sort ratio for address
+lines (words move around: "unit 3 12 high st" / "12 high st unit 3"), exact comparison with
+a "near" level one edit away for dates, postcodes and identifiers (typing errors), and a
+transposed day and month counted as near for birth dates (US/EU order mix-ups).
+
+Levels, not raw similarities, feed the Fellegi-Sunter model: each level gets its own
+estimated likelihood ratio, which is how the model learns from the data (unsupervised) how
+telling a "close but not equal" surname is compared with an equal postcode. Level -1 means
+the field is missing on either side: it then counts neither for nor against a match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rapidfuzz.distance import OSA, JaroWinkler
+from rapidfuzz.fuzz import token_sort_ratio
+
+from ledger.projections.dedup.record import Address, Record
+
+MISSING = -1
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    levels: tuple[str, ...]  # from strongest agreement to disagreement
+
+
+_STRING_LEVELS = ("exact", "close", "similar", "different")
+_EDIT_LEVELS = ("exact", "near", "different")
+_EXACT_LEVELS = ("exact", "different")
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("given_name", _STRING_LEVELS),
+    FieldSpec("family_name", _STRING_LEVELS),
+    FieldSpec("birth_date", _EDIT_LEVELS),
+    FieldSpec("external_id", _EDIT_LEVELS),
+    FieldSpec("email", _EDIT_LEVELS),
+    FieldSpec("phone", _EDIT_LEVELS),
+    FieldSpec("street_number", _EDIT_LEVELS),
+    FieldSpec("address_line1", _STRING_LEVELS),
+    FieldSpec("address_line2", _STRING_LEVELS),
+    FieldSpec("locality", _STRING_LEVELS),
+    FieldSpec("postcode", _EDIT_LEVELS),
+    FieldSpec("region", _EXACT_LEVELS),
+)
+FIELD_NAMES: tuple[str, ...] = tuple(spec.name for spec in FIELDS)
+
+CLOSE, SIMILAR = 0.92, 0.80  # string similarity thresholds of the "close"/"similar" levels
+NEAR_SIMILARITY = 0.8  # what "one edit away" reports as similarity in explanations
+SWAP_MARGIN = 0.05  # swapped name order must be clearly better to be believed
+
+Levels = tuple[int, ...]
+Similarities = tuple[float | None, ...]
+
+_jw = JaroWinkler.normalized_similarity
+_osa = OSA.distance
+
+
+def _string_level(similarity: float) -> int:
+    if similarity >= 0.999:
+        return 0
+    if similarity >= CLOSE:
+        return 1
+    return 2 if similarity >= SIMILAR else 3
+
+
+def _edit(a: str, b: str) -> tuple[int, float]:
+    """exact / one edit (typo, adjacent transposition) / different."""
+    if a == b:
+        return 0, 1.0
+    if min(len(a), len(b)) >= 2 and _osa(a, b, score_cutoff=1) <= 1:
+        return 1, NEAR_SIMILARITY
+    return 2, 0.0
+
+
+def _names(a: Record, b: Record) -> tuple[float | None, float | None]:
+    """Jaro-Winkler of given and family names, in whichever order matches better: family-first
+    and given-first entries of the same name are common (Chinese names, forms, imports)."""
+    given = _jw(a.given, b.given) if a.given and b.given else None
+    family = _jw(a.family, b.family) if a.family and b.family else None
+    if a.given and a.family and b.given and b.family:
+        crossed_given, crossed_family = _jw(a.given, b.family), _jw(a.family, b.given)
+        assert given is not None and family is not None
+        if crossed_given + crossed_family > given + family + SWAP_MARGIN:
+            return crossed_given, crossed_family
+    elif (a.given or a.family) and (b.given or b.family) and given is None and family is None:
+        # One record has only a given name, the other only a family name: compare them.
+        one, other = a.given or a.family, b.given or b.family
+        return (_jw(one, other), None) if a.given else (None, _jw(one, other))
+    return given, family
+
+
+def _birth_date(a: str, b: str) -> tuple[int, float]:
+    if a == b:
+        return 0, 1.0
+    if a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]:
+        return 1, NEAR_SIMILARITY  # day and month transposed
+    return _edit(a.replace("-", ""), b.replace("-", ""))
+
+
+def _best_edit(left: tuple[str, ...], right: tuple[str, ...]) -> tuple[int, float]:
+    best = (2, 0.0)
+    for x in left:
+        for y in right:
+            result = _edit(x, y)
+            if result[0] < best[0]:
+                best = result
+                if best[0] == 0:
+                    return best
+    return best
+
+
+def _external_ids(
+    a: tuple[tuple[str, str], ...], b: tuple[tuple[str, str], ...]
+) -> tuple[int, float] | None:
+    """Only ids of the same scheme are comparable; none shared means "missing"."""
+    other = dict(b)
+    best: tuple[int, float] | None = None
+    for scheme, value in a:
+        if scheme in other:
+            result = _edit(value, other[scheme])
+            if best is None or result[0] < best[0]:
+                best = result
+    return best
+
+
+def _emails(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[int, float]:
+    """Equal canonical address, or one edit / Jaro-Winkler ≥ 0.92 on the same domain."""
+    best = (2, 0.0)
+    for x in a:
+        x_local, _, x_domain = x.rpartition("@")
+        for y in b:
+            if x == y:
+                return 0, 1.0
+            y_local, _, y_domain = y.rpartition("@")
+            if x_domain == y_domain:
+                similarity = _jw(x_local, y_local)
+                if similarity >= CLOSE or _osa(x_local, y_local, score_cutoff=1) <= 1:
+                    best = (1, max(similarity, NEAR_SIMILARITY))
+    return best
+
+
+def _text(a: str, b: str) -> float:
+    similarity = _jw(a, b)
+    if similarity < 0.999 and (" " in a or " " in b):
+        similarity = max(similarity, token_sort_ratio(a, b) / 100.0)
+    return similarity
+
+
+def _address_similarities(a: Address, b: Address) -> list[tuple[int, float | None]]:
+    out: list[tuple[int, float | None]] = []
+    out.append(
+        _edit(a.street_number, b.street_number)
+        if a.street_number and b.street_number
+        else (MISSING, None)
+    )
+    for x, y in ((a.line1, b.line1), (a.line2, b.line2), (a.locality, b.locality)):
+        if x and y:
+            similarity = _text(x, y)
+            out.append((_string_level(similarity), similarity))
+        else:
+            out.append((MISSING, None))
+    out.append(_edit(a.postcode, b.postcode) if a.postcode and b.postcode else (MISSING, None))
+    if a.region and b.region:
+        out.append((0, 1.0) if a.region == b.region else (1, 0.0))
+    else:
+        out.append((MISSING, None))
+    return out
+
+
+def _addresses(a: Record, b: Record) -> list[tuple[int, float | None]]:
+    """The best-matching pair of addresses (customers may have several)."""
+    if not a.addresses or not b.addresses:
+        return [(MISSING, None)] * 6
+    best: list[tuple[int, float | None]] | None = None
+    best_total = -1.0
+    for x in a.addresses:
+        for y in b.addresses:
+            fields = _address_similarities(x, y)
+            total = sum(s for _, s in fields if s is not None)
+            if total > best_total:
+                best, best_total = fields, total
+    assert best is not None
+    return best
+
+
+def compare(a: Record, b: Record) -> tuple[Levels, Similarities]:
+    """Levels and similarities of every field in `FIELDS` order."""
+    levels: list[int] = []
+    similarities: list[float | None] = []
+    for similarity in _names(a, b):
+        levels.append(MISSING if similarity is None else _string_level(similarity))
+        similarities.append(similarity)
+
+    pairs: list[tuple[int, float | None] | None] = [
+        _birth_date(a.birth_date, b.birth_date) if a.birth_date and b.birth_date else None,
+        _external_ids(a.external_ids, b.external_ids),
+        _emails(a.emails, b.emails) if a.emails and b.emails else None,
+        _best_edit(a.phones, b.phones) if a.phones and b.phones else None,
+    ]
+    for pair in pairs:
+        levels.append(MISSING if pair is None else pair[0])
+        similarities.append(None if pair is None else pair[1])
+    for level, similarity in _addresses(a, b):
+        levels.append(level)
+        similarities.append(similarity)
+    return tuple(levels), tuple(similarities)
