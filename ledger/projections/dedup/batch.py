@@ -1,0 +1,170 @@
+"""Batch duplicate search: every likely-duplicate pair and cluster, for `ledger duplicates`.
+
+The steps: candidate pairs from shared blocking keys → field comparison → Fellegi-Sunter
+weights estimated by EM on exactly these pairs (so the model fits this ledger's data, not
+someone else's) → pairs at or above `min_score` → connected groups. Inside each group the
+pairs that no key proposed are compared too: A~B and B~C suggest A~C, and a group is only
+shown with every pair's score.
+
+The report holds customer ids, scores and per-field similarities: no personal values, so it
+can be printed, logged or returned as JSON as it is (the CLI adds external ids itself,
+after an authorised read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.projections.dedup.cluster import clusters
+from ledger.projections.dedup.compare import Levels, Similarities
+from ledger.projections.dedup.index import DuplicateIndex, compare_pairs
+from ledger.projections.dedup.keys import KEY_KINDS, BlockingKeyer
+from ledger.projections.dedup.record import Profile
+from ledger.projections.dedup.score import FieldScore, Model, fit, starting_model
+
+DEFAULT_MIN_SCORE = 0.5  # posterior match probability: more likely one person than two
+MAX_GROUP_COMPLETION = 50  # larger groups are left as linked; comparing them is quadratic
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class ScoredPair:
+    first: str
+    second: str
+    score: float
+    explanation: tuple[FieldScore, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "customer_ids": [self.first, self.second],
+            "score": round(self.score, 6),
+            "explanation": [line.as_dict() for line in self.explanation],
+        }
+
+
+@dataclass(frozen=True)
+class Cluster:
+    customer_ids: tuple[str, ...]
+    min_score: float  # the weakest scored link inside the group
+    max_score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "customer_ids": list(self.customer_ids),
+            "min_score": round(self.min_score, 6),
+            "max_score": round(self.max_score, 6),
+        }
+
+
+@dataclass(frozen=True)
+class DuplicateReport:
+    customers: int
+    candidate_pairs: int
+    pairs: tuple[ScoredPair, ...]  # best first
+    clusters: tuple[Cluster, ...]  # largest first
+    model: Model
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "customers": self.customers,
+            "candidate_pairs": self.candidate_pairs,
+            "pairs": [pair.as_dict() for pair in self.pairs],
+            "clusters": [cluster.as_dict() for cluster in self.clusters],
+            "model": self.model.as_dict(),
+        }
+
+
+def find_duplicates(
+    index: DuplicateIndex,
+    *,
+    min_score: float = DEFAULT_MIN_SCORE,
+    refit: bool = True,
+    progress: Progress | None = None,
+    customers: int | None = None,
+) -> DuplicateReport:
+    """All likely-duplicate pairs and clusters in the index. With `refit` (the default)
+    the model is re-estimated on this run's candidate pairs and kept on the index for
+    real-time look-ups; otherwise the index's current model scores them."""
+    pairs = sorted(index.candidate_pairs())
+    if progress:
+        progress("compare", 0, len(pairs))
+    vectors = compare_pairs(index.records, pairs)
+    if progress:
+        progress("compare", len(pairs), len(pairs))
+    if refit:
+        index.model = fit((levels for levels, _ in vectors.values()), initial=starting_model())
+    model = index.model
+
+    accepted = {pair: model.score(levels) for pair, (levels, _) in vectors.items()}
+    accepted = {pair: score for pair, score in accepted.items() if score >= min_score}
+    groups = clusters(accepted)
+    missing = [
+        (a, b)
+        for group in groups
+        if len(group) <= MAX_GROUP_COMPLETION
+        for i, a in enumerate(group)
+        for b in group[i + 1 :]
+        if (a, b) not in vectors
+    ]
+    for pair, (levels, similarities) in compare_pairs(index.records, missing).items():
+        vectors[pair] = (levels, similarities)
+        score = model.score(levels)
+        if score >= min_score:
+            accepted[pair] = score
+
+    scored = _scored_pairs(accepted, vectors, model)
+    return DuplicateReport(
+        customers=customers if customers is not None else _count(index),
+        candidate_pairs=len(pairs),
+        pairs=scored,
+        clusters=_clusters(groups, accepted),
+        model=model,
+    )
+
+
+def duplicates_among(
+    profiles: Mapping[str, Profile] | Iterable[tuple[str, Profile]],
+    secret: bytes,
+    *,
+    min_score: float = DEFAULT_MIN_SCORE,
+    kinds: Iterable[str] = KEY_KINDS,
+    progress: Progress | None = None,
+) -> tuple[DuplicateReport, DuplicateIndex]:
+    """Index the given profiles in memory and find their duplicates (benchmarks, one-off
+    checks of a file before import). Returns the index too, fitted, for look-ups."""
+    items = profiles.items() if isinstance(profiles, Mapping) else profiles
+    index = DuplicateIndex(BlockingKeyer(secret, kinds))
+    count = 0
+    for customer_id, profile in items:
+        index.add(customer_id, profile)
+        count += 1
+    return find_duplicates(index, min_score=min_score, progress=progress, customers=count), index
+
+
+def _scored_pairs(
+    accepted: Mapping[tuple[str, str], float],
+    vectors: Mapping[tuple[str, str], tuple[Levels, Similarities]],
+    model: Model,
+) -> tuple[ScoredPair, ...]:
+    ordered = sorted(accepted.items(), key=lambda item: (-item[1], item[0]))
+    return tuple(
+        ScoredPair(a, b, score, model.explain(*vectors[(a, b)])) for (a, b), score in ordered
+    )
+
+
+def _clusters(
+    groups: list[tuple[str, ...]], accepted: Mapping[tuple[str, str], float]
+) -> tuple[Cluster, ...]:
+    members = {customer_id: n for n, group in enumerate(groups) for customer_id in group}
+    scores: dict[int, list[float]] = {}
+    for (a, _), score in accepted.items():
+        scores.setdefault(members[a], []).append(score)
+    return tuple(Cluster(group, min(scores[n]), max(scores[n])) for n, group in enumerate(groups))
+
+
+def _count(index: DuplicateIndex) -> int:
+    size = getattr(index.store, "__len__", None)
+    return int(size()) if callable(size) else 0

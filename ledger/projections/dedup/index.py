@@ -1,0 +1,263 @@
+"""The duplicate index: blocking keys per customer, and ranked look-ups against them.
+
+Storage is behind two small interfaces so the same engine runs in memory (tests, benchmark,
+an embedded ledger) and on a projection table:
+
+* `KeyStore` holds (key_hash, customer_id) rows: a table with an index on key_hash is all
+  a database needs. Only keyed hashes are stored, never the values (DESIGN invariant 7).
+* `RecordSource` returns the canonical `Record` of candidates for scoring. A projection
+  backs it with its current view (decrypting personal fields under each customer's key and
+  calling `prepare`); the in-memory version keeps records in a dict.
+
+Keys shared by more than `max_block` customers are ignored at query time: a key that common
+(a frequent surname's phonetic code, a shared office email) does not discriminate, and
+skipping it bounds the cost of a look-up however large the ledger grows.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ledger.projections.dedup.compare import compare
+from ledger.projections.dedup.keys import BlockingKeyer
+from ledger.projections.dedup.record import Profile, Record, prepare
+from ledger.projections.dedup.score import FieldScore, Model, fit, starting_model
+
+DEFAULT_MAX_BLOCK = 200
+DEFAULT_FIT_PAIRS = 200_000
+
+
+class KeyStore(Protocol):
+    """Rows of (key_hash, customer_id)."""
+
+    def put(self, customer_id: str, keys: Collection[bytes]) -> None:
+        """Replace the customer's keys with `keys` (a profile change re-keys)."""
+
+    def delete(self, customer_id: str) -> None:
+        """Remove every row of the customer (erasure, merge into another)."""
+
+    def members(self, keys: Collection[bytes], max_block: int) -> Mapping[bytes, Collection[str]]:
+        """For each of `keys` shared by at most `max_block` customers, those customers."""
+        ...
+
+    def shared_blocks(self, max_block: int) -> Iterable[Collection[str]]:
+        """Every block of 2..max_block customers sharing one key (batch candidate pairs)."""
+        ...
+
+
+class RecordSource(Protocol):
+    def records(self, customer_ids: Collection[str]) -> Mapping[str, Record]:
+        """Canonical records of those of `customer_ids` that exist (others are left out)."""
+        ...
+
+
+class InMemoryKeyStore:
+    """A `KeyStore` in two dicts. A block with one customer holds the id itself rather
+    than a one-element set: most keys are unique, and 100,000 customers with ~10 keys each
+    would otherwise spend a few hundred MB on singleton sets."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[bytes, str | set[str]] = {}
+        self._keys: dict[str, frozenset[bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def put(self, customer_id: str, keys: Collection[bytes]) -> None:
+        self.delete(customer_id)
+        new = frozenset(keys)
+        self._keys[customer_id] = new
+        blocks = self._blocks
+        for key in new:
+            present = blocks.get(key)
+            if present is None:
+                blocks[key] = customer_id
+            elif isinstance(present, str):
+                if present != customer_id:
+                    blocks[key] = {present, customer_id}
+            else:
+                present.add(customer_id)
+
+    def delete(self, customer_id: str) -> None:
+        for key in self._keys.pop(customer_id, ()):
+            present = self._blocks.get(key)
+            if isinstance(present, set):
+                present.discard(customer_id)
+                if len(present) == 1:
+                    self._blocks[key] = next(iter(present))
+            elif present == customer_id:
+                del self._blocks[key]
+
+    def keys_of(self, customer_id: str) -> frozenset[bytes]:
+        return self._keys.get(customer_id, frozenset())
+
+    def members(self, keys: Collection[bytes], max_block: int) -> dict[bytes, Collection[str]]:
+        found: dict[bytes, Collection[str]] = {}
+        for key in keys:
+            present = self._blocks.get(key)
+            if isinstance(present, str):
+                found[key] = (present,)
+            elif present is not None and len(present) <= max_block:
+                found[key] = present
+        return found
+
+    def shared_blocks(self, max_block: int) -> Iterator[Collection[str]]:
+        for present in self._blocks.values():
+            if isinstance(present, set) and len(present) <= max_block:
+                yield present
+
+    def rows(self) -> Iterator[tuple[bytes, str]]:
+        """(key_hash, customer_id) rows, as a table would hold them."""
+        for customer_id, keys in self._keys.items():
+            for key in keys:
+                yield key, customer_id
+
+
+class InMemoryRecords:
+    """A `RecordSource` in a dict; holds personal data in memory only."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, Record] = {}
+
+    def put(self, customer_id: str, record: Record) -> None:
+        self._records[customer_id] = record
+
+    def delete(self, customer_id: str) -> None:
+        self._records.pop(customer_id, None)
+
+    def records(self, customer_ids: Collection[str]) -> dict[str, Record]:
+        get = self._records.get
+        return {i: r for i in customer_ids if (r := get(i)) is not None}
+
+
+@dataclass(frozen=True)
+class Match:
+    """A likely duplicate of the record looked up."""
+
+    customer_id: str
+    score: float
+    explanation: tuple[FieldScore, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "score": round(self.score, 6),
+            "explanation": [line.as_dict() for line in self.explanation],
+        }
+
+
+class DuplicateIndex:
+    """Blocking keys and a scoring model; `lookup` ranks likely duplicates of one record.
+
+    With no `records` source the index keeps each added customer's canonical record in
+    memory (embedded use, tests, benchmarks). A projection passes its own source and writes
+    `keys_for(profile)` to its key table in the same transaction as its other rows.
+    """
+
+    def __init__(
+        self,
+        keyer: BlockingKeyer,
+        *,
+        store: KeyStore | None = None,
+        records: RecordSource | None = None,
+        model: Model | None = None,
+        max_block: int = DEFAULT_MAX_BLOCK,
+    ) -> None:
+        self.keyer = keyer
+        self.store: KeyStore = store if store is not None else InMemoryKeyStore()
+        self._own_records = InMemoryRecords() if records is None else None
+        self.records: RecordSource = records if records is not None else self._own_records  # type: ignore[assignment]
+        self.model = model or starting_model()
+        self.max_block = max_block
+
+    def keys_for(self, profile: Profile | Record) -> frozenset[bytes]:
+        record = profile if isinstance(profile, Record) else prepare(profile)
+        return self.keyer.keys(record)
+
+    def add(self, customer_id: str, profile: Profile | Record) -> None:
+        """Index (or re-index after a change) one customer."""
+        record = profile if isinstance(profile, Record) else prepare(profile)
+        self.store.put(customer_id, self.keyer.keys(record))
+        if self._own_records is not None:
+            self._own_records.put(customer_id, record)
+
+    def remove(self, customer_id: str) -> None:
+        """Forget a customer entirely (erasure, or merged into another)."""
+        self.store.delete(customer_id)
+        if self._own_records is not None:
+            self._own_records.delete(customer_id)
+
+    def candidates(self, profile: Profile | Record, *, exclude: Collection[str] = ()) -> set[str]:
+        """Customers sharing at least one discriminating key with the profile."""
+        found: set[str] = set()
+        for members in self.store.members(self.keys_for(profile), self.max_block).values():
+            found.update(members)
+        found.difference_update(exclude)
+        return found
+
+    def lookup(
+        self,
+        profile: Profile | Record,
+        *,
+        limit: int = 10,
+        min_score: float = 0.0,
+        exclude: Collection[str] = (),
+    ) -> list[Match]:
+        """Likely duplicates of a new or changed profile, best first."""
+        record = profile if isinstance(profile, Record) else prepare(profile)
+        ids = self.candidates(record, exclude=exclude)
+        model = self.model
+        scored: list[tuple[float, str, tuple[int, ...], tuple[float | None, ...]]] = []
+        for customer_id, other in self.records.records(ids).items():
+            levels, similarities = compare(record, other)
+            score = model.score(levels)
+            if score >= min_score:
+                scored.append((score, customer_id, levels, similarities))
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        return [
+            Match(customer_id, score, model.explain(levels, similarities))
+            for score, customer_id, levels, similarities in scored[:limit]
+        ]
+
+    def lookup_customer(
+        self, customer_id: str, *, limit: int = 10, min_score: float = 0.0
+    ) -> list[Match]:
+        """Likely duplicates of a customer already in the index."""
+        record = self.records.records((customer_id,)).get(customer_id)
+        if record is None:
+            return []
+        return self.lookup(record, limit=limit, min_score=min_score, exclude=(customer_id,))
+
+    def candidate_pairs(self) -> set[tuple[str, str]]:
+        """Every pair of customers sharing a discriminating key, each pair once (a < b)."""
+        pairs: set[tuple[str, str]] = set()
+        for block in self.store.shared_blocks(self.max_block):
+            members = sorted(block)
+            for i, first in enumerate(members):
+                for second in members[i + 1 :]:
+                    pairs.add((first, second))
+        return pairs
+
+    def refit(self, *, max_pairs: int = DEFAULT_FIT_PAIRS, seed: int = 0) -> Model:
+        """Re-estimate the model by EM on (a sample of) the index's own candidate pairs,
+        and use it from now on. Unsupervised: no labelled pairs are involved."""
+        pairs = sorted(self.candidate_pairs())
+        if len(pairs) > max_pairs:
+            pairs = random.Random(seed).sample(pairs, max_pairs)  # noqa: S311 - not a secret
+        vectors = compare_pairs(self.records, pairs)
+        self.model = fit((levels for levels, _ in vectors.values()), initial=starting_model())
+        return self.model
+
+
+def compare_pairs(
+    source: RecordSource, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[tuple[int, ...], tuple[float | None, ...]]]:
+    """Level and similarity vectors of pairs whose records both exist."""
+    pairs = list(pairs)
+    records = source.records({customer_id for pair in pairs for customer_id in pair})
+    return {
+        (a, b): compare(records[a], records[b]) for a, b in pairs if a in records and b in records
+    }
