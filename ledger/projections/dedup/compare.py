@@ -80,19 +80,27 @@ def _edit(a: str, b: str) -> tuple[int, float]:
 
 def _names(a: Record, b: Record) -> tuple[float | None, float | None]:
     """Jaro-Winkler of given and family names, in whichever order matches better: family-first
-    and given-first entries of the same name are common (Chinese names, forms, imports)."""
-    given = _jw(a.given, b.given) if a.given and b.given else None
-    family = _jw(a.family, b.family) if a.family and b.family else None
-    if a.given and a.family and b.given and b.family:
-        crossed_given, crossed_family = _jw(a.given, b.family), _jw(a.family, b.given)
-        assert given is not None and family is not None
+    and given-first entries of the same name are common (Chinese names, forms, imports).
+    A name held in one field only ("Zhangwei") is compared with the other record's whole
+    name in both orders, and reported in the slot it was entered in."""
+    ag, af, bg, bf = a.given, a.family, b.given, b.family
+    if ag and af and bg and bf:
+        given, family = _jw(ag, bg), _jw(af, bf)
+        crossed_given, crossed_family = _jw(ag, bf), _jw(af, bg)
         if crossed_given + crossed_family > given + family + SWAP_MARGIN:
             return crossed_given, crossed_family
-    elif (a.given or a.family) and (b.given or b.family) and given is None and family is None:
-        # One record has only a given name, the other only a family name: compare them.
-        one, other = a.given or a.family, b.given or b.family
-        return (_jw(one, other), None) if a.given else (None, _jw(one, other))
-    return given, family
+        return given, family
+    if not (ag or af) or not (bg or bf):
+        return None, None
+    if (ag and af) or (bg and bf):  # one record has both parts, the other only one
+        single_in_a = not (ag and af)
+        one = (ag or af) if single_in_a else (bg or bf)
+        g, f = (bg, bf) if single_in_a else (ag, af)
+        similarity = max(_jw(one, g + f), _jw(one, f + g), _jw(one, g), _jw(one, f))
+        in_given = bool(ag) if single_in_a else bool(bg)
+        return (similarity, None) if in_given else (None, similarity)
+    similarity = _jw(ag or af, bg or bf)  # one part each, maybe in different slots
+    return (similarity, None) if ag else (None, similarity)
 
 
 def _birth_date(a: str, b: str) -> tuple[int, float]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
 from functools import lru_cache
 
 import jellyfish
@@ -96,16 +95,16 @@ def name_words(name: str | None) -> tuple[str, ...]:
 
 @lru_cache(maxsize=65536)
 def romanise(name: str | None) -> str:
-    """A name part as one Latin string without spaces: pinyin for Chinese characters
-    ("张伟" → "zhangwei"), the folded letters otherwise ("Mary-Jane" → "maryjane"). This is
-    the form names are scored on, so hanzi and pinyin spellings compare as equals."""
+    """A name part as one string without spaces: pinyin for Chinese characters
+    ("张伟" → "zhangwei"), the canonical letters otherwise ("Mary-Jane" → "maryjane"). This
+    is the form names are scored on, so hanzi and pinyin spellings compare as equals."""
     words = name_words(name)
     if not words:
         return ""
     text = "".join(words)
     if has_cjk(text):
-        text = _pinyin_u("".join(lazy_pinyin(text, style=Style.NORMAL)))
-    return _NOT_LETTER.sub("", fold(text))
+        return _pinyin_u("".join(lazy_pinyin(text, style=Style.NORMAL)))
+    return text  # other scripts (Cyrillic, Greek, ...) are compared as written
 
 
 def split_full_name(given: str | None, family: str | None) -> tuple[str, str]:
@@ -253,12 +252,3 @@ def canonical_birth_date(value: str | None) -> str:
     if not value or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
         return ""
     return value
-
-
-def initial(words: Iterable[str]) -> str:
-    """First letter of the first Latin-readable word (hanzi are romanised first)."""
-    for word in words:
-        roman = romanise(word)
-        if roman:
-            return roman[0]
-    return ""
