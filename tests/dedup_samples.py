@@ -10,71 +10,22 @@ from __future__ import annotations
 import random
 from typing import Any
 
-GIVEN = [
-    "Olivia",
-    "Liam",
-    "Emma",
-    "Noah",
-    "Amelia",
-    "Oliver",
-    "Isla",
-    "Jack",
-    "Mia",
-    "William",
-    "Ava",
-    "Henry",
-    "Grace",
-    "Leo",
-    "Chloe",
-    "Thomas",
-    "Ella",
-    "James",
-    "Zoe",
-    "Lucas",
-    "Ruby",
-    "Charlie",
-    "Sophie",
-    "Mason",
-    "Lily",
-    "Ethan",
-    "Evie",
-    "Oscar",
-    "Harper",
-    "Max",
-]
-FAMILY = [
-    "Smith",
-    "Jones",
-    "Williams",
-    "Brown",
-    "Wilson",
-    "Taylor",
-    "Johnson",
-    "White",
-    "Martin",
-    "Anderson",
-    "Thompson",
-    "Nguyen",
-    "Thomas",
-    "Walker",
-    "Harris",
-    "Lee",
-    "Ryan",
-    "Robinson",
-    "Kelly",
-    "King",
-    "Davis",
-    "Wright",
-    "Evans",
-    "Roberts",
-    "Green",
-    "Hall",
-    "Wood",
-    "Jackson",
-    "Clarke",
-    "Patel",
-]
-STREETS = [
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+GIVEN = _words(
+    "Olivia Liam Emma Noah Amelia Oliver Isla Jack Mia William Ava Henry Grace Leo Chloe "
+    "Thomas Ella James Zoe Lucas Ruby Charlie Sophie Mason Lily Ethan Evie Oscar Harper "
+    "Max"
+)
+FAMILY = _words(
+    "Smith Jones Williams Brown Wilson Taylor Johnson White Martin Anderson Thompson "
+    "Nguyen Thomas Walker Harris Lee Ryan Robinson Kelly King Davis Wright Evans Roberts "
+    "Green Hall Wood Jackson Clarke Patel"
+)
+STREETS = (
     "wallaby place",
     "kent street",
     "hoseason street",
@@ -91,17 +42,8 @@ STREETS = [
     "ammon place",
     "teakle place",
     "disney court",
-]
-LOCALITIES = [
-    "cleveland",
-    "marsden",
-    "granville",
-    "utakarra",
-    "towradgi",
-    "eaton",
-    "corio",
-    "banyo",
-]
+)
+LOCALITIES = "cleveland marsden granville utakarra towradgi eaton corio banyo"
 DOMAINS = ("example.org", "example.com", "gmail.com", "mail.example")
 
 
