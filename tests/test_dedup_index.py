@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
 
 from ledger.projections.dedup.index import DuplicateIndex, InMemoryKeyStore, KeyStore
 from ledger.projections.dedup.keys import BlockingKeyer
-from tests.dedup_samples import sample
+from ledger.projections.dedup.score import plausible
+from tests.dedup_samples import person, sample, variant
 
 SECRET = b"i" * 32
 ADA = {"given_name": "Ada", "family_name": "Lovelace", "birth_date": "1985-12-10"}
@@ -37,6 +39,8 @@ def test_key_store_contract(key_store: KeyStore) -> None:
     }
     assert set(key_store.members([b], max_block=2)) == set()  # too common: ignored
     assert sorted(sorted(block) for block in key_store.shared_blocks(10)) == [["1", "2", "3"]]
+    assert sorted(key_store.some_customers(10)) == ["1", "2", "3"]
+    assert len(key_store.some_customers(2)) == 2
     key_store.put("2", [a])  # re-keyed after a change
     assert {k: set(v) for k, v in key_store.members([a, c], max_block=10).items()} == {
         a: {"1", "2"}
@@ -102,3 +106,19 @@ def test_refit_learns_from_the_index_and_finds_the_variants() -> None:
         for m in index.lookup_customer(customer_id, min_score=0.5)
     }
     assert found == truth
+
+
+def test_a_ledger_without_duplicates_still_gets_a_same_person_model() -> None:
+    """EM alone would split such a ledger along anything (shared streets, common names);
+    the estimate then falls back to chance agreement counted on random pairs."""
+    rng = random.Random(4)
+    people = {f"c{n}": person(rng, n) for n in range(300)}
+    index = DuplicateIndex(BlockingKeyer(SECRET))
+    for customer_id, profile in people.items():
+        index.add(customer_id, profile)
+    model = index.refit()
+    assert model.method in ("em-chance-u", "fallback") and plausible(model)
+    returning = variant(people["c7"], rng)
+    assert [m.customer_id for m in index.lookup(returning, min_score=0.5)] == ["c7"]
+    newcomer = person(rng, 1000)
+    assert index.lookup(newcomer, min_score=0.5) == []

@@ -23,7 +23,9 @@ def test_every_kind_of_key_is_produced() -> None:
         "emails": ["wei.zhang+shop@example.org"],
         "phones": ["+61412345678"],
         "birth_date": "1980-02-29",
-        "addresses": [{"postcode": "2000", "country": "AU"}],
+        "addresses": [
+            {"street_number": "12", "address_line1": "Kent St", "postcode": "2000", "country": "AU"}
+        ],
         "external_ids": {"CRM": "C-1"},
         "external_id:TAX": "T 9",
     }
@@ -32,6 +34,7 @@ def test_every_kind_of_key_is_produced() -> None:
     assert ("email", "wei.zhang@example.org") in values
     assert ("external_id", "crm:c1") in values and ("external_id", "tax:t9") in values
     assert ("postcode_initial", "2000:z") in values and ("postcode_initial", "2000:w") in values
+    assert ("address", "au::12:kent") in values
 
 
 def test_keys_are_truncated_hmacs_under_the_secret() -> None:

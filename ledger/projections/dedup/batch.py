@@ -2,7 +2,8 @@
 
 The steps: candidate pairs from shared blocking keys → field comparison → Fellegi-Sunter
 weights estimated by EM on exactly these pairs (so the model fits this ledger's data, not
-someone else's) → pairs at or above `min_score` → connected groups. Inside each group the
+someone else's; see `score.estimate` for the ledger without duplicates) → pairs at or
+above `min_score` → connected groups. Inside each group the
 pairs that no key proposed are compared too: A~B and B~C suggest A~C, and a group is only
 shown with every pair's score.
 
@@ -22,7 +23,7 @@ from ledger.projections.dedup.compare import Levels, Similarities
 from ledger.projections.dedup.index import DuplicateIndex, compare_pairs
 from ledger.projections.dedup.keys import KEY_KINDS, BlockingKeyer
 from ledger.projections.dedup.record import Profile
-from ledger.projections.dedup.score import FieldScore, Model, fit, starting_model
+from ledger.projections.dedup.score import FieldScore, Model
 
 DEFAULT_MIN_SCORE = 0.5  # posterior match probability: more likely one person than two
 MAX_GROUP_COMPLETION = 50  # larger groups are left as linked; comparing them is quadratic
@@ -95,7 +96,7 @@ def find_duplicates(
     if progress:
         progress("compare", len(pairs), len(pairs))
     if refit:
-        index.model = fit((levels for levels, _ in vectors.values()), initial=starting_model())
+        index.estimate_model(levels for levels, _ in vectors.values())
     model = index.model
 
     accepted = {pair: model.score(levels) for pair, (levels, _) in vectors.items()}

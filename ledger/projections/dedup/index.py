@@ -21,13 +21,15 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ledger.projections.dedup.compare import compare
+from ledger.projections.dedup.compare import Levels, compare
 from ledger.projections.dedup.keys import BlockingKeyer
 from ledger.projections.dedup.record import Profile, Record, prepare
-from ledger.projections.dedup.score import FieldScore, Model, fit, starting_model
+from ledger.projections.dedup.score import FieldScore, Model, estimate, starting_model
 
 DEFAULT_MAX_BLOCK = 200
 DEFAULT_FIT_PAIRS = 200_000
+RANDOM_PAIRS = 20_000  # to count chance agreement (u probabilities)
+RANDOM_PAIR_CUSTOMERS = 50_000
 
 
 class KeyStore(Protocol):
@@ -45,6 +47,12 @@ class KeyStore(Protocol):
 
     def shared_blocks(self, max_block: int) -> Iterable[Collection[str]]:
         """Every block of 2..max_block customers sharing one key (batch candidate pairs)."""
+        ...
+
+    def some_customers(self, limit: int) -> Collection[str]:
+        """Up to `limit` indexed customers chosen without regard to their data (customer
+        ids are random UUIDs, so the first ones by id will do): random pairs of them show
+        how often fields agree by chance."""
         ...
 
 
@@ -108,6 +116,9 @@ class InMemoryKeyStore:
         for present in self._blocks.values():
             if isinstance(present, set) and len(present) <= max_block:
                 yield present
+
+    def some_customers(self, limit: int) -> list[str]:
+        return sorted(self._keys)[:limit]
 
     def rows(self) -> Iterator[tuple[bytes, str]]:
         """(key_hash, customer_id) rows, as a table would hold them."""
@@ -241,14 +252,34 @@ class DuplicateIndex:
                     pairs.add((first, second))
         return pairs
 
+    def random_pairs(self, rng: random.Random, count: int = RANDOM_PAIRS) -> list[tuple[str, str]]:
+        """Random pairs of indexed customers: almost all of them two different people."""
+        ids = sorted(self.store.some_customers(RANDOM_PAIR_CUSTOMERS))
+        if len(ids) < 2:
+            return []
+        drawn = (sorted(rng.sample(ids, 2)) for _ in range(count))
+        return [(a, b) for a, b in drawn]
+
     def refit(self, *, max_pairs: int = DEFAULT_FIT_PAIRS, seed: int = 0) -> Model:
         """Re-estimate the model by EM on (a sample of) the index's own candidate pairs,
         and use it from now on. Unsupervised: no labelled pairs are involved."""
         pairs = sorted(self.candidate_pairs())
+        rng = random.Random(seed)  # noqa: S311 - a reproducible sample, not a secret
         if len(pairs) > max_pairs:
-            pairs = random.Random(seed).sample(pairs, max_pairs)  # noqa: S311 - not a secret
+            pairs = rng.sample(pairs, max_pairs)
         vectors = compare_pairs(self.records, pairs)
-        self.model = fit((levels for levels, _ in vectors.values()), initial=starting_model())
+        return self.estimate_model((levels for levels, _ in vectors.values()), seed=seed)
+
+    def estimate_model(self, candidate_levels: Iterable[Levels], *, seed: int = 0) -> Model:
+        """Estimate the model from candidate pairs' levels (see `score.estimate`), drawing
+        random pairs of this index's customers if it needs chance agreement; keep it."""
+        rng = random.Random(seed)  # noqa: S311 - a reproducible sample, not a secret
+
+        def chance_levels() -> list[Levels]:
+            chance = compare_pairs(self.records, self.random_pairs(rng))
+            return [levels for levels, _ in chance.values()]
+
+        self.model = estimate(candidate_levels, chance_levels)
         return self.model
 
 

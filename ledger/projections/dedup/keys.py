@@ -31,6 +31,7 @@ PINYIN = "pinyin"
 NAME_INITIAL = "name_initial"
 BIRTH_DATE = "birth_date"
 POSTCODE_INITIAL = "postcode_initial"
+ADDRESS = "address"
 
 KEY_KINDS: tuple[str, ...] = (
     EMAIL,
@@ -42,6 +43,7 @@ KEY_KINDS: tuple[str, ...] = (
     NAME_INITIAL,
     BIRTH_DATE,
     POSTCODE_INITIAL,
+    ADDRESS,
 )
 KEY_BYTES = 16
 MIN_SECRET_BYTES = 16
@@ -83,6 +85,12 @@ def key_values(record: Record, *, pinyin: bool = True) -> Iterator[tuple[str, st
     for postcode in sorted({a.postcode for a in record.addresses if a.postcode}):
         for letter in sorted(initials):
             yield POSTCODE_INITIAL, f"{postcode}:{letter}"
+    for address in record.addresses:
+        # House number and the street's first word, within the region: survives a typo in
+        # the postcode or the rest of the street ("95 leahy place" / "95 leahy lplace").
+        street = address.line1.split()[0] if address.line1 else ""
+        if address.street_number and len(street) >= 3:
+            yield ADDRESS, f"{address.country}:{address.region}:{address.street_number}:{street}"
 
 
 class BlockingKeyer:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,7 @@ class Model:
     fields: Mapping[str, FieldParameters]
     iterations: int = 0
     pairs: int = 0  # how many candidate pairs the estimate came from
+    method: str = "start"  # "em", "em-chance-u", "fallback" (see `estimate`) or "start"
     _weights: tuple[tuple[float, ...], ...] = field(init=False, repr=False, compare=False)
     _cache: dict[Levels, float] = field(init=False, repr=False, compare=False)
 
@@ -113,6 +114,7 @@ class Model:
     def as_dict(self) -> dict[str, Any]:
         """Non-personal (probabilities only): safe to store, log and print."""
         return {
+            "method": self.method,
             "prior": self.prior,
             "iterations": self.iterations,
             "pairs": self.pairs,
@@ -143,6 +145,7 @@ class Model:
             fields=fields,
             iterations=int(data.get("iterations", 0)),
             pairs=int(data.get("pairs", 0)),
+            method=str(data.get("method", "start")),
         )
 
 
@@ -172,8 +175,10 @@ def fit(
     initial: Model | None = None,
     max_iterations: int = 200,
     tolerance: float = 1e-6,
+    fixed_u: bool = False,
 ) -> Model:
-    """EM estimate of the prior and m/u from unlabelled candidate pairs' level vectors."""
+    """EM estimate of the prior and m/u from unlabelled candidate pairs' level vectors.
+    With `fixed_u` only the prior and m are estimated; u stays as in `initial`."""
     patterns = Counter(level_vectors)
     model = initial or starting_model()
     total = sum(patterns.values())
@@ -196,10 +201,16 @@ def fit(
                     u_counts[f][level] += as_other
         prior = min(max(matches / total, _MIN_PROBABILITY), 1.0 - _MIN_PROBABILITY)
         fields = {
-            spec.name: FieldParameters(m=_normalised(m_counts[f]), u=_normalised(u_counts[f]))
+            spec.name: FieldParameters(
+                m=_normalised(m_counts[f]),
+                u=model.fields[spec.name].u if fixed_u else _normalised(u_counts[f]),
+            )
             for f, spec in enumerate(FIELDS)
         }
-        updated = Model(prior=prior, fields=fields, iterations=iteration, pairs=total)
+        method = "em-chance-u" if fixed_u else "em"
+        updated = Model(
+            prior=prior, fields=fields, iterations=iteration, pairs=total, method=method
+        )
         change = _largest_change(model, updated)
         model = updated
         if change < tolerance:
@@ -222,3 +233,68 @@ def _largest_change(old: Model, new: Model) -> float:
             max(abs(x - y) for x, y in zip(a.u, b.u, strict=True)),
         )
     return change
+
+
+# Fields whose exact agreement must count for a match, and whose disagreement against it,
+# in any model that describes "same person" (rather than "same household", say).
+IDENTITY_FIELDS = ("given_name", "family_name", "birth_date")
+MIN_DISAGREEMENT_BITS = 1.0  # duplicates disagree on them at most half as often as others
+FALLBACK_PRIOR = 1e-3
+_DUPLICATE_M = {2: (0.95, 0.05), 3: (0.9, 0.05, 0.05), 4: (0.85, 0.08, 0.04, 0.03)}
+
+
+def plausible(model: Model) -> bool:
+    """Whether a solution's "match" class is plausibly "same person".
+
+    EM finds the strongest two-way split of the candidate pairs. When the data holds enough
+    duplicates that split is duplicates / the rest. A ledger with few or none still gets
+    split, along whatever else clusters among candidates: people sharing an address, say,
+    whose names then come out as no evidence, or evidence *against* a match. Such a model
+    is refused.
+    """
+    for name in IDENTITY_FIELDS:
+        parameters = model.fields[name]
+        last = len(parameters.m) - 1
+        if parameters.weight(0) <= 0 or parameters.weight(last) > -MIN_DISAGREEMENT_BITS:
+            return False
+    return True
+
+
+def chance_model(random_pair_levels: Iterable[Levels], *, pairs: int = 0) -> Model:
+    """u counted on random pairs of the ledger's own records (almost all of them different
+    people, so no labels are needed), m from the general expectation that duplicates
+    mostly agree field by field; the prior is a guess (1 in 1,000 candidate pairs)."""
+    sizes = [len(spec.levels) for spec in FIELDS]
+    counts = [[_PSEUDO_COUNT] * n for n in sizes]
+    for levels in random_pair_levels:
+        for f, level in enumerate(levels):
+            if level != MISSING:
+                counts[f][level] += 1
+    fields = {
+        spec.name: FieldParameters(m=_DUPLICATE_M[sizes[f]], u=_normalised(counts[f]))
+        for f, spec in enumerate(FIELDS)
+    }
+    return Model(prior=FALLBACK_PRIOR, fields=fields, pairs=pairs, method="fallback")
+
+
+def estimate(
+    candidate_levels: Iterable[Levels], random_pair_levels: Callable[[], Iterable[Levels]]
+) -> Model:
+    """The model for a ledger, from its own data and no labels, in three tries:
+
+    1. EM for prior, m and u on the candidate pairs (the classic estimate; best when
+       duplicates are a sizeable share of candidates, as in FEBRL);
+    2. else EM for prior and m only, u fixed at its value among random pairs: chance
+       agreement then cannot be mistaken for the match class, which finds the duplicates
+       even when they are rare among candidates;
+    3. else (no duplicates to learn from) that u with the general m (`chance_model`).
+
+    Random pairs are only drawn (by calling `random_pair_levels`) when step 1 fails.
+    """
+    candidates = list(candidate_levels)
+    model = fit(candidates)
+    if plausible(model):
+        return model
+    chance = chance_model(random_pair_levels(), pairs=len(candidates))
+    anchored = fit(candidates, initial=chance, fixed_u=True)
+    return anchored if plausible(anchored) else chance
