@@ -14,6 +14,7 @@ from ledger.projections.dedup.normalise import (
     name_words,
     phonetic,
     pinyin_keys,
+    place,
     romanise,
     segment_pinyin,
     split_full_name,
@@ -109,3 +110,9 @@ def test_full_names_in_one_field_are_split() -> None:
     assert split_full_name("Ada Lovelace", None) == ("Ada", "Lovelace")
     assert split_full_name("Ada", "Lovelace") == ("Ada", "Lovelace")
     assert split_full_name(None, "Lovelace") == ("", "Lovelace")
+
+
+def test_chinese_place_names_compare_in_pinyin() -> None:
+    assert place("北京") == place("Beijing") == "beijing"
+    assert place("上海市 浦东新区") == "shanghaishi pudongxinqu"
+    assert place("Kent  St") == "kent st"

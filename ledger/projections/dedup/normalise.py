@@ -83,6 +83,19 @@ def has_cjk(text: str) -> bool:
 
 
 @lru_cache(maxsize=65536)
+def place(text: str | None) -> str:
+    """Comparable form of an address part; Chinese characters become spaced pinyin, so
+    "北京" and "Beijing" compare equal, like names do."""
+    folded = fold(text)
+    if not has_cjk(folded):
+        return folded
+    return " ".join(
+        _pinyin_u("".join(lazy_pinyin(word, style=Style.NORMAL))) if has_cjk(word) else word
+        for word in folded.split()
+    )
+
+
+@lru_cache(maxsize=65536)
 def name_words(name: str | None) -> tuple[str, ...]:
     """The words of a name in canonical form: "Mary-Jane O'Brien" → ("mary", "jane",
     "obrien"). Chinese characters are kept as they are (see `romanise`)."""

@@ -21,6 +21,7 @@ from ledger.projections.dedup.normalise import (
     fold,
     name_words,
     pinyin_keys,
+    place,
     romanise,
     split_full_name,
 )
@@ -80,10 +81,10 @@ def _text(mapping: Mapping[str, Any], name: str) -> str | None:
 def _address(raw: Mapping[str, Any]) -> Address:
     return Address(
         street_number=canonical_identifier(_text(raw, "street_number")),
-        line1=fold(_text(raw, "address_line1")),
-        line2=fold(_text(raw, "address_line2")),
-        locality=fold(_text(raw, "locality")),
-        region=fold(_text(raw, "region")),
+        line1=place(_text(raw, "address_line1")),
+        line2=place(_text(raw, "address_line2")),
+        locality=place(_text(raw, "locality")),
+        region=place(_text(raw, "region")),
         postcode=canonical_postcode(_text(raw, "postcode")),
         country=fold(_text(raw, "country")),
     )
