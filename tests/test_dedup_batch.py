@@ -19,7 +19,10 @@ def test_clusters_are_connected_groups() -> None:
 
 def test_finds_the_known_duplicates() -> None:
     profiles, truth = sample(80, seed=11)
-    report, _ = duplicates_among(profiles, SECRET)
+    reports: list[tuple[str, int, int]] = []
+    report, _ = duplicates_among(profiles, SECRET, progress=lambda *a: reports.append(a))
+    assert reports[0] == ("compare", 0, report.candidate_pairs)
+    assert reports[-1] == ("compare", report.candidate_pairs, report.candidate_pairs)
     found = {(pair.first, pair.second) for pair in report.pairs}
     assert found == truth
     people = {frozenset(c.customer_ids) for c in report.clusters}
