@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,7 +110,7 @@ def febrl_section(names: list[str], repeat: int) -> tuple[list[str], Model | Non
         for name in names:
             data = febrl.load(name, Path(directory))
             imported = febrl.import_profiles(data.csv_path)
-            report, ours = timed(lambda imported=imported: search(imported.profiles), repeat)
+            report, ours = timed(partial(search, imported.profiles), repeat)
             runs = [baseline.run(data.csv_path) for _ in range(repeat)]
             base, base_seconds = runs[-1], statistics.median(r.seconds for r in runs)
             mine = quality(((p.first, p.second) for p in report.pairs), data.truth)

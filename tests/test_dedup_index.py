@@ -9,6 +9,7 @@ import pytest
 
 from ledger.projections.dedup.index import DuplicateIndex, InMemoryKeyStore, KeyStore
 from ledger.projections.dedup.keys import BlockingKeyer
+from ledger.projections.dedup.normalise import romanise
 from ledger.projections.dedup.score import plausible
 from tests.dedup_samples import person, sample, variant
 
@@ -71,8 +72,9 @@ def test_removed_customers_leave_no_rows_and_are_not_found() -> None:
     index = DuplicateIndex(BlockingKeyer(SECRET), store=store)
     index.add("ada", ADA)
     index.add("bob", BOB)
-    index.remove("ada")  # erasure
+    index.erase("ada")
     assert {customer for _, customer in store.rows()} == {"bob"}
+    assert romanise.cache_info().currsize == 0  # no memoised name of Ada's either
     assert index.lookup(ADA_AGAIN) == []
     index.add("ada-2", ADA)  # the same person registered again: a new customer
     assert [m.customer_id for m in index.lookup(ADA_AGAIN)] == ["ada-2"]

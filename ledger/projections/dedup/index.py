@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from ledger.projections.dedup.compare import Levels, compare
 from ledger.projections.dedup.keys import BlockingKeyer
+from ledger.projections.dedup.normalise import clear_caches
 from ledger.projections.dedup.record import Profile, Record, prepare
 from ledger.projections.dedup.score import FieldScore, Model, estimate, starting_model
 
@@ -196,10 +197,16 @@ class DuplicateIndex:
             self._own_records.put(customer_id, record)
 
     def remove(self, customer_id: str) -> None:
-        """Forget a customer entirely (erasure, or merged into another)."""
+        """Forget a customer's keys and record (merged into another, or erased)."""
         self.store.delete(customer_id)
         if self._own_records is not None:
             self._own_records.delete(customer_id)
+
+    def erase(self, customer_id: str) -> None:
+        """`remove`, and also drop the memoised canonical names and places of everyone
+        (DESIGN invariant 3 purges caches too): they refill from the remaining records."""
+        self.remove(customer_id)
+        clear_caches()
 
     def candidates(self, profile: Profile | Record, *, exclude: Collection[str] = ()) -> set[str]:
         """Customers sharing at least one discriminating key with the profile."""
