@@ -1,9 +1,26 @@
 """Duplicate detection: blocking keys, Fellegi-Sunter scoring, index, clusters.
 
-A self-contained engine with no I/O of its own. The projection runner feeds it: on each
-registration or change `DuplicateIndex.add` (or `keys_for`, to write key rows itself), on
-erasure or merge `remove`; registration calls `lookup` to warn about or refuse likely
-duplicates; `ledger duplicates` calls `find_duplicates`.
+A self-contained engine with no I/O of its own. How a projection plugs it in:
+
+* **Secret.** `BlockingKeyer(secret)` needs a secret of 16+ bytes that lives with the
+  ledger's other secrets (never in the projection's tables). Changing it changes every
+  key: rebuild the index afterwards.
+* **Key rows.** A table ``(key_hash BYTES, customer_id)`` with an index on key_hash backs
+  `KeyStore`: `put` replaces a customer's rows, `delete` removes them, `members` is one
+  ``WHERE key_hash IN (...)`` query that skips keys with more than `max_block` rows,
+  `shared_blocks` groups by key_hash (``HAVING count(*) BETWEEN 2 AND max_block``),
+  `some_customers` takes the first ids by id. `DuplicateIndex.keys_for(profile)` gives
+  the rows to write in the same transaction as the current-view row.
+* **Records.** `RecordSource.records(ids)` reads the candidates' current-view rows,
+  decrypts them under each customer's key and returns `prepare(profile)` for each.
+* **Events.** Registration or change: `add` (re-keys). Merge of B into A: `remove(B)`;
+  unmerge: `add(B, ...)` again. Erasure: `erase` (also clears memoised names).
+* **Model.** `refit()` after a rebuild and from time to time (or `find_duplicates`, which
+  refits); persist `model.as_dict()` (probabilities only, no personal data) and pass
+  `Model.from_dict(...)` to the next `DuplicateIndex`.
+* **Uses.** Registration calls `lookup(profile, min_score=...)` to warn about or refuse
+  likely duplicates; `ledger duplicates [--min-score S] [--json]` calls `find_duplicates`
+  and prints `report.as_dict()` plus each customer's external ids.
 """
 
 from ledger.projections.dedup.batch import (

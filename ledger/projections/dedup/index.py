@@ -180,8 +180,12 @@ class DuplicateIndex:
     ) -> None:
         self.keyer = keyer
         self.store: KeyStore = store if store is not None else InMemoryKeyStore()
-        self._own_records = InMemoryRecords() if records is None else None
-        self.records: RecordSource = records if records is not None else self._own_records  # type: ignore[assignment]
+        self._own_records: InMemoryRecords | None = None
+        if records is None:
+            self._own_records = records = InMemoryRecords()
+        self.records: RecordSource = records
+        # Until `refit` has seen data (or a persisted `Model.from_dict` is passed in), a
+        # vague model that only ranks by agreement: an empty ledger has no duplicates.
         self.model = model or starting_model()
         self.max_block = max_block
 
