@@ -1,0 +1,1 @@
+"""Benchmarks: one command each, every figure next to a baseline from the same run."""
