@@ -1,1 +1,2 @@
-"""Benchmarks: one command each, every figure next to a baseline from the same run."""
+"""Benchmarks: each figure is printed next to a baseline measured in the same run, because
+this machine is shared and noisy and only ratios carry over between runs."""
