@@ -125,7 +125,7 @@ def build(people: int, *, seed: int = 8) -> ChineseSet:
 
     fake = Faker("zh_CN")
     fake.seed_instance(seed)
-    rng = random.Random(seed)  # noqa: S311 - reproducible test data
+    rng = random.Random(seed)
     homophones = _homophones([fake.first_name() for _ in range(3000)])
     profiles: dict[str, dict[str, Any]] = {}
     variant_of: dict[str, str] = {}

@@ -164,7 +164,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def realtime_section(customers: int, queries: int, baseline_queries: int) -> list[str]:
-    rng = random.Random(3)  # noqa: S311 - reproducible test data
+    rng = random.Random(3)
     originals = round(customers * (1 - REALTIME_DUPLICATES))
     ledger = synthetic.customers(originals)
     for customer_id in rng.sample(sorted(ledger), customers - originals):

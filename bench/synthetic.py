@@ -73,7 +73,7 @@ def customer(pool: Pools, rng: random.Random, number: int) -> dict[str, Any]:
 
 
 def customers(count: int, *, seed: int = 1) -> dict[str, dict[str, Any]]:
-    pool, rng = pools(seed), random.Random(seed)  # noqa: S311 - reproducible test data
+    pool, rng = pools(seed), random.Random(seed)
     return {f"cust-{n:06d}": customer(pool, rng, n) for n in range(count)}
 
 
@@ -102,7 +102,7 @@ class Query:
 
 def queries(existing: dict[str, dict[str, Any]], count: int, *, seed: int = 2) -> list[Query]:
     """Three in four queries are returning customers, the rest new people."""
-    rng = random.Random(seed)  # noqa: S311 - reproducible test data
+    rng = random.Random(seed)
     ids = sorted(existing)
     pool = pools(seed + 100)
     out: list[Query] = []
