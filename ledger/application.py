@@ -77,12 +77,23 @@ class CustomerLedger(Application[UUID]):
     # Commands -----------------------------------------------------------------------------
 
     def register(
-        self, profile: Mapping[str, Any], *, actor: str, reason: str | None = None
+        self,
+        profile: Mapping[str, Any],
+        *,
+        actor: str,
+        reason: str | None = None,
+        customer_id: UUID | None = None,
     ) -> UUID:
+        """`customer_id`: an id the caller reserved (idempotent API retries). A live key left
+        by an interrupted attempt with that id is reused; a destroyed one never is, and a
+        second registration under the same id fails (RecordConflictError)."""
         _check_actor(actor, reason)
         validated = validate_registration(profile, default_region=self.settings.default_region)
-        customer_id = uuid4()
-        self.keys.create(customer_id)
+        if customer_id is None:
+            customer_id = uuid4()
+            self.keys.create(customer_id)
+        elif self.keys.get(customer_id) is None:
+            self.keys.create(customer_id)
         self.save(Customer.register(customer_id, validated, actor, reason))
         log.info("registered customer %s", customer_id)
         return customer_id
