@@ -8,7 +8,6 @@ from dataclasses import replace
 
 from ledger.api.api_store import open_api_store
 from ledger.api.authz import ROLES, Role
-from ledger.api.server import announce_line, serve
 from ledger.api.tokens import TokenError, check_principal, issue_token, parse_ttl
 from ledger.cli.common import AddCommand, emit
 from ledger.config import Settings
@@ -19,6 +18,9 @@ DEFAULT_TTL = "8h"
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the other commands need not load gRPC.
+    from ledger.api.server import announce_line, serve
+
     if args.listen:
         settings = replace(settings, api=replace(settings.api, listen=args.listen))
     return serve(settings, announce=lambda api: announce_line(api, settings, as_json=args.json))
