@@ -3,6 +3,8 @@ states, and one field's history."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 import uuid
@@ -11,6 +13,7 @@ from uuid import UUID
 
 import grpc
 
+from ledger.api.paging import query_key
 from ledger.application import CustomerLedger
 from ledger.domain.customer import Customer
 from ledger.domain.profile import validate_changes
@@ -143,6 +146,25 @@ def test_list_customer_events_pages(api: Api) -> None:
         ),
         Code.INVALID_ARGUMENT,
     )
+
+
+def test_forged_page_tokens_are_invalid_argument(api: Api) -> None:
+    client = api.client("auditor.eve", "auditor")
+    name = api.client("root", "admin").create_customer(customer()).name
+    key = query_key("ListCustomerEvents", name)
+    forged = [
+        json.dumps({"q": key, "p": position}).encode() for position in (10**30, 2**63, -1, True)
+    ]
+    forged.append(b"[" * 100)  # deeply nested JSON
+    for body in forged:
+        token = base64.urlsafe_b64encode(body).decode()
+        request = audit.ListCustomerEventsRequest(parent=name, page_token=token)
+        details = fails(
+            lambda r=request: client.audit.ListCustomerEvents(r, **client.call_options),
+            Code.INVALID_ARGUMENT,
+        )
+        assert set(details["field_violations"]) == {"page_token"}
+    assert list(client.stream_events(2**63 - 1)) == []
 
 
 def test_get_customer_as_of_version_and_time(api: Api) -> None:

@@ -4,6 +4,7 @@ every refusal."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -51,6 +52,11 @@ def test_calls_without_valid_credentials_are_unauthenticated(api: Api) -> None:
             lambda t=token: LedgerClient(api.target, token=t).get_customer(name),
             Code.UNAUTHENTICATED,
         )
+    nested = base64.urlsafe_b64encode(b"[" * 3000).decode().rstrip("=")
+    fails(
+        lambda: LedgerClient(api.target, token=f"{nested}.e30.AAAA").get_customer(name),
+        Code.UNAUTHENTICATED,
+    )
     foreign = issue_token(LedgerSigner.generate(), "root", ["admin"], timedelta(hours=1))
     fails(lambda: LedgerClient(api.target, token=foreign).get_customer(name), Code.UNAUTHENTICATED)
     signer = LedgerSigner.load_or_create(api.settings.resolved_token_key_file)

@@ -70,7 +70,7 @@ def _unb64(text: str) -> bytes:
 def _json(data: bytes) -> dict[str, Any]:
     try:
         value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise TokenError("TOKEN_INVALID", "the token is not JSON") from None
     if not isinstance(value, dict):
         raise TokenError("TOKEN_INVALID", "the token is not a JSON object")
