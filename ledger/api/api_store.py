@@ -62,8 +62,10 @@ class ApiStore(ABC):
         self._lock = threading.Lock()
 
     @abstractmethod
-    def _cursor(self) -> AbstractContextManager[Any]:
-        """A cursor in a transaction (committed on success), holding the lock."""
+    def _cursor(self, *, write: bool = True) -> AbstractContextManager[Any]:
+        """A cursor holding the lock: in a transaction (committed on success) to write, or
+        for one read statement on its own (no write lock: the per-call revocation check
+        must not queue behind the event store's writers)."""
 
     def _sql(self, statement: str) -> str:
         return statement
@@ -76,14 +78,16 @@ class ApiStore(ABC):
             return value.astimezone(UTC)
         return datetime.fromisoformat(str(value)).astimezone(UTC)
 
-    def _execute(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        with self._cursor() as cur:
+    def _execute(
+        self, statement: str, params: Sequence[object] = (), *, write: bool = False
+    ) -> list[tuple[Any, ...]]:
+        with self._cursor(write=write) as cur:
             cur.execute(self._sql(statement), tuple(params))
             return list(cur.fetchall()) if cur.description else []
 
     def _create_tables(self) -> None:
         for table in (_REVOCATIONS, _REQUESTS):
-            self._execute(table.format(time=self.time_type))
+            self._execute(table.format(time=self.time_type), write=True)
 
     # Revocations ------------------------------------------------------------------------
 
@@ -91,7 +95,7 @@ class ApiStore(ABC):
         """Every credential of `principal` issued up to now stops working on its next call;
         credentials issued later (a new token, a new certificate) work again."""
         moment = at or datetime.now(UTC)
-        self._execute(_REVOKE, (principal, self._time(moment)))
+        self._execute(_REVOKE, (principal, self._time(moment)), write=True)
         return moment
 
     def revoked_at(self, principal: str) -> datetime | None:
@@ -141,10 +145,13 @@ class SQLiteApiStore(ApiStore):
         return moment.isoformat()
 
     @contextmanager
-    def _cursor(self) -> Iterator[Any]:
+    def _cursor(self, *, write: bool = True) -> Iterator[Any]:
         with self._lock:
             cur = self._conn.cursor()
             try:
+                if not write:
+                    yield cur
+                    return
                 cur.execute("BEGIN IMMEDIATE")
                 try:
                     yield cur
@@ -177,10 +184,14 @@ class PostgresApiStore(ApiStore):
         return statement.replace("?", "%s")
 
     @contextmanager
-    def _cursor(self) -> Iterator[Any]:
+    def _cursor(self, *, write: bool = True) -> Iterator[Any]:
         with self._lock:
             if self._conn.closed or self._conn.broken:
                 self._conn = psycopg.connect(self._dsn, autocommit=True)
+            if not write:
+                with self._conn.cursor() as cur:
+                    yield cur
+                return
             with self._conn.transaction(), self._conn.cursor() as cur:
                 yield cur
 

@@ -8,7 +8,6 @@ read it and shown as ERASED once the key is gone.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -220,8 +219,18 @@ def update_changes(
 # Events out -------------------------------------------------------------------------------
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+    """JSON types pass as they are (the common case, cheap); anything else becomes text."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return str(value)
 
 
 def struct(data: dict[str, Any]) -> struct_pb2.Struct:
