@@ -106,3 +106,23 @@ def test_plaintext_on_a_public_address_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "without TLS" in result.stderr
+
+
+def test_token_commands_refuse_mistakes_in_one_line(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    for args in (
+        ["issue", "--principal", "not a name", "--role", "service"],
+        ["issue", "--principal", "crm", "--role", "superuser"],
+        ["issue", "--principal", "crm", "--role", "service", "--ttl", "forever"],
+        ["revoke", "bad!name"],
+    ):
+        result = subprocess.run(
+            [LEDGER, "token", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, args
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, args
+    issued = subprocess.run(
+        [LEDGER, "token", "issue", "--principal", "crm", "--role", "service", "--json"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(issued.stdout)["roles"] == ["service"]

@@ -4,6 +4,7 @@ makes and withdraws bearer tokens for the local setup."""
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import replace
 
 from ledger.api.api_store import open_api_store
@@ -21,6 +22,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the other commands need not load gRPC.
     from ledger.api.server import announce_line, serve
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.listen:
         settings = replace(settings, api=replace(settings.api, listen=args.listen))
     return serve(settings, announce=lambda api: announce_line(api, settings, as_json=args.json))
