@@ -14,12 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
 from ledger.bootstrap import open_ledger
+from ledger.cli.main import main as cli
 from ledger.config import Settings
 from ledger.v1 import audit_service_pb2, audit_service_pb2_grpc
 from tests.test_api_audit import fill_log
@@ -108,21 +110,18 @@ def test_plaintext_on_a_public_address_is_refused(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1 and "without TLS" in result.stderr
 
 
-def test_token_commands_refuse_mistakes_in_one_line(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+def test_token_commands_refuse_mistakes_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ["--store", f"sqlite:///{tmp_path / 'ledger.db'}"]
     for args in (
         ["issue", "--principal", "not a name", "--role", "service"],
         ["issue", "--principal", "crm", "--role", "superuser"],
         ["issue", "--principal", "crm", "--role", "service", "--ttl", "forever"],
         ["revoke", "bad!name"],
     ):
-        result = subprocess.run(
-            [LEDGER, "token", *args], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 2, args
-        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, args
-    issued = subprocess.run(
-        [LEDGER, "token", "issue", "--principal", "crm", "--role", "service", "--json"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert json.loads(issued.stdout)["roles"] == ["service"]
+        assert cli(["token", *args, *store]) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, args
+    assert cli(["token", "issue", "--principal", "crm", "--role", "service", "--json", *store]) == 0
+    assert json.loads(capsys.readouterr().out)["roles"] == ["service"]
