@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ledger.api.server import build_server
 from ledger.api.tokens import issue_token
+from ledger.application import CustomerLedger
 from ledger.bootstrap import open_ledger
 from ledger.client import LedgerClient
 from ledger.config import Settings
@@ -115,7 +116,7 @@ def main() -> int:
                     )
                     if not batch:
                         break
-                    read += sum(1 for n in batch if ledger.mapper.to_domain_event(n))
+                    read += len([ledger.mapper.to_domain_event(n) for n in batch])
                     position = batch[-1].id
                 base_rate = read / (time.perf_counter() - start)
                 assert streamed == read == total
@@ -126,14 +127,11 @@ def main() -> int:
     return 0
 
 
-def _fill(ledger: object, events: int) -> None:
+def _fill(ledger: CustomerLedger, events: int) -> None:
     """Bring the log to about `events` events: customers with 500 events each."""
-    from ledger.application import CustomerLedger
-
-    assert isinstance(ledger, CustomerLedger)
     changes = [validate_changes({"tags": ["odd"]}), validate_changes({"tags": ["even"]})]
     while (ledger.recorder.max_notification_id() or 0) + 500 <= events:
-        customer = ledger.repository.get(ledger.register(PROFILE, actor="bench"))
+        customer: object = ledger.repository.get(ledger.register(PROFILE, actor="bench"))
         assert isinstance(customer, Customer)
         for n in range(499):
             customer.change(changes[n % 2], "bench", None)

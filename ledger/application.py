@@ -30,6 +30,7 @@ from ledger.domain.errors import (
     ValidationFailed,
 )
 from ledger.domain.profile import validate_changes, validate_owner, validate_registration
+from ledger.group_commit import GroupCommitter, Write
 from ledger.signing import LedgerSigner
 from ledger.views import CustomerView, HistoryEntry
 
@@ -66,11 +67,15 @@ class CustomerLedger(Application[UUID]):
         # in the same step as the key is destroyed (DESIGN invariant 3).
         self.erasure_purgers: list[Callable[[UUID], None]] = []
         super().__init__(env=settings.eventsourcing_env())
+        self.committer = GroupCommitter(
+            save=lambda events: self.save(*events), create_keys=self.keys.create_many
+        )
 
     def construct_mapper(self) -> Mapper[UUID]:
         return EncryptingMapper(transcoder=self.construct_transcoder(), keys=self.keys)
 
     def close(self) -> None:
+        self.committer.close()
         super().close()
         self.keys.store.close()
 
@@ -91,10 +96,11 @@ class CustomerLedger(Application[UUID]):
         validated = validate_registration(profile, default_region=self.settings.default_region)
         if customer_id is None:
             customer_id = uuid4()
-            self.keys.create(customer_id)
-        elif self.keys.get(customer_id) is None:
-            self.keys.create(customer_id)
-        self.save(Customer.register(customer_id, validated, actor, reason))
+            new_key: UUID | None = customer_id
+        else:
+            new_key = customer_id if self.keys.get(customer_id) is None else None
+        customer = Customer.register(customer_id, validated, actor, reason)
+        self.committer.commit(Write(customer.collect_events(), new_key_for=new_key))
         log.info("registered customer %s", customer_id)
         return customer_id
 
@@ -264,10 +270,11 @@ class CustomerLedger(Application[UUID]):
         return customer
 
     def _save(self, customer: Customer, expected_version: int | None) -> None:
-        if not customer.pending_events:
+        events = customer.collect_events()
+        if not events:
             return
         try:
-            self.save(customer)
+            self.committer.commit(Write(events))
         except RecordConflictError:
             actual = self._load(customer.id).version
             raise StaleVersion(customer.id, expected_version or customer.version, actual) from None

@@ -10,18 +10,11 @@ import json
 from typing import Any
 
 from ledger.domain.errors import FieldViolation, ValidationFailed
+from ledger.domain.profile import ADDRESS_FIELDS
 
 LIST_FIELDS = frozenset({"emails", "phones", "tags"})
 JSON_FIELDS = frozenset({"addresses", "external_ids"})
-ADDRESS_OPTIONS = (
-    "street_number",
-    "address_line1",
-    "address_line2",
-    "locality",
-    "region",
-    "postcode",
-    "country",
-)
+ADDRESS_OPTIONS = ADDRESS_FIELDS
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

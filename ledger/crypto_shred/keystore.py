@@ -147,6 +147,11 @@ class KeyStore(ABC):
         one (even a destroyed one)."""
 
     @abstractmethod
+    def create_many(self, customer_ids: Sequence[UUID]) -> list[DataKey]:
+        """New keys for many new customers in one transaction (group commit, imports):
+        all or nothing; KeyAlreadyExists names the first id that ever had a key."""
+
+    @abstractmethod
     def get(self, customer_id: UUID) -> DataKey | None:
         """The live key, or None when it was destroyed or never existed."""
 
@@ -274,17 +279,24 @@ class SqlKeyStore(KeyStore):
     # KeyStore --------------------------------------------------------------------------------
 
     def create(self, customer_id: UUID) -> DataKey:
-        key = AESGCM.generate_key(256)
-        key_id = secrets.token_hex(8)
-        kek_id, wrapped = self.provider.wrap(key, key_context(customer_id, key_id))
+        return self.create_many([customer_id])[0]
+
+    def create_many(self, customer_ids: Sequence[UUID]) -> list[DataKey]:
+        keys = []
+        rows = []
+        created = self._bind_time(_now())
+        for customer_id in customer_ids:
+            key = AESGCM.generate_key(256)
+            key_id = secrets.token_hex(8)
+            kek_id, wrapped = self.provider.wrap(key, key_context(customer_id, key_id))
+            keys.append(DataKey(customer_id=customer_id, key_id=key_id, key=key))
+            rows.append((self._bind_id(customer_id), key_id, kek_id, wrapped, created))
         with self._transaction() as cur:
-            cur.execute(
-                self._sql(_INSERT_KEY),
-                (self._bind_id(customer_id), key_id, kek_id, wrapped, self._bind_time(_now())),
-            )
-            if cur.rowcount != 1:
-                raise KeyAlreadyExists(customer_id)
-        return DataKey(customer_id=customer_id, key_id=key_id, key=key)
+            for customer_id, row in zip(customer_ids, rows, strict=True):
+                cur.execute(self._sql(_INSERT_KEY), row)
+                if cur.rowcount != 1:
+                    raise KeyAlreadyExists(customer_id)
+        return keys
 
     def get(self, customer_id: UUID) -> DataKey | None:
         with self._transaction(write=False) as cur:

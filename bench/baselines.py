@@ -1,0 +1,94 @@
+"""What ledger is measured against: the plain eventsourcing library on the same database,
+and PostgreSQL itself through psycopg (the ceiling)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
+from bench.harness import throughput
+
+
+class PlainCustomer(Aggregate):
+    """The same payload as a ledger customer, with no encryption and no validation."""
+
+    @event("Registered")
+    def __init__(self, profile: dict[str, Any]) -> None:
+        self.profile = profile
+
+
+class PlainApp(Application[UUID]):
+    name = "plain"
+
+
+def plain_application(env: dict[str, str]) -> PlainApp:
+    return PlainApp(env=env)
+
+
+def plain_registrations_per_second(
+    app: PlainApp, items: list[dict[str, Any]], clients: int
+) -> float:
+    return throughput(lambda profile: app.save(PlainCustomer(profile)), items, clients)
+
+
+def _setup_raw_table(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_raw")
+        conn.execute(
+            "CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, originator_id UUID, "
+            "version INT, topic TEXT, state BYTEA)"
+        )
+
+
+def raw_single_row_per_second(dsn: str, rows: int, clients: int, payload: bytes) -> float:
+    """One durable INSERT transaction per row, `clients` connections in parallel."""
+    _setup_raw_table(dsn)
+    local = threading.local()
+    connections: list[psycopg.Connection[Any]] = []
+    lock = threading.Lock()
+
+    def insert(_: int) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = psycopg.connect(dsn, autocommit=True)
+            local.conn = conn
+            with lock:
+                connections.append(conn)
+        conn.execute(
+            "INSERT INTO bench_raw (originator_id, version, topic, state) VALUES (%s, 1, %s, %s)",
+            (uuid4(), "t", payload),
+        )
+
+    try:
+        return throughput(insert, list(range(rows)), clients)
+    finally:
+        for conn in connections:
+            conn.close()
+
+
+def raw_batched_rows_per_second(dsn: str, rows: int, batch: int, payload: bytes) -> float:
+    """Rows per second in `batch`-row transactions from one connection."""
+    _setup_raw_table(dsn)
+    with psycopg.connect(dsn) as conn:
+        import time
+
+        started = time.perf_counter()
+        for _ in range(rows // batch):
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO bench_raw (originator_id, version, topic, state) "
+                    "VALUES (%s, 1, %s, %s)",
+                    [(uuid4(), "t", payload) for _ in range(batch)],
+                )
+            conn.commit()
+        return (rows // batch) * batch / (time.perf_counter() - started)
+
+
+def payload_bytes() -> bytes:
+    return os.urandom(600)

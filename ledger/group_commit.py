@@ -1,0 +1,149 @@
+"""Group commit: the events of concurrent commands are written in one transaction.
+
+The event store serialises insert transactions (PostgreSQL: a table lock), so one
+transaction per command caps throughput at the commit rate however many callers there are.
+Here callers hand their pending events to one committer thread and wait; whatever queued
+up while the previous transaction was committing goes into the next one. There is no
+artificial wait: a lone caller is committed at once, so its latency does not grow.
+
+Guarantees each caller relies on:
+- it is answered only after the transaction holding its events has committed;
+- a batch is atomic: events of one transaction are all stored or none is;
+- a command that conflicts (another command on the same customer at the same version, in
+  this batch or elsewhere) fails alone with `StaleVersion`: on a conflict the batch is
+  retried one command at a time, and the others still commit.
+Data keys of newly registered customers are created first, in one key-store transaction;
+should the events then fail, those keys are orphans that protect nothing (harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import RecordConflictError
+
+log = logging.getLogger("ledger.group_commit")
+
+DEFAULT_MAX_BATCH = 500
+
+
+@dataclass
+class Write:
+    """One command's outcome to store: its new events, and a customer that needs a key."""
+
+    events: Sequence[Any]
+    new_key_for: UUID | None = None
+    done: Future[None] = field(default_factory=Future)
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        save: Callable[[Sequence[Any]], object],
+        create_keys: Callable[[Sequence[UUID]], object],
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self._save = save
+        self._create_keys = create_keys
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.batches = 0
+        self.writes = 0
+
+    def commit(self, write: Write) -> None:
+        """Block until the write is durable; raise what made it fail."""
+        if self._closed:
+            raise RuntimeError("the ledger is closed")
+        self._ensure_started()
+        self._queue.put(write)
+        write.done.result()
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the committer thread."""
+        with self._start_lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="ledger-group-commit", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[Write]) -> None:
+        self.batches += 1
+        self.writes += len(batch)
+        try:
+            new_keys = [w.new_key_for for w in batch if w.new_key_for is not None]
+            if new_keys:
+                self._create_keys(new_keys)
+            self._save([event for w in batch for event in w.events])
+        except RecordConflictError:
+            if len(batch) == 1:
+                batch[0].done.set_exception(_conflict())
+                return
+            log.info("conflict in a batch of %d; committing one at a time", len(batch))
+            for write in batch:
+                self._commit_alone(write)
+            return
+        except BaseException as exc:
+            for write in batch:
+                write.done.set_exception(exc)
+            return
+        for write in batch:
+            write.done.set_result(None)
+
+    def _commit_alone(self, write: Write) -> None:
+        try:
+            self._save(write.events)
+        except RecordConflictError:
+            write.done.set_exception(_conflict())
+        except BaseException as exc:
+            write.done.set_exception(exc)
+        else:
+            write.done.set_result(None)
+
+
+class ConflictingWrite(RecordConflictError):
+    """Another command on the same customer committed first at the same version."""
+
+
+def _conflict() -> ConflictingWrite:
+    return ConflictingWrite("another command on this customer committed first")

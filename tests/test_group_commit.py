@@ -1,0 +1,157 @@
+"""Group commit keeps every guarantee of one-command-per-transaction writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+from ledger.application import CustomerLedger
+from ledger.domain.errors import StaleVersion
+from tests.helpers import StoreHandle, person
+
+
+class Gate:
+    """Holds the committer inside its first transaction until the test has queued more
+    commands, so the next batch provably holds all of them."""
+
+    def __init__(self, ledger: CustomerLedger) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.sizes: list[int] = []
+        save: Callable[[Sequence[Any]], object] = ledger.committer._save
+        self._first = True
+
+        def gated(events: Sequence[Any]) -> object:
+            self.sizes.append(len(events))
+            if self._first:
+                self._first = False
+                self.entered.set()
+                assert self.release.wait(30)
+            return save(events)
+
+        ledger.committer._save = gated
+
+
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def wait_queued(ledger: CustomerLedger, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while ledger.committer._queue.qsize() < count:
+        assert time.monotonic() < deadline, "commands did not queue"
+        time.sleep(0.005)
+
+
+def test_concurrent_commands_share_a_transaction_and_a_conflict_fails_alone(
+    store: StoreHandle,
+) -> None:
+    with store.open() as ledger:
+        target = ledger.register(person(), actor="t")
+        gate = Gate(ledger)
+        blocker, _ = in_thread(lambda: ledger.register(person(), actor="t"))
+        assert gate.entered.wait(10)
+
+        registrations = [
+            in_thread(lambda i=i: ledger.register(person(given_name=f"Batch{i}"), actor="t"))
+            for i in range(6)
+        ]
+        first_change = in_thread(
+            lambda: ledger.change(target, {"tags": ["first"]}, actor="t", expected_version=1)
+        )
+        wait_queued(ledger, 7)
+        second_change = in_thread(
+            lambda: ledger.change(target, {"tags": ["second"]}, actor="t", expected_version=1)
+        )
+        wait_queued(ledger, 8)
+        gate.release.set()
+        for thread, _ in [*registrations, first_change, second_change]:
+            thread.join(30)
+        blocker.join(30)
+
+        # One transaction for the first command, one attempt for all eight queued ones,
+        # then (after the conflict) one at a time.
+        assert gate.sizes[0] == 1
+        assert gate.sizes[1] == 8
+        assert "error" not in first_change[1]
+        assert isinstance(second_change[1]["error"], StaleVersion)
+        ids = [outcome["value"] for _, outcome in registrations]
+        assert all(isinstance(i, UUID) for i in ids)
+        for customer_id in ids:
+            assert ledger.get(customer_id).version == 1
+        view = ledger.get(target)
+        assert (view.version, view.tags) == (2, ["first"])
+
+
+def test_lone_caller_is_committed_without_waiting(store: StoreHandle) -> None:
+    with store.open() as ledger:
+        for _ in range(5):
+            ledger.register(person(), actor="t")
+        assert ledger.committer.batches == ledger.committer.writes == 5
+
+
+LOADER = r"""
+import sys, threading
+from ledger.bootstrap import open_ledger
+from ledger.config import Settings
+from tests.helpers import person
+settings = Settings(store_url=sys.argv[1], data_dir=__import__("pathlib").Path(sys.argv[2]))
+ledger = open_ledger(settings)
+lock = threading.Lock()
+def work(n):
+    for i in range(10_000):
+        cid = ledger.register(person(given_name=f"Load{n}x{i}"), actor="load")
+        with lock:
+            print(cid, flush=True)
+threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+"""
+
+
+def test_sigkill_during_load_loses_no_acknowledged_command(store: StoreHandle) -> None:
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    loader = subprocess.Popen(
+        [sys.executable, "-c", LOADER, store.settings.store_url, str(store.workdir)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert loader.stdout is not None
+    acknowledged: list[str] = []
+    while len(acknowledged) < 300:
+        line = loader.stdout.readline()
+        assert line, "the loader stopped early"
+        acknowledged.append(line.strip())
+    loader.send_signal(signal.SIGKILL)
+    loader.wait(30)
+
+    with store.open() as ledger:
+        for customer_id in acknowledged:
+            view = ledger.get(UUID(customer_id))
+            assert isinstance(view.personal, dict)
+            assert view.personal["given_name"].startswith("Load")
+        # No partial batch: every stored event opens (its key exists) and every stored
+        # customer is complete (a Registered event at version 1).
+        rows = store.event_rows()
+        assert len(rows) >= len(acknowledged)
+        for row in rows:
+            customer = ledger.get(UUID(str(row[0])))
+            assert isinstance(customer.personal, dict)
+    print(json.dumps({"acknowledged": len(acknowledged), "stored": len(rows)}))
