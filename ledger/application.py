@@ -82,13 +82,25 @@ class CustomerLedger(Application[UUID]):
     # Commands -----------------------------------------------------------------------------
 
     def register(
-        self, profile: Mapping[str, Any], *, actor: str, reason: str | None = None
+        self,
+        profile: Mapping[str, Any],
+        *,
+        actor: str,
+        reason: str | None = None,
+        customer_id: UUID | None = None,
     ) -> UUID:
+        """`customer_id`: an id the caller reserved (idempotent API retries). A live key left
+        by an interrupted attempt with that id is reused; a destroyed one never is, and a
+        second registration under the same id fails (RecordConflictError)."""
         _check_actor(actor, reason)
         validated = validate_registration(profile, default_region=self.settings.default_region)
-        customer_id = uuid4()
+        if customer_id is None:
+            customer_id = uuid4()
+            new_key: UUID | None = customer_id
+        else:
+            new_key = customer_id if self.keys.get(customer_id) is None else None
         customer = Customer.register(customer_id, validated, actor, reason)
-        self.committer.commit(Write(customer.collect_events(), new_key_for=customer_id))
+        self.committer.commit(Write(customer.collect_events(), new_key_for=new_key))
         log.info("registered customer %s", customer_id)
         return customer_id
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_STORE = "sqlite:///ledger-data/ledger.db"
+DEFAULT_LISTEN = "127.0.0.1:50051"
 
 
 class ConfigError(ValueError):
@@ -85,6 +86,7 @@ class Settings:
     default_region: str | None = None
     key_cache_seconds: float = 5.0
     actor: str = "cli"
+    api: ApiSettings = field(default_factory=lambda: ApiSettings())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +111,7 @@ class Settings:
             default_region=region.upper() if region else None,
             key_cache_seconds=cache_seconds,
             actor=env.get("LEDGER_ACTOR") or f"cli:{getpass.getuser()}",
+            api=ApiSettings.from_env(env),
         )
 
     def with_store(self, store_url: str) -> Settings:
@@ -148,6 +151,12 @@ class Settings:
     def resolved_signing_key_file(self) -> Path:
         return self.signing_key_file or self.resolved_data_dir / "signing-key.pem"
 
+    @property
+    def resolved_token_key_file(self) -> Path:
+        """The API's token-signing key: its own key, so a leaked token key cannot sign
+        certificates or tree heads, and rotating it leaves those verifiable."""
+        return self.api.token_key_file or self.resolved_data_dir / "token-key.pem"
+
     def eventsourcing_env(self) -> dict[str, str]:
         """Translate our one store URL into the eventsourcing library's variables."""
         store = self.store
@@ -166,3 +175,70 @@ class Settings:
             "POSTGRES_USER": store.user,
             "POSTGRES_PASSWORD": store.password,
         }
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = (env.get(name) or "false").strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name}: expected true or false")
+    return value in ("1", "true", "yes")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    try:
+        value = float(env.get(name) or default)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: not a number") from exc
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The gRPC server's settings (`ledger serve`, `server.py`).
+
+    TLS is on when a certificate and key are given; with a client CA as well, every client
+    must present a certificate it signed (mutual TLS). Without TLS the server listens on a
+    loopback address only, unless LEDGER_ALLOW_PLAINTEXT says otherwise (e.g. behind a mesh
+    that terminates mTLS), so bearer tokens never cross a network in the clear by accident.
+    """
+
+    listen: str = DEFAULT_LISTEN
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    allow_plaintext: bool = False
+    token_key_file: Path | None = None
+    workers: int = 16
+    shutdown_grace_seconds: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
+        def path(name: str) -> Path | None:
+            value = env.get(name)
+            return Path(value) if value else None
+
+        settings = cls(
+            listen=env.get("LEDGER_LISTEN") or DEFAULT_LISTEN,
+            tls_cert_file=path("LEDGER_TLS_CERT_FILE"),
+            tls_key_file=path("LEDGER_TLS_KEY_FILE"),
+            tls_client_ca_file=path("LEDGER_TLS_CLIENT_CA_FILE"),
+            allow_plaintext=_flag(env, "LEDGER_ALLOW_PLAINTEXT"),
+            token_key_file=path("LEDGER_TOKEN_KEY_FILE"),
+            workers=int(_number(env, "LEDGER_API_WORKERS", 16, minimum=1)),
+            shutdown_grace_seconds=_number(env, "LEDGER_SHUTDOWN_GRACE_SECONDS", 30, minimum=0),
+        )
+        if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+            raise ConfigError("LEDGER_TLS_CERT_FILE and LEDGER_TLS_KEY_FILE go together")
+        if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:
+            raise ConfigError("LEDGER_TLS_CLIENT_CA_FILE needs LEDGER_TLS_CERT_FILE and _KEY_FILE")
+        return settings
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def mutual_tls(self) -> bool:
+        return self.tls_client_ca_file is not None

@@ -1,0 +1,1 @@
+"""The gRPC API: servicers, authentication, authorisation and the server around them."""

@@ -1,0 +1,237 @@
+"""AuditService: the log in order, one customer's events, its past states, one field's
+history. The Merkle proofs and the access log arrive with the audit log (issue 3).
+
+Auditors get every event's metadata; personal data only with a role that reads it. Replay
+decodes events without unsealing them when the caller may not see personal data, so an
+auditor's replay never even opens a customer's key.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from eventsourcing.persistence import Mapper, Notification
+from eventsourcing.utils import get_topic
+
+from ledger.api import convert
+from ledger.api.access import AccessAttempt
+from ledger.api.customer_access import CustomerAccess
+from ledger.api.errors import ApiError, renamed
+from ledger.api.paging import decode_token, encode_token, page_size
+from ledger.api.rpc import Call
+from ledger.application import CustomerLedger
+from ledger.domain.customer import Customer
+from ledger.domain.erased import ErasedValue
+from ledger.domain.errors import ValidationFailed
+from ledger.domain.profile import PERSONAL_FIELDS, PUBLIC_FIELDS
+from ledger.v1 import audit_service_pb2 as pb
+from ledger.v1 import resources_pb2
+from ledger.views import HistoryEntry
+
+STREAM_BATCH = 500
+FOLLOW_POLL_SECONDS = 0.2
+HISTORY_FIELDS = (*PERSONAL_FIELDS, *PUBLIC_FIELDS, "owner")
+PDS = resources_pb2.PersonalDataState
+
+
+def _event_classes() -> list[type]:
+    """Every event type that can be in the log; new aggregates add theirs here."""
+    customer_events = [
+        c for c in vars(Customer).values() if isinstance(c, type) and issubclass(c, Customer.Event)
+    ]
+    return [*customer_events, AccessAttempt.Denied]
+
+
+EVENT_TOPICS: dict[str, str] = {cls.__name__: get_topic(cls) for cls in _event_classes()}
+
+
+class AuditService:
+    def __init__(self, ledger: CustomerLedger, stopping: threading.Event) -> None:
+        self.ledger = ledger
+        self.access = CustomerAccess(ledger)
+        self.stopping = stopping
+
+    # Replay -------------------------------------------------------------------------------
+
+    def StreamEvents(
+        self, request: pb.StreamEventsRequest, call: Call
+    ) -> Iterator[pb.StreamEventsResponse]:
+        if request.start_position < 0:
+            raise ApiError.invalid("start_position", "must not be negative")
+        topics = []
+        for index, name in enumerate(request.event_types):
+            if name not in EVENT_TOPICS:
+                raise ApiError.invalid(f"event_types[{index}]", "not an event type of the log")
+            topics.append(EVENT_TOPICS[name])
+        show = call.grant.may_read_personal_anywhere
+        decode = self._decoder(show)
+        position = max(request.start_position, 1) - 1  # the last position already sent
+        recorder = self.ledger.recorder
+        while True:
+            batch = recorder.select_notifications(
+                start=position, limit=STREAM_BATCH, topics=topics, inclusive_of_start=False
+            )
+            if batch:
+                events = [
+                    convert.event_message(decode(n), position=n.id, show_personal=show)
+                    for n in batch
+                ]
+                self._record(call, events)
+                yield pb.StreamEventsResponse(events=events)
+                position = batch[-1].id
+            caught_up = len(batch) < STREAM_BATCH
+            if caught_up and (not request.follow or not self._wait_for_more(call)):
+                return
+
+    def _decoder(self, show_personal: bool) -> Callable[[Notification], Any]:
+        mapper = self.ledger.mapper
+        if show_personal:
+            return mapper.to_domain_event
+        return lambda notification: Mapper.to_domain_event(mapper, notification)
+
+    def _wait_for_more(self, call: Call) -> bool:
+        """Following the log: poll until the caller leaves or the server stops."""
+        if self.stopping.wait(FOLLOW_POLL_SECONDS):
+            return False
+        return call.context.is_active()
+
+    @staticmethod
+    def _record(call: Call, events: list[resources_pb2.LedgerEvent]) -> None:
+        customers = sorted({e.customer for e in events if e.HasField("personal_data")})
+        fields = {f for e in events for f in convert.personal_fields_in_event(e)}
+        call.record_access(customers, sorted(fields))
+
+    # One customer's history -------------------------------------------------------------------
+
+    def ListCustomerEvents(
+        self, request: pb.ListCustomerEventsRequest, call: Call
+    ) -> pb.ListCustomerEventsResponse:
+        customer_id = convert.parse_name(request.parent, "parent")
+        size = page_size(request.page_size, default=100, maximum=1000)
+        after = decode_token(request.page_token, "ListCustomerEvents", request.parent)
+        view = self.access.load(call, customer_id)
+        show = call.grant.may_read_personal(view.owner)
+        found = [
+            e
+            for e in self.ledger.events.get(customer_id, gt=after, limit=size + 1)
+            if isinstance(e, Customer.Event)
+        ]
+        page = found[:size]
+        events = [convert.event_message(e, show_personal=show) for e in page]
+        self._record(call, events)
+        token = ""
+        if len(found) > size:
+            token = encode_token("ListCustomerEvents", request.parent, page[-1].originator_version)
+        return pb.ListCustomerEventsResponse(events=events, next_page_token=token)
+
+    def GetCustomerAsOf(
+        self, request: pb.GetCustomerAsOfRequest, call: Call
+    ) -> resources_pb2.Customer:
+        customer_id = convert.parse_name(request.name)
+        point = request.WhichOneof("point")
+        if point is None:
+            raise ApiError.invalid("point", "give exactly one of version or read_time")
+        self.access.load(call, customer_id)  # the record-level check (current owner)
+        try:
+            if point == "version":
+                past = self.ledger.as_of(customer_id, version=request.version)
+            else:
+                at = convert.from_timestamp(request.read_time, "read_time")
+                past = self.ledger.as_of(customer_id, at=at)
+        except ValidationFailed as error:
+            names = {"time": "read_time", "as_of": "point"}
+            raise renamed(error, lambda f: names.get(f, f)) from None
+        mask = request.read_mask if request.HasField("read_mask") else None
+        return self.access.respond(call, past, mask)
+
+    def GetFieldHistory(
+        self, request: pb.GetFieldHistoryRequest, call: Call
+    ) -> pb.GetFieldHistoryResponse:
+        customer_id = convert.parse_name(request.name)
+        if request.field not in HISTORY_FIELDS:
+            raise ApiError.invalid("field", f"must be one of {', '.join(HISTORY_FIELDS)}")
+        size = page_size(request.page_size, default=100, maximum=1000)
+        query = f"{request.name}|{request.field}"
+        offset = decode_token(request.page_token, "GetFieldHistory", query)
+        view = self.access.load(call, customer_id)
+        show = call.grant.may_read_personal(view.owner)
+        changes = field_changes(self.ledger.history(customer_id), request.field, show)
+        page = changes[offset : offset + size]
+        if request.field in PERSONAL_FIELDS and any(
+            c.value_state == PDS.PERSONAL_DATA_STATE_AVAILABLE for c in page
+        ):
+            call.record_access([convert.customer_name(customer_id)], [request.field])
+        token = ""
+        if offset + size < len(changes):
+            token = encode_token("GetFieldHistory", query, offset + size)
+        return pb.GetFieldHistoryResponse(changes=page, next_page_token=token)
+
+    # Backed by the audit log (issue 3) --------------------------------------------------------
+
+    def GetTreeHead(self, request: pb.GetTreeHeadRequest, call: Call) -> object:
+        raise ApiError.unimplemented("GetTreeHead", "the audit log (Merkle tree heads)")
+
+    def GetInclusionProof(self, request: pb.GetInclusionProofRequest, call: Call) -> object:
+        raise ApiError.unimplemented("GetInclusionProof", "the audit log (Merkle proofs)")
+
+    def GetConsistencyProof(self, request: pb.GetConsistencyProofRequest, call: Call) -> object:
+        raise ApiError.unimplemented("GetConsistencyProof", "the audit log (Merkle proofs)")
+
+    def ListAccessLog(self, request: pb.ListAccessLogRequest, call: Call) -> object:
+        raise ApiError.unimplemented("ListAccessLog", "the audit log (access log)")
+
+
+def field_changes(
+    history: list[HistoryEntry], field: str, show_personal: bool
+) -> list[pb.FieldChange]:
+    """Every event that set, changed, cleared or erased `field`, oldest first, read from the
+    events' readable metadata (`changed_fields`, owner) and, where allowed, their personal
+    data. A registration whose personal data cannot be read is listed as a change whose value
+    is REDACTED or ERASED, since whether it set the field is sealed with the value."""
+    personal_field = field in PERSONAL_FIELDS
+    changes = []
+    for entry in history:
+        kind = entry.event_type
+        if kind == "Registered":
+            touched = (
+                (not isinstance(entry.personal, dict) or field in entry.personal)
+                if personal_field
+                else bool(entry.details.get(field))
+            )
+        elif kind == "ProfileChanged":
+            touched = field in (entry.details.get("changed_fields") or [])
+        elif kind == "OwnerAssigned":
+            touched = field == "owner"
+        elif kind == "Erased":
+            touched = personal_field
+        else:
+            touched = False
+        if touched:
+            changes.append(_change(entry, field, personal_field, show_personal))
+    return changes
+
+
+def _change(
+    entry: HistoryEntry, field: str, personal_field: bool, show_personal: bool
+) -> pb.FieldChange:
+    change = pb.FieldChange(
+        version=entry.version,
+        event_type=entry.event_type,
+        change_time=convert.timestamp(entry.timestamp),
+        actor=entry.actor,
+        reason=entry.reason or "",
+    )
+    if not personal_field:
+        change.value_state = PDS.PERSONAL_DATA_STATE_AVAILABLE
+        change.value.CopyFrom(convert.value(entry.details.get(field)))
+    elif entry.event_type == "Erased" or isinstance(entry.personal, ErasedValue):
+        change.value_state = PDS.PERSONAL_DATA_STATE_ERASED
+        change.value.CopyFrom(convert.value(None))
+    elif not show_personal or not isinstance(entry.personal, dict):
+        change.value_state = PDS.PERSONAL_DATA_STATE_REDACTED
+    else:
+        change.value_state = PDS.PERSONAL_DATA_STATE_AVAILABLE
+        change.value.CopyFrom(convert.value(entry.personal.get(field)))
+    return change

@@ -1,0 +1,99 @@
+"""ComplianceService: erasure with a signed certificate, and the subject-access export.
+
+The export is one JSON document holding everything the ledger keeps about one customer: the
+current profile, every event of its history and the non-personal metadata (its key's id and
+state). It is built from the same read views as every other response, so after erasure it
+holds exactly what survives erasure — the non-personal data — and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from ledger.api import convert
+from ledger.api.authz import AccessDenied
+from ledger.api.customer_access import CustomerAccess
+from ledger.api.errors import ApiError
+from ledger.api.rpc import Call
+from ledger.application import CustomerLedger
+from ledger.domain.profile import PERSONAL_FIELDS
+from ledger.v1 import compliance_service_pb2 as pb
+
+EXPORT_FORMAT = "ledger.customer-export.v1"
+MAX_LEGAL_BASIS = 500
+
+
+class ComplianceService:
+    def __init__(self, ledger: CustomerLedger) -> None:
+        self.ledger = ledger
+        self.access = CustomerAccess(ledger)
+
+    def EraseCustomer(
+        self, request: pb.EraseCustomerRequest, call: Call
+    ) -> pb.EraseCustomerResponse:
+        customer_id = convert.parse_name(request.name)
+        if not request.legal_basis.strip():
+            raise ApiError.invalid("legal_basis", "required, e.g. 'GDPR Art. 17(1)(a)'")
+        if len(request.legal_basis) > MAX_LEGAL_BASIS:
+            raise ApiError.invalid("legal_basis", f"at most {MAX_LEGAL_BASIS} characters")
+        if not request.reason.strip():
+            raise ApiError.invalid("reason", "required: a non-personal reason code")
+        self.access.load(call, customer_id)
+        signed = self.ledger.erase(
+            customer_id,
+            actor=call.principal.name,
+            legal_basis=request.legal_basis,
+            reason=request.reason,
+        )
+        body = signed.certificate
+        return pb.EraseCustomerResponse(
+            certificate=pb.ErasureCertificate(
+                customer=convert.customer_name(body.customer_id),
+                erase_time=convert.timestamp(datetime.fromisoformat(body.erased_at)),
+                actor=body.actor,
+                legal_basis=body.legal_basis,
+                reason=body.reason,
+                key_id=body.key_id,
+                last_version=body.last_version,
+                ledger_key_id=body.ledger_key_id,
+            ),
+            signature=signed.signature,
+            certificate_json=signed.to_json(),
+        )
+
+    def ExportCustomerData(
+        self, request: pb.ExportCustomerDataRequest, call: Call
+    ) -> pb.ExportCustomerDataResponse:
+        customer_id = convert.parse_name(request.name)
+        view = self.access.load(call, customer_id)
+        if not call.grant.may_read_personal(view.owner):  # no such role today; fail closed
+            raise AccessDenied("the caller's roles cannot export personal data")
+        history = self.ledger.history(customer_id)
+        key = self.ledger.keys.record(customer_id)
+        now = datetime.now(UTC)
+        document: dict[str, Any] = {
+            "format": EXPORT_FORMAT,
+            "exported_at": now.isoformat(),
+            "customer": view.to_json(),
+            "history": [entry.to_json() for entry in history],
+            "data_key": {
+                "key_id": key.key_id,
+                "status": key.status.value,
+                "created_at": key.created_at.isoformat() if key.created_at else None,
+                "destroyed_at": key.destroyed_at.isoformat() if key.destroyed_at else None,
+            },
+        }
+        fields = {f for f in PERSONAL_FIELDS if document["customer"][f]}
+        for entry in history:
+            if isinstance(entry.personal, dict):
+                fields.update(set(entry.personal) & set(PERSONAL_FIELDS))
+        call.record_access([convert.customer_name(customer_id)], sorted(fields))
+        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+        return pb.ExportCustomerDataResponse(
+            customer=convert.customer_name(customer_id),
+            export_time=convert.timestamp(now),
+            content_type="application/json",
+            document=text.encode("utf-8"),
+        )

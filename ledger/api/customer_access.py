@@ -1,0 +1,55 @@
+"""Loading customers for a call under the record-level rule, and shaping the response for
+the caller: masking, read masks, and the access record made before anything is sent.
+Every servicer that returns a customer goes through here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from google.protobuf import field_mask_pb2
+
+from ledger.api import convert
+from ledger.api.authz import AccessDenied
+from ledger.api.rpc import Call
+from ledger.application import CustomerLedger
+from ledger.domain.errors import CustomerNotFound
+from ledger.v1 import resources_pb2
+from ledger.views import CustomerView
+
+
+@dataclass
+class CustomerAccess:
+    """Loads customers for a call, applying the record-level rule, and shapes responses
+    for the caller (masking, read masks, access records). Shared by all servicers."""
+
+    ledger: CustomerLedger
+
+    def load(self, call: Call, customer_id: UUID) -> CustomerView:
+        """The customer if the caller's roles reach it. For a caller limited to its own
+        customers, one that does not exist is refused like another owner's (AIP-211: the
+        answer must not reveal whether someone else's customer exists)."""
+        try:
+            view = self.ledger.get(customer_id)
+        except CustomerNotFound:
+            if call.grant.owner_filter is not None:
+                raise AccessDenied(
+                    f"{call.method} on customer {customer_id} is limited to its owner",
+                    (str(customer_id),),
+                ) from None
+            raise
+        call.grant.check_record(str(customer_id), view.owner)
+        return view
+
+    def respond(
+        self,
+        call: Call,
+        view: CustomerView,
+        read_mask: field_mask_pb2.FieldMask | None = None,
+    ) -> resources_pb2.Customer:
+        """The customer as this caller may see it; the read is recorded before it is sent."""
+        message = convert.customer_message(view, personal=call.grant.may_read_personal(view.owner))
+        if read_mask is not None:
+            message = convert.apply_read_mask(message, read_mask)
+        call.record_access([convert.customer_name(view.id)], convert.personal_fields_shown(message))
+        return message

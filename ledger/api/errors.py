@@ -1,0 +1,214 @@
+"""Every error the API returns, as a `google.rpc.Status` with details (AIP-193).
+
+Each status carries an `ErrorInfo` (a fixed UPPER_SNAKE reason, the domain "ledger", and
+non-personal metadata such as customer ids and versions); validation failures add a
+`BadRequest` with one field violation per bad field, named by its path in the request
+(`customer.emails[1]`, `customer.external_ids["CRM"]`). No message ever repeats an input
+value: inputs are personal data and errors reach logs.
+
+Bad input never turns into INTERNAL: everything the domain refuses maps to a precise code
+here, and INTERNAL is left for bugs (logged with an id the caller can quote).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Callable, Mapping
+
+import grpc
+import psycopg
+from eventsourcing.persistence import PersistenceError
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ledger.api.authz import AccessDenied
+from ledger.api.tokens import TokenError
+from ledger.crypto_shred.keystore import KeyStoreError
+from ledger.crypto_shred.mapper import SealError
+from ledger.domain.errors import (
+    CustomerErasedError,
+    CustomerNotFound,
+    FieldViolation,
+    HistoryNotFound,
+    StaleVersion,
+    ValidationFailed,
+)
+from ledger.domain.profile import EXTERNAL_ID_PREFIX, PERSONAL_FIELDS, PUBLIC_FIELDS
+
+log = logging.getLogger("ledger.api")
+
+DOMAIN = "ledger"
+CUSTOMER_TYPE = "ledger.internal/Customer"
+
+
+class ApiError(Exception):
+    """An error decided by the API layer itself (bad names, tokens, unimplemented methods)."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        violations: list[FieldViolation] | None = None,
+    ) -> None:
+        self.code = code
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+        self.violations = list(violations or [])
+        super().__init__(message)
+
+    @classmethod
+    def invalid(cls, field: str, reason: str) -> ApiError:
+        return cls(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT",
+            f"invalid input: {field}: {reason}",
+            violations=[FieldViolation(field, reason)],
+        )
+
+    @classmethod
+    def unimplemented(cls, method: str, arrives_with: str) -> ApiError:
+        return cls(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "NOT_YET_AVAILABLE",
+            f"{method} is not available yet: it arrives with {arrives_with}",
+            metadata={"method": method},
+        )
+
+
+# Field paths ------------------------------------------------------------------------------
+
+_ROOT = re.compile(r"[a-z_]+")
+_PROFILE = frozenset({*PERSONAL_FIELDS, *PUBLIC_FIELDS, "owner"})
+
+
+def customer_field(field: str, prefix: str = "customer") -> str:
+    """Map a domain violation's field to its path in a request carrying a `Customer`:
+    `emails[1]` -> `customer.emails[1]`, `external_id:CRM` and `external_ids.CRM` ->
+    `customer.external_ids["CRM"]`; `profile`/`changes` (the whole input) -> `customer`."""
+    if field.startswith(EXTERNAL_ID_PREFIX):
+        return f'{prefix}.external_ids["{field[len(EXTERNAL_ID_PREFIX) :]}"]'
+    if field.startswith("external_ids."):
+        return f'{prefix}.external_ids["{field[len("external_ids.") :]}"]'
+    if field in ("profile", "changes"):
+        return prefix
+    root = _ROOT.match(field)
+    if root and root.group(0) in _PROFILE:
+        return f"{prefix}.{field}"
+    return field
+
+
+def renamed(error: ValidationFailed, rename: Callable[[str], str]) -> ValidationFailed:
+    return ValidationFailed([FieldViolation(rename(v.field), v.reason) for v in error.violations])
+
+
+# Status building ----------------------------------------------------------------------------
+
+
+def _pack(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _status(
+    code: grpc.StatusCode,
+    reason: str,
+    message: str,
+    metadata: Mapping[str, str] | None = None,
+    extra: list[Message] | None = None,
+) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=dict(metadata or {}))
+    details = [_pack(info), *(_pack(m) for m in extra or [])]
+    rpc_code = getattr(code_pb2, code.name)
+    return status_pb2.Status(code=rpc_code, message=message, details=details)
+
+
+def _bad_request(violations: list[FieldViolation]) -> error_details_pb2.BadRequest:
+    return error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.reason)
+            for v in violations
+        ]
+    )
+
+
+def _resource(customer_id: object) -> error_details_pb2.ResourceInfo:
+    return error_details_pb2.ResourceInfo(
+        resource_type=CUSTOMER_TYPE, resource_name=f"customers/{customer_id}"
+    )
+
+
+def status_of(error: BaseException) -> status_pb2.Status:
+    """The rich status for any exception raised while serving a call."""
+    code = grpc.StatusCode
+    if isinstance(error, ApiError):
+        extra: list[Message] = [_bad_request(error.violations)] if error.violations else []
+        return _status(error.code, error.reason, str(error), error.metadata, extra)
+    if isinstance(error, ValidationFailed):
+        return _status(
+            code.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT",
+            str(error),
+            {"fields": ",".join(v.field for v in error.violations)[:500]},
+            [_bad_request(error.violations)],
+        )
+    if isinstance(error, TokenError):
+        return _status(code.UNAUTHENTICATED, error.reason, str(error))
+    if isinstance(error, AccessDenied):
+        meta = {"customers": ",".join(error.customer_ids)} if error.customer_ids else {}
+        return _status(code.PERMISSION_DENIED, "PERMISSION_DENIED", str(error), meta)
+    if isinstance(error, CustomerNotFound):
+        return _status(
+            code.NOT_FOUND,
+            "CUSTOMER_NOT_FOUND",
+            str(error),
+            {"customer": f"customers/{error.customer_id}"},
+            [_resource(error.customer_id)],
+        )
+    if isinstance(error, HistoryNotFound):
+        return _status(code.NOT_FOUND, "NOT_IN_HISTORY", str(error))
+    if isinstance(error, CustomerErasedError):
+        name = f"customers/{error.customer_id}"
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type="ERASED", subject=name, description="the customer has been erased"
+                )
+            ]
+        )
+        return _status(
+            code.FAILED_PRECONDITION, "CUSTOMER_ERASED", str(error), {"customer": name}, [failure]
+        )
+    if isinstance(error, StaleVersion):
+        return _status(
+            code.ABORTED,
+            "STALE_ETAG",
+            str(error),
+            {
+                "customer": f"customers/{error.customer_id}",
+                "expected_etag": str(error.expected),
+                "current_etag": str(error.actual),
+            },
+        )
+    if isinstance(error, SealError):
+        log.error("integrity failure: %s", error)
+        return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))
+    if isinstance(error, PersistenceError | psycopg.OperationalError | KeyStoreError):
+        log.error("store unavailable: %s", type(error).__name__)
+        return _status(code.UNAVAILABLE, "STORE_UNAVAILABLE", "the store is unavailable; retry")
+    incident = secrets.token_hex(6)
+    log.exception("internal error %s", incident, exc_info=error)
+    return _status(
+        code.INTERNAL, "INTERNAL", f"internal error (incident {incident})", {"incident": incident}
+    )
+
+
+def grpc_status(error: BaseException) -> grpc.Status:
+    return rpc_status.to_status(status_of(error))

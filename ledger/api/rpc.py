@@ -1,0 +1,176 @@
+"""The one path every call takes: parse, authenticate, authorise, run, map errors.
+
+Handlers are built from the services' descriptors, so a method added to a proto and to its
+servicer class is served with the same checks and no registration code. Requests are parsed
+by a deserializer that never raises: bytes that are not a valid request become `Malformed`
+and get INVALID_ARGUMENT after authentication (gRPC's own handling would answer INTERNAL).
+
+Order of checks (AIP-211): authentication, then the method permission, then the request's
+content; a record-level refusal comes from the servicer once it has loaded the customer.
+Every refusal is recorded through the access log before the caller hears of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from ledger.api.access import PURPOSE_METADATA, AccessLog, check_purpose
+from ledger.api.auth import Authenticator, Principal
+from ledger.api.authz import AccessDenied, Grant
+from ledger.api.errors import ApiError, grpc_status
+from ledger.domain.errors import ValidationFailed
+
+log = logging.getLogger("ledger.api")
+
+
+class Malformed:
+    """Stands in for a request whose bytes did not parse."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a servicer method gets besides its request: who calls, what they may do."""
+
+    principal: Principal
+    grant: Grant
+    method: str
+    purpose: str
+    context: grpc.ServicerContext
+    access_log: AccessLog
+
+    def record_access(self, customer_ids: Sequence[str], fields: Sequence[str]) -> None:
+        """Before returning personal data: durable when this returns."""
+        if fields:
+            self.access_log.record_access(
+                principal=self.principal.name,
+                method=self.method,
+                customer_ids=list(customer_ids),
+                fields=sorted(set(fields)),
+                purpose=self.purpose,
+            )
+
+    def record_denied(self, error: AccessDenied) -> None:
+        _record_denied(self.access_log, self.principal.name, self.method, error, self.purpose)
+
+
+def _record_denied(
+    access_log: AccessLog, principal: str, method: str, error: AccessDenied, purpose: str
+) -> None:
+    try:
+        access_log.record_denied(
+            principal=principal,
+            method=method,
+            customer_ids=list(error.customer_ids),
+            reason=str(error),
+            purpose=purpose,
+        )
+    except Exception:  # refusing stays right even if recording the refusal failed
+        log.exception("could not record a denied %s by %s", method, principal)
+
+
+class Gate:
+    def __init__(self, authenticator: Authenticator, access_log: AccessLog) -> None:
+        self.authenticator = authenticator
+        self.access_log = access_log
+
+    def open(self, context: grpc.ServicerContext, method: str) -> Call:
+        principal = self.authenticator.authenticate(context)
+        purposes = [
+            v.decode("latin-1") if isinstance(v, bytes) else v
+            for k, v in (context.invocation_metadata() or ())
+            if k == PURPOSE_METADATA
+        ]
+        purpose = purposes[-1] if purposes else ""
+        try:
+            purpose = check_purpose(purpose)
+            purpose_error = None
+        except ValidationFailed as error:
+            purpose, purpose_error = "", error
+        try:
+            grant = Grant.for_call(method, principal.name, principal.roles)
+        except AccessDenied as denied:
+            _record_denied(self.access_log, principal.name, method, denied, purpose)
+            raise
+        if purpose_error is not None:
+            raise purpose_error
+        return Call(principal, grant, method, purpose, context, self.access_log)
+
+
+def _abort(context: grpc.ServicerContext, call: Call | None, error: Exception) -> NoReturn:
+    if isinstance(error, AccessDenied) and call is not None:
+        call.record_denied(error)
+    context.abort_with_status(grpc_status(error))
+    raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
+
+
+def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:
+    def parse(data: bytes) -> Message | Malformed:
+        try:
+            return cls.FromString(data)
+        except (DecodeError, ValueError, RuntimeError):
+            return Malformed()
+
+    return parse
+
+
+def _handler(
+    gate: Gate, method: MethodDescriptor, implementation: object
+) -> grpc.RpcMethodHandler[Any, Any]:
+    request_cls = message_factory.GetMessageClass(method.input_type)
+    name = method.name
+    run: Callable[[Any, Call], Any] | None = getattr(implementation, name, None)
+
+    def prepare(request: Message | Malformed, context: grpc.ServicerContext) -> Call:
+        call = gate.open(context, name)
+        if isinstance(request, Malformed):
+            raise ApiError.invalid("request", f"not a valid {method.input_type.full_name}")
+        if run is None:  # declared in the proto, not served by this build
+            raise ApiError.unimplemented(name, "a later release")
+        return call
+
+    if method.server_streaming:
+
+        def stream(request: Message | Malformed, context: grpc.ServicerContext) -> Iterator[Any]:
+            call = None
+            try:
+                call = prepare(request, context)
+                assert run is not None
+                yield from run(request, call)
+            except Exception as error:
+                _abort(context, call, error)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream,
+            request_deserializer=_deserializer(request_cls),
+            response_serializer=lambda m: m.SerializeToString(),
+        )
+
+    def unary(request: Message | Malformed, context: grpc.ServicerContext) -> Any:
+        call = None
+        try:
+            call = prepare(request, context)
+            assert run is not None
+            return run(request, call)
+        except Exception as error:
+            _abort(context, call, error)
+
+    return grpc.unary_unary_rpc_method_handler(
+        unary,
+        request_deserializer=_deserializer(request_cls),
+        response_serializer=lambda m: m.SerializeToString(),
+    )
+
+
+def service_handler(
+    service: ServiceDescriptor, implementation: object, gate: Gate
+) -> grpc.GenericRpcHandler:
+    handlers = {m.name: _handler(gate, m, implementation) for m in service.methods}
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)

@@ -1,0 +1,214 @@
+"""The gRPC server: the three services behind one authentication and authorisation gate,
+plus health checking and reflection (so `grpcurl` can list and call everything).
+
+`build_server` wires a running server around an open ledger (tests use it on port 0);
+`serve` is `ledger serve` and `server.py`: it opens the configured store, serves until
+SIGTERM or SIGINT, then stops taking calls, lets in-flight calls finish (up to
+LEDGER_SHUTDOWN_GRACE_SECONDS), ends followed streams, and closes the store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ledger.api.access import AccessLog, LogDeniedAttempts
+from ledger.api.api_store import ApiStore, open_api_store
+from ledger.api.audit_service import AuditService
+from ledger.api.auth import Authenticator
+from ledger.api.authz import ROLES
+from ledger.api.compliance_service import ComplianceService
+from ledger.api.customer_service import CustomerService
+from ledger.api.rpc import Gate, service_handler
+from ledger.api.tokens import TokenVerifier
+from ledger.application import CustomerLedger
+from ledger.bootstrap import open_ledger
+from ledger.config import ConfigError, Settings
+from ledger.signing import LedgerSigner
+from ledger.v1 import audit_service_pb2, compliance_service_pb2, customer_service_pb2
+
+log = logging.getLogger("ledger.api")
+
+SERVICES = (
+    customer_service_pb2.DESCRIPTOR.services_by_name["CustomerService"],
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
+    compliance_service_pb2.DESCRIPTOR.services_by_name["ComplianceService"],
+)
+
+
+@dataclass
+class ApiServer:
+    server: grpc.Server
+    port: int
+    address: str
+    health: health.HealthServicer
+    stopping: threading.Event
+    store: ApiStore
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, finish in-flight ones within `grace` seconds, then close."""
+        self.stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.store.close()
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError("LEDGER_LISTEN / --listen: expected HOST:PORT, e.g. 127.0.0.1:50051")
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read(path: Path, variable: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path} ({exc.strerror})") from None
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    api = settings.api
+    if api.tls_cert_file is None or api.tls_key_file is None:
+        return None
+    key = _read(api.tls_key_file, "LEDGER_TLS_KEY_FILE")
+    cert = _read(api.tls_cert_file, "LEDGER_TLS_CERT_FILE")
+    client_ca = (
+        _read(api.tls_client_ca_file, "LEDGER_TLS_CLIENT_CA_FILE")
+        if api.tls_client_ca_file is not None
+        else None
+    )
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def build_server(
+    ledger: CustomerLedger,
+    settings: Settings,
+    *,
+    listen: str | None = None,
+    access_log: AccessLog | None = None,
+) -> ApiServer:
+    """Start serving `ledger` on `listen` (port 0 picks a free port; see `ApiServer.port`)."""
+    address = listen or settings.api.listen
+    host, _ = split_listen(address)
+    credentials = _credentials(settings)
+    if credentials is None and not _is_loopback(host) and not settings.api.allow_plaintext:
+        raise ConfigError(
+            f"refusing to serve {address} without TLS: configure LEDGER_TLS_CERT_FILE and "
+            "LEDGER_TLS_KEY_FILE (and LEDGER_TLS_CLIENT_CA_FILE for mTLS), listen on a loopback "
+            "address, or set LEDGER_ALLOW_PLAINTEXT=true behind a TLS-terminating proxy"
+        )
+    token_signer = LedgerSigner.load_or_create(settings.resolved_token_key_file)
+    store = open_api_store(settings)
+    stopping = threading.Event()
+    gate = Gate(
+        Authenticator(TokenVerifier(token_signer.public_key_pem(), ROLES), store),
+        access_log if access_log is not None else LogDeniedAttempts(ledger),
+    )
+    implementations: dict[str, object] = {
+        "CustomerService": CustomerService(ledger, store),
+        "AuditService": AuditService(ledger, stopping),
+        "ComplianceService": ComplianceService(ledger),
+    }
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=settings.api.workers, thread_name_prefix="ledger-api"),
+        options=[("grpc.so_reuseport", 0)],
+    )
+    server.add_generic_rpc_handlers(
+        tuple(service_handler(s, implementations[s.name], gate) for s in SERVICES)
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *(s.full_name for s in SERVICES)):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*(s.full_name for s in SERVICES), health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
+    if not port:
+        store.close()
+        raise ConfigError(f"cannot listen on {address} (in use, or not an address of this host)")
+    server.start()
+    return ApiServer(server, port, address, health_servicer, stopping, store)
+
+
+def serve(
+    settings: Settings,
+    *,
+    listen: str | None = None,
+    announce: Callable[[ApiServer], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully. Returns the exit code."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with open_ledger(settings) as ledger:
+            api = build_server(ledger, settings, listen=listen)
+            log.info("serving on port %d", api.port)
+            if announce is not None:
+                announce(api)
+            try:
+                while not stop.wait(0.5):
+                    pass
+            finally:
+                log.info("shutting down: finishing in-flight calls")
+                api.stop(settings.api.shutdown_grace_seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def announce_line(api: ApiServer, settings: Settings, *, as_json: bool) -> None:
+    host, _ = split_listen(api.address)
+    mode = "mTLS" if settings.api.mutual_tls else "TLS" if settings.api.tls else "plaintext"
+    if as_json:
+        line = json.dumps({"host": host, "port": api.port, "transport": mode})
+    else:
+        line = f"ledger: serving gRPC on {host}:{api.port} ({mode}); SIGTERM or Ctrl-C stops"
+    print(line, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`server.py`: everything from LEDGER_* settings."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = Settings.from_env()
+        return serve(settings, announce=lambda api: announce_line(api, settings, as_json=False))
+    except ConfigError as exc:
+        print(f"ledger: configuration error: {exc}", file=sys.stderr)
+        return 2

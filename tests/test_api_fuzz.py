@@ -1,0 +1,190 @@
+"""Random and malformed requests to every method never get INTERNAL (or UNKNOWN), and never
+bring the server down.
+
+Requests are drawn from the methods' own descriptors (every field, nested messages, maps,
+oneofs, out-of-range enums and timestamps), seasoned with values that reach deep code paths
+(names of existing customers, field-mask paths, etags); a share of them are raw bytes that
+are not a valid request at all. Bounded: a few hundred calls per store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.api.server import SERVICES
+from tests.api_support import Api, api, code_of, customer
+
+__all__ = ["api"]
+
+METHODS = [(service, method) for service in SERVICES for method in service.methods]
+FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+INT32 = st.integers(-(2**31), 2**31 - 1)
+INT64 = st.integers(-(2**63), 2**63 - 1)
+SEASONING = [
+    "",
+    "*",
+    "1",
+    "0",
+    "-1",
+    "99999999999999999999",
+    "customers/",
+    "customers/x",
+    f"customers/{uuid.uuid4()}",
+    f"customers/{str(uuid.uuid4()).upper()}",
+    "emails",
+    "owner",
+    "tags",
+    "birth_date",
+    "external_ids",
+    "external_ids.CRM",
+    "addresses.country",
+    "given_name",
+    "sales.alice",
+    "GB",
+    "+44 20 7946 0018",
+    "ada@example.org",
+    "Registered",
+    "\x00",
+    "é" * 300,
+]
+
+
+def _scalar(field: FieldDescriptor, names: list[str]) -> st.SearchStrategy[Any]:
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_STRING and field.name in ("name", "parent", "source"):
+        # Mostly real names, so that calls get past parsing to the customer itself.
+        missing = f"customers/{uuid.uuid4()}"
+        return st.sampled_from([*names, missing]) | st.text(max_size=40)
+    if kind == FieldDescriptor.TYPE_STRING and field.name == "etag":
+        return st.sampled_from(["", "1", "2", "3", "x"])
+    if kind == FieldDescriptor.TYPE_STRING:
+        return st.text(max_size=40) | st.sampled_from(SEASONING + names)
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=40)
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return st.floats(allow_nan=True, allow_infinity=True, width=32)
+    if kind == FieldDescriptor.TYPE_ENUM:
+        return st.integers(-3, 12)
+    if kind in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64):
+        return st.sampled_from([0, 1, 2, 3, 500, 9_999]) | INT64
+    return st.sampled_from([0, 1, 2, 10]) | INT32
+
+
+def messages(
+    descriptor: Descriptor, names: list[str], depth: int = 0
+) -> st.SearchStrategy[Message]:
+    cls = message_factory.GetMessageClass(descriptor)
+    fields = [f for f in descriptor.fields if depth < 3 or f.type != FieldDescriptor.TYPE_MESSAGE]
+
+    def value(field: FieldDescriptor) -> st.SearchStrategy[Any]:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            key, item = (
+                field.message_type.fields_by_name["key"],
+                field.message_type.fields_by_name["value"],
+            )
+            return st.dictionaries(_scalar(key, names), _scalar(item, names), max_size=3)
+        single = (
+            messages(field.message_type, names, depth + 1)
+            if field.type == FieldDescriptor.TYPE_MESSAGE
+            else _scalar(field, names)
+        )
+        if field.is_repeated:
+            return st.lists(single, max_size=3)
+        return single
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Message:
+        message = cls()
+        for field in fields:
+            if not draw(st.booleans()):
+                continue
+            drawn = draw(value(field))
+            target = getattr(message, field.name)
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                target.update(drawn)
+            elif field.is_repeated:
+                if field.type == FieldDescriptor.TYPE_MESSAGE:
+                    for item in drawn:
+                        target.add().CopyFrom(item)
+                else:
+                    target.extend(drawn)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                target.CopyFrom(drawn)
+            else:
+                setattr(message, field.name, drawn)
+        if descriptor.name == "StreamEventsRequest":
+            message.follow = False  # type: ignore[attr-defined]  # a followed stream never ends
+        return message
+
+    return build()
+
+
+def _call(channel: grpc.Channel, service: Any, method: Any, payload: bytes, token: str) -> None:
+    path = f"/{service.full_name}/{method.name}"
+    options: dict[str, Any] = {"metadata": [("authorization", f"Bearer {token}")], "timeout": 20}
+    if method.server_streaming:
+        stream = channel.unary_stream(path, request_serializer=None, response_deserializer=None)
+        for _ in stream(payload, **options):
+            pass
+    else:
+        channel.unary_unary(path, request_serializer=None, response_deserializer=None)(
+            payload, **options
+        )
+
+
+@pytest.mark.parametrize("role", ["admin", "sales"])
+def test_random_and_malformed_requests_never_get_internal(api: Api, role: str) -> None:
+    admin = api.client("root", "admin")
+    names = [admin.create_customer(customer(owner="sales.alice")).name for _ in range(3)]
+    principal = "sales.alice" if role == "sales" else "fuzz.admin"
+    token = api.token(principal, role)
+    channel = grpc.insecure_channel(api.target)
+    requests = st.sampled_from(METHODS).flatmap(
+        lambda sm: st.tuples(
+            st.just(sm),
+            st.binary(max_size=64)
+            | messages(sm[1].input_type, names).map(lambda m: m.SerializeToString()),
+        )
+    )
+    seen: set[grpc.StatusCode] = set()
+
+    @settings(
+        max_examples=200,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(requests)
+    def check(drawn: tuple[tuple[Any, Any], bytes]) -> None:
+        (service, method), payload = drawn
+        try:
+            _call(channel, service, method, payload, token)
+            seen.add(grpc.StatusCode.OK)
+        except grpc.RpcError as error:
+            code = code_of(error)
+            seen.add(code)
+            assert code not in FORBIDDEN, (method.full_name, code, error)
+
+    try:
+        check()
+        health = health_pb2_grpc.HealthStub(channel)
+        assert (
+            health.Check(health_pb2.HealthCheckRequest()).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
+        assert admin.get_customer(names[0]).name == names[0]  # still serving
+        assert grpc.StatusCode.INVALID_ARGUMENT in seen
+    finally:
+        channel.close()
