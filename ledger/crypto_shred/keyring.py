@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from uuid import UUID
 
 from ledger.crypto_shred.keystore import DataKey, KeyRecord, KeyStore
@@ -27,6 +28,12 @@ class KeyRing:
         key = self.store.create(customer_id)
         self._remember(key)
         return key
+
+    def create_many(self, customer_ids: Sequence[UUID]) -> list[DataKey]:
+        keys = self.store.create_many(customer_ids)
+        for key in keys:
+            self._remember(key)
+        return keys
 
     def get(self, customer_id: UUID) -> DataKey | None:
         if self.ttl > 0:

@@ -146,6 +146,11 @@ class KeyStore(ABC):
         """A new random key for a new customer; KeyAlreadyExists if the customer ever had
         one (even a destroyed one)."""
 
+    def create_many(self, customer_ids: Sequence[UUID]) -> list[DataKey]:
+        """New keys for many new customers at once (imports): all or none. Stores that
+        can write them in one transaction override this."""
+        return [self.create(customer_id) for customer_id in customer_ids]
+
     @abstractmethod
     def get(self, customer_id: UUID) -> DataKey | None:
         """The live key, or None when it was destroyed or never existed."""
@@ -285,6 +290,23 @@ class SqlKeyStore(KeyStore):
             if cur.rowcount != 1:
                 raise KeyAlreadyExists(customer_id)
         return DataKey(customer_id=customer_id, key_id=key_id, key=key)
+
+    def create_many(self, customer_ids: Sequence[UUID]) -> list[DataKey]:
+        """One transaction for the whole batch: one commit (one fsync) instead of one per
+        customer, which is what makes importing thousands of rows quick."""
+        keys, rows = [], []
+        for customer_id in customer_ids:
+            key, key_id = AESGCM.generate_key(256), secrets.token_hex(8)
+            kek_id, wrapped = self.provider.wrap(key, key_context(customer_id, key_id))
+            keys.append(DataKey(customer_id=customer_id, key_id=key_id, key=key))
+            rows.append((self._bind_id(customer_id), key_id, kek_id, wrapped))
+        now = self._bind_time(_now())
+        with self._transaction() as cur:
+            for row in rows:
+                cur.execute(self._sql(_INSERT_KEY), (*row, now))
+                if cur.rowcount != 1:
+                    raise KeyAlreadyExists(_as_uuid(row[0]))
+        return keys
 
     def get(self, customer_id: UUID) -> DataKey | None:
         with self._transaction(write=False) as cur:
