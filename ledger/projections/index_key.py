@@ -21,12 +21,13 @@ import hmac
 import secrets
 from pathlib import Path
 
+from ledger.config import ConfigError
 from ledger.signing import check_private_file, create_private_file
 
 INDEX_KEY_BYTES = 32
 
 
-class IndexKeyError(ValueError):
+class IndexKeyError(ConfigError):
     """The index key file is malformed (names the file, never its content)."""
 
 

@@ -15,12 +15,13 @@ from typing import Any
 from uuid import UUID
 
 from ledger.crypto_shred.keyring import KeyRing
+from ledger.crypto_shred.mapper import SealError
 from ledger.crypto_shred.sealing import SealOpenError, open_sealed, seal_deterministic
 
 ROW_AAD_VERSION = b"ledger.row.v1"
 
 
-class RowSealError(Exception):
+class RowSealError(SealError):
     """A sealed projection value does not open although its key lives: the row was
     altered or copied from elsewhere. Names the table and customer id only."""
 
