@@ -64,6 +64,10 @@ _INSERT_KEY = (
     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (customer_id) DO NOTHING"
 )
 _SELECT_WRAPPED = "SELECT key_id, kek_id, wrapped_key FROM {keys} WHERE customer_id = ?"
+_SELECT_MANY_WRAPPED = (
+    "SELECT customer_id, key_id, kek_id, wrapped_key FROM {keys}"
+    " WHERE wrapped_key IS NOT NULL AND customer_id IN ({marks})"
+)
 _SELECT_RECORD = "SELECT key_id, created_at, destroyed_at FROM {keys} WHERE customer_id = ?"
 _SELECT_KEY_ID = "SELECT key_id FROM {keys} WHERE customer_id = ?"
 _WIPE_KEY = (
@@ -154,6 +158,12 @@ class KeyStore(ABC):
     @abstractmethod
     def get(self, customer_id: UUID) -> DataKey | None:
         """The live key, or None when it was destroyed or never existed."""
+
+    def get_many(self, customer_ids: Sequence[UUID]) -> dict[UUID, DataKey]:
+        """The live keys of many customers (absent: destroyed or never existed). Replaying
+        the log needs thousands; stores that can read them in one query override this."""
+        found = {customer_id: self.get(customer_id) for customer_id in customer_ids}
+        return {customer_id: key for customer_id, key in found.items() if key is not None}
 
     @abstractmethod
     def record(self, customer_id: UUID) -> KeyRecord: ...
@@ -322,6 +332,27 @@ class SqlKeyStore(KeyStore):
         if len(key) != DEK_BYTES:
             raise KeyUnwrapError(f"the data key of customer {customer_id} has the wrong length")
         return DataKey(customer_id=customer_id, key_id=key_id, key=key)
+
+    def get_many(self, customer_ids: Sequence[UUID]) -> dict[UUID, DataKey]:
+        found: dict[UUID, DataKey] = {}
+        unique = list(dict.fromkeys(customer_ids))
+        for start in range(0, len(unique), _BATCH):
+            chunk = unique[start : start + _BATCH]
+            template = _SELECT_MANY_WRAPPED.replace("{marks}", ",".join("?" * len(chunk)))
+            with self._transaction(write=False) as cur:
+                cur.execute(self._sql(template), tuple(self._bind_id(c) for c in chunk))
+                rows = cur.fetchall()
+            for raw_id, key_id, kek_id, wrapped in rows:
+                customer_id = _as_uuid(raw_id)
+                key = self.provider.unwrap(
+                    str(kek_id), bytes(wrapped), key_context(customer_id, str(key_id))
+                )
+                if len(key) != DEK_BYTES:
+                    raise KeyUnwrapError(
+                        f"the data key of customer {customer_id} has the wrong length"
+                    )
+                found[customer_id] = DataKey(customer_id=customer_id, key_id=str(key_id), key=key)
+        return found
 
     def record(self, customer_id: UUID) -> KeyRecord:
         with self._transaction(write=False) as cur:

@@ -9,7 +9,7 @@ Two ways to pick the nonce:
 * `seal` draws it at random: right for events, which are written once and never again.
 * `seal_deterministic` derives it from the plaintext and the associated data (a synthetic
   nonce, as in SIV mode): `HMAC-SHA256(K_n, len(aad) ‖ aad ‖ plaintext)` truncated to 12
-  bytes, where `K_n` is a sub-key derived from the data key with HKDF. Projection rows need
+  bytes, where `K_n` is a sub-key derived from the data key (HKDF-Expand). Projection rows need
   it: a row rebuilt from the log must come out byte-identical to the row built incrementally.
   It is safe because GCM breaks only when one nonce meets two *different* messages under one
   key; here the nonce is a pseudo-random function of the whole (associated data, message)
@@ -29,9 +29,7 @@ import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -52,9 +50,9 @@ def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
 def synthetic_nonce(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     """A nonce that is a pseudo-random function of (aad, plaintext) under a sub-key of
     `key`; the length prefix keeps the split between aad and plaintext unambiguous."""
-    nonce_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_NONCE_KEY_INFO).derive(
-        key
-    )
+    # HKDF-Expand (RFC 5869) for one 32-byte block; the data key is uniformly random
+    # already, so it serves as the pseudo-random key without an Extract step.
+    nonce_key = hmac.new(key, _NONCE_KEY_INFO + b"\x01", hashlib.sha256).digest()
     mac = hmac.new(nonce_key, len(aad).to_bytes(8, "big") + aad, hashlib.sha256)
     mac.update(plaintext)
     return mac.digest()[:NONCE_BYTES]

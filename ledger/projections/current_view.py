@@ -42,6 +42,7 @@ COLUMNS = (
     "erased_at",
     "personal",
 )
+COLUMN_TYPES = {"version": "bigint", "personal": "bytea"}  # the others are TEXT
 CHUNK = 500
 
 _DDL = [
@@ -77,11 +78,6 @@ _DDL = [
     )""",
     f"CREATE INDEX IF NOT EXISTS {LOOKUP}_by_customer ON {LOOKUP} (customer_id)",
 ]
-_UPSERT = (
-    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-    " ON CONFLICT (customer_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
-)
 
 
 def chunks(values: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
@@ -134,11 +130,8 @@ class CurrentView(Projection):
     def load(self, tx: Tx, ids: Sequence[UUID]) -> dict[UUID, CustomerState]:
         states: dict[UUID, CustomerState] = {}
         for chunk in chunks([str(i) for i in ids]):
-            rows = tx.rows(
-                f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
-                f" WHERE customer_id IN ({tx.in_list(chunk)})",
-                chunk,
-            )
+            where, params = tx.is_in("customer_id", chunk)
+            rows = tx.rows(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE {where}", params)
             for row in rows:
                 state = self.state_of(row)
                 states[state.customer_id] = state
@@ -192,11 +185,12 @@ class CurrentView(Projection):
         if not states:
             return
         rows = [self.row_of(state) for state in states]
-        tx.executemany(_UPSERT, rows)
+        tx.insert(TABLE, COLUMNS, rows, upsert_on="customer_id", types=COLUMN_TYPES)
         ids = [str(state.customer_id) for state in states]
         for chunk in chunks(ids):
-            tx.execute(f"DELETE FROM {TAGS} WHERE customer_id IN ({tx.in_list(chunk)})", chunk)
-            tx.execute(f"DELETE FROM {LOOKUP} WHERE customer_id IN ({tx.in_list(chunk)})", chunk)
+            where, params = tx.is_in("customer_id", chunk)
+            tx.execute(f"DELETE FROM {TAGS} WHERE {where}", params)
+            tx.execute(f"DELETE FROM {LOOKUP} WHERE {where}", params)
         tags: list[tuple[str, str]] = []
         digests: list[tuple[bytes, str]] = []
         for state, row in zip(states, rows, strict=True):
@@ -208,8 +202,8 @@ class CurrentView(Projection):
                     (digest, str(state.customer_id))
                     for digest in sorted(digests_of(self.index_key, state.personal))
                 ]
-        tx.executemany(f"INSERT INTO {TAGS} (tag, customer_id) VALUES (?, ?)", tags)
-        tx.executemany(f"INSERT INTO {LOOKUP} (digest, customer_id) VALUES (?, ?)", digests)
+        tx.insert(TAGS, ("tag", "customer_id"), tags)
+        tx.insert(LOOKUP, ("digest", "customer_id"), digests, types={"digest": "bytea"})
 
 
 def _text(value: object) -> str | None:

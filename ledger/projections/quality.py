@@ -43,6 +43,7 @@ _FIELD_HEAD = re.compile(r"[a-z_]+")
 COLUMNS = ("customer_id", "version", "status", "score", "missing", "warnings", "created_at",
            "verified_at")  # fmt: skip
 
+COLUMN_TYPES = {"version": "bigint", "score": "integer"}  # the others are TEXT
 _DDL = [
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
         customer_id TEXT PRIMARY KEY,
@@ -56,11 +57,6 @@ _DDL = [
     )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_by_score ON {TABLE} (status, score, customer_id)",
 ]
-_UPSERT = (
-    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-    " ON CONFLICT (customer_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
-)
 
 
 def presence(personal: dict[str, Any]) -> set[str]:
@@ -163,7 +159,8 @@ class DataQuality(Projection):
             if after is not None and after is not before:
                 states[positioned.customer_id] = after
                 changed[positioned.customer_id] = after
-        tx.executemany(_UPSERT, [_row(state) for state in changed.values()])
+        rows = [_row(s) for s in changed.values()]
+        tx.insert(TABLE, COLUMNS, rows, upsert_on="customer_id", types=COLUMN_TYPES)
 
     def purge(self, tx: Tx, tombstone: Tombstone) -> None:
         existing = self._load(tx, [tombstone.customer_id]).get(tombstone.customer_id)
@@ -176,16 +173,13 @@ class DataQuality(Projection):
             created_at=existing.created_at if existing else tombstone.created_at,
             verified_at=None,
         )
-        tx.executemany(_UPSERT, [_row(state)])
+        tx.insert(TABLE, COLUMNS, [_row(state)], upsert_on="customer_id", types=COLUMN_TYPES)
 
     def _load(self, tx: Tx, ids: Sequence[UUID]) -> dict[UUID, QualityState]:
         states: dict[UUID, QualityState] = {}
         for chunk in chunks([str(i) for i in ids]):
-            rows = tx.rows(
-                f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE customer_id IN"
-                f" ({tx.in_list(chunk)})",
-                chunk,
-            )
+            where, params = tx.is_in("customer_id", chunk)
+            rows = tx.rows(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE {where}", params)
             for row in rows:
                 values = dict(zip(COLUMNS, row, strict=True))
                 missing = set(json.loads(str(values["missing"]))) if values["missing"] else set()

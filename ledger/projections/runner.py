@@ -238,10 +238,11 @@ class ProjectionRunner:
         """Customer events only; other aggregates' events (e.g. audit records) share the
         log and are passed over. Fails loudly on an event that does not open: skipping
         it would make the projection silently wrong."""
+        customers = [n for n in notifications if self._is_customer_topic(n.topic)]
+        ids = [n.originator_id for n in customers if isinstance(n.originator_id, UUID)]
+        self.ledger.keys.prefetch(ids)  # one round trip instead of one per customer
         decoded = []
-        for notification in notifications:
-            if not self._is_customer_topic(notification.topic):
-                continue
+        for notification in customers:
             event = self.ledger.mapper.to_domain_event(notification)
             assert isinstance(event, Customer.Event)
             decoded.append(PositionedEvent(notification.id, event))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +65,38 @@ class Tx:
         if rows:
             self._cursor.executemany(self.sql(template), rows)
 
+    def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        upsert_on: str | None = None,
+        types: Mapping[str, str] | None = None,
+    ) -> None:
+        """Insert many rows (replacing, with `upsert_on`, a row whose key exists); within
+        one call each key may appear once. On PostgreSQL one statement per call: every
+        column is sent as one array and `unnest`ed (`types` names the columns that are
+        not TEXT), so the statement stays short and is parsed once, whatever the rows."""
+        rows = [tuple(row) for row in rows]
+        if not rows:
+            return
+        tail = ""
+        if upsert_on is not None:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != upsert_on)
+            tail = f" ON CONFLICT ({upsert_on}) DO UPDATE SET {updates}"
+        names = ", ".join(columns)
+        if not self.is_postgres:
+            marks = ", ".join("?" * len(columns))
+            self._cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}){tail}", rows)
+            return
+        kinds = types or {}
+        arrays = ", ".join(f"%s::{kinds.get(c, 'text')}[]" for c in columns)
+        self._cursor.execute(
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){tail}",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+
     def rows(self, template: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._cursor.execute(self.sql(template), tuple(params))
         return [tuple(row) for row in self._cursor.fetchall()]
@@ -74,18 +106,20 @@ class Tx:
         row = self._cursor.fetchone()
         return None if row is None else tuple(row)
 
-    def in_list(self, values: Sequence[Any]) -> str:
-        """Placeholders for `col IN (...)`; callers chunk long lists."""
-        return ",".join("?" * len(values))
+    def is_in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """`column IN (...)` and its parameters: one array parameter on PostgreSQL (one
+        statement text whatever the count), a placeholder each on SQLite (callers chunk)."""
+        if self.is_postgres:
+            return f"{column} = ANY(?)", [list(values)]
+        return f"{column} IN ({','.join('?' * len(values))})", list(values)
 
     def lock_rows(self, table: str, key: str, values: Sequence[str]) -> None:
         """Serialise with other writers of these rows (PostgreSQL); SQLite's write
         transaction already holds the database lock."""
         if self.is_postgres and values:
+            where, params = self.is_in(key, values)
             self.execute(
-                f"SELECT {key} FROM {table} WHERE {key} IN ({self.in_list(values)})"
-                f" ORDER BY {key} FOR UPDATE",
-                values,
+                f"SELECT {key} FROM {table} WHERE {where} ORDER BY {key} FOR UPDATE", params
             )
 
 
