@@ -94,7 +94,8 @@ def test_import_list_lookup_merge_quality_rebuild(store: StoreHandle, tmp_path: 
         "current_view": 0, "data_quality": 0
     }  # fmt: skip
     rebuilt = run(store, "rebuild", "current_view", "--json")
-    assert rebuilt["rebuilt"] == ["current_view"] and rebuilt["events"] == status["projections"][0]["head"]
+    assert rebuilt["rebuilt"] == ["current_view"]
+    assert rebuilt["events"] == status["projections"][0]["head"]
 
     assert "country" in run(store, "list", "--country", "Germany", code=2)
     assert "email" in run(store, "lookup", "--email", "not-an-email", code=2)

@@ -17,8 +17,8 @@ import pytest
 from ledger.application import CustomerLedger
 from ledger.bootstrap import open_ledger
 from ledger.domain.errors import FieldViolation, ValidationFailed
-from ledger.projections.queries import ListFilter
 from ledger.projections.quality import quality_report
+from ledger.projections.queries import ListFilter
 from ledger.projections.runner import ProjectionRunner
 from ledger.projections.store import ProjectionDatabase
 from ledger.projections.wiring import customer_queries, runner_of
@@ -34,10 +34,16 @@ def build_history(ledger: CustomerLedger) -> dict[str, UUID]:
     ids = {
         "ada": ledger.register(person(given_name="Ada", emails=["ada@example.org"]), actor=ACTOR),
         "bob": ledger.register(
-            person(given_name="Bob", emails=["bob@example.org"], phones=["+4930111111"],
-                   tags=["vip"], owner="sales.b", external_ids={"CRM": "B-1"}),
+            person(
+                given_name="Bob",
+                emails=["bob@example.org"],
+                phones=["+4930111111"],
+                tags=["vip"],
+                owner="sales.b",
+                external_ids={"CRM": "B-1"},
+            ),
             actor=ACTOR,
-        ),  # fmt: skip
+        ),
         "cy": ledger.register(
             {"family_name": "Cy", "addresses": [{"country": "FR", "postcode": "75001"}]},
             actor=ACTOR,
@@ -292,11 +298,14 @@ def test_list_filters_order_and_page_tokens(store: StoreHandle) -> None:
         )  # fmt: skip
         assert [r.id for r in again.records] == ids[::-1][2:4]
         assert {r.id for r in queries.list_customers(ListFilter(owner="sales.a")).records} == {
-            ids[1], ids[3], ids[5]
+            ids[1],
+            ids[3],
+            ids[5],
         }
         assert {r.id for r in queries.list_customers(ListFilter(tag="vip")).records} == set(ids[:3])
         assert {r.id for r in queries.list_customers(ListFilter(country="fr")).records} == {
-            ids[5], ids[6]
+            ids[5],
+            ids[6],
         }
         later = datetime.now(UTC) + timedelta(seconds=1)
         assert queries.list_customers(ListFilter(updated_since=later)).records == []
