@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from ledger.application import CustomerLedger
 from ledger.domain.errors import FieldViolation, ValidationFailed
@@ -98,6 +99,7 @@ class ImportSummary:
     seconds: float = 0.0
     ignored_columns: list[str] = field(default_factory=list)
     problems: list[RowProblem] = field(default_factory=list)
+    registered: list[tuple[int, UUID]] = field(default_factory=list)  # (line, new id)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +112,7 @@ class ImportSummary:
             "rows_per_second": round(self.rows / self.seconds) if self.seconds else None,
             "ignored_columns": self.ignored_columns,
             "problems": [p.to_json() for p in self.problems],
+            "registered": [{"line": line, "id": str(i)} for line, i in self.registered],
         }
 
 
@@ -153,32 +156,41 @@ class CsvImporter:
         summary = ImportSummary(file=str(path))
         header, total = self._check_file(path)
         summary.ignored_columns = [c for c in header if c not in self.mapping]
-        pending: list[tuple[dict[str, Any], list[FieldViolation]]] = []
-        for profile, warnings, problem in self._rows(path):
+        pending: list[tuple[int, dict[str, Any], list[FieldViolation]]] = []
+        for line, profile, warnings, problem in self._rows(path):
             summary.rows += 1
             if problem is not None:
                 summary.problems.append(problem)
             if profile is None:
                 summary.rejected += 1
             else:
-                pending.append((profile, warnings))
+                pending.append((line, profile, warnings))
                 summary.with_warnings += 1 if warnings else 0
             if len(pending) >= self.batch_size:
-                summary.imported += self._register(pending)
+                self._register(pending, summary)
             if progress is not None and summary.rows % 100 == 0:
                 progress(summary.rows, total)
-        summary.imported += self._register(pending)
+        self._register(pending, summary)
         if progress is not None:
             progress(summary.rows, total)
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _register(self, pending: list[tuple[dict[str, Any], list[FieldViolation]]]) -> int:
+    def _register(
+        self,
+        pending: list[tuple[int, dict[str, Any], list[FieldViolation]]],
+        summary: ImportSummary,
+    ) -> None:
         if not pending:
-            return 0
-        ids = self.ledger.register_many(pending, actor=self.actor, reason=self.reason)
+            return
+        ids = self.ledger.register_many(
+            [(profile, warnings) for _, profile, warnings in pending],
+            actor=self.actor,
+            reason=self.reason,
+        )
+        summary.registered += [(line, i) for (line, _, _), i in zip(pending, ids, strict=True)]
+        summary.imported += len(ids)
         pending.clear()
-        return len(ids)
 
     def _check_file(self, path: Path) -> tuple[list[str], int]:
         """Read the whole file once before writing anything: unreadable text, a missing
@@ -207,7 +219,7 @@ class CsvImporter:
 
     def _rows(
         self, path: Path
-    ) -> Iterator[tuple[dict[str, Any] | None, list[FieldViolation], RowProblem | None]]:
+    ) -> Iterator[tuple[int, dict[str, Any] | None, list[FieldViolation], RowProblem | None]]:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle, delimiter=self.delimiter)
             header = [c.strip() for c in next(reader)]
@@ -217,7 +229,7 @@ class CsvImporter:
                 if not any(cell.strip() for cell in cells):
                     continue  # blank line
                 values = {name: cells[i] if i < len(cells) else "" for i, name in columns}
-                yield self.row(line, values)
+                yield (line, *self.row(line, values))
 
     # One row ---------------------------------------------------------------------------------
 

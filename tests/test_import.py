@@ -63,6 +63,8 @@ def test_lenient_import_keeps_rows_and_records_warnings(store: StoreHandle, tmp_
 
         queries = customer_queries(ledger)
         [anna] = queries.lookup(external_id="LEGACY:L-1")
+        assert [line for line, _ in summary.registered] == [2, 3, 5]
+        assert summary.registered[0][1] == anna.id
         assert isinstance(anna.personal, dict)
         assert anna.personal["phones"] == ["+49301234567"]  # national, read in --default-country
         assert anna.personal["birth_date"] == "1980-05-17"
