@@ -152,7 +152,7 @@ class CustomerQueries:
 
     def get(self, customer_id: UUID, *, follow_merges: bool = False) -> CustomerRecord | None:
         """The customer's row; with `follow_merges`, the customer it now lives on in."""
-        with self.db.reading() as tx:
+        with self.db.reading(snapshot=follow_merges) as tx:
             state = self.view.load(tx, [customer_id]).get(customer_id)
             hops = 0
             while (
@@ -261,14 +261,19 @@ class CustomerQueries:
         else:
             assert external_id is not None
             digest = external_id_key(self.view.index_key, external_id)
+        columns = ", ".join(f"v.{c}" for c in COLUMNS)
         with self.db.reading() as tx:
-            ids = [UUID(str(r[0])) for r in tx.rows(
-                f"SELECT customer_id FROM {LOOKUP} WHERE digest = ? ORDER BY customer_id",
+            rows = tx.rows(
+                f"SELECT {columns} FROM {LOOKUP} k JOIN {TABLE} v ON v.customer_id = k.customer_id"
+                " WHERE k.digest = ? ORDER BY v.customer_id",
                 (digest,),
-            )]  # fmt: skip
+            )
+            states = [self.view.state_of(row) for row in rows]
         found: dict[UUID, CustomerRecord] = {}
-        for customer_id in ids:
-            record = self.get(customer_id, follow_merges=True)
+        for state in states:
+            record: CustomerRecord | None = CustomerRecord.of(state)
+            if state.merged_into:  # rare: one more read, to the customer it lives on in
+                record = self.get(state.customer_id, follow_merges=True)
             if record is not None and record.status == ACTIVE:
                 found.setdefault(record.id, record)
         return list(found.values())

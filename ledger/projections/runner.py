@@ -327,7 +327,7 @@ class ProjectionRunner:
 
     def status(self) -> list[ProjectionStatus]:
         head = self.head()
-        with self.db.reading() as tx:
+        with self.db.reading(snapshot=True) as tx:
             positions = self._positions(tx)
             versions = dict(tx.rows(f"SELECT name, schema_version FROM {POSITIONS}"))
             return [
