@@ -44,9 +44,12 @@ def parse_iso(text: str | None) -> datetime | None:
 class Tx:
     """One transaction's cursor, with the few dialect differences hidden."""
 
-    def __init__(self, kind: str, cursor: Any) -> None:
+    def __init__(self, kind: str, cursor: Any, connection: Any = None) -> None:
         self.kind = kind
         self._cursor = cursor
+        # PostgreSQL in pipeline mode: a query whose rows are read gets a cursor of its own,
+        # so its results cannot be confused with those of statements still in flight.
+        self._connection = connection
 
     @property
     def is_postgres(self) -> bool:
@@ -98,13 +101,16 @@ class Tx:
         )
 
     def rows(self, template: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        self._cursor.execute(self.sql(template), tuple(params))
-        return [tuple(row) for row in self._cursor.fetchall()]
+        if self._connection is None:
+            self._cursor.execute(self.sql(template), tuple(params))
+            return [tuple(row) for row in self._cursor.fetchall()]
+        with self._connection.cursor() as cursor:
+            cursor.execute(self.sql(template), tuple(params))
+            return [tuple(row) for row in cursor.fetchall()]
 
     def one(self, template: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        self._cursor.execute(self.sql(template), tuple(params))
-        row = self._cursor.fetchone()
-        return None if row is None else tuple(row)
+        rows = self.rows(template, params)
+        return rows[0] if rows else None
 
     def is_in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         """`column IN (...)` and its parameters: one array parameter on PostgreSQL (one
@@ -198,7 +204,7 @@ class ProjectionDatabase:
                     # were committed durably before they could be read, so a projection can
                     # never survive a crash that its events did not.
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
-                    yield Tx(self.kind, cursor)
+                    yield Tx(self.kind, cursor, self._conn)
 
     @contextmanager
     def reading(self, *, snapshot: bool = False) -> Iterator[Tx]:
