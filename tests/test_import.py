@@ -130,3 +130,25 @@ def test_unreadable_file_writes_nothing(store: StoreHandle, tmp_path: Path) -> N
                         default_country="Germany", date_format="YYYY")  # fmt: skip
         assert {v.field for v in bad.value.violations} == {"--default-country", "--date-format"}
         assert ledger.recorder.max_notification_id() in (None, 0)
+
+
+def test_reimporting_an_erased_person_creates_an_unlinked_customer(
+    store: StoreHandle, tmp_path: Path
+) -> None:
+    path = write(tmp_path, CSV.splitlines()[0] + "\n" + CSV.splitlines()[1] + "\n")
+    with store.open() as ledger:
+        [(_, old)] = importer(ledger).run(path).registered
+        ledger.erase(old, actor="dpo", legal_basis="GDPR Art. 17")
+        [(_, new)] = importer(ledger).run(path).registered
+        assert new != old
+        queries = customer_queries(ledger)
+        for query in ({"email": "anna@example.org"}, {"phone": "+49 30 1234567"},
+                      {"external_id": "LEGACY:L-1"}):  # fmt: skip
+            assert [r.id for r in queries.lookup(**query)] == [new]
+        for table in ("current_view_lookup", "current_view_tags"):
+            rows = store.execute(
+                f"SELECT COUNT(*) FROM {table} WHERE customer_id = {store.ph}", (str(old),)
+            )
+            assert rows[0][0] == 0
+        erased = queries.get(old)
+        assert erased is not None and erased.status == "erased" and erased.tags == []

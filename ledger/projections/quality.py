@@ -226,7 +226,8 @@ class QualityRecord:
     missing: list[str]
     warnings: list[dict[str, str]]
     review_due: bool
-    last_reviewed: str | None
+    registered_at: str
+    verified_at: str | None  # the review clock runs from here, else from registration
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -235,7 +236,8 @@ class QualityRecord:
             "missing": self.missing,
             "warnings": self.warnings,
             "review_due": self.review_due,
-            "last_reviewed": self.last_reviewed,
+            "registered_at": self.registered_at,
+            "verified_at": self.verified_at,
         }
 
 
@@ -275,13 +277,13 @@ def quality_report(
     cutoff = iso((now or datetime.now(UTC)) - timedelta(days=review_after_days))
     with db.reading() as tx:
         rows = tx.rows(
-            f"SELECT customer_id, score, missing, warnings, COALESCE(verified_at, created_at)"
+            f"SELECT customer_id, score, missing, warnings, created_at, verified_at"
             f" FROM {TABLE} WHERE status = ?",
             (ACTIVE,),
         )
     missing: Counter[str] = Counter()
     records = []
-    for customer_id, score, missing_json, warnings_json, reviewed in rows:
+    for customer_id, score, missing_json, warnings_json, created, verified in rows:
         absent = json.loads(missing_json)
         missing.update(absent)
         records.append(
@@ -290,8 +292,9 @@ def quality_report(
                 score=int(score),
                 missing=absent,
                 warnings=json.loads(warnings_json),
-                review_due=str(reviewed) < str(cutoff),
-                last_reviewed=str(reviewed),
+                review_due=str(verified or created) < str(cutoff),
+                registered_at=str(created),
+                verified_at=None if verified is None else str(verified),
             )
         )
     records.sort(key=lambda r: (r.score, -len(r.warnings), not r.review_due, r.customer_id))
