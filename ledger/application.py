@@ -7,14 +7,14 @@ the keys. Rules live in `ledger.domain`; sealing lives in the mapper.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import Mapper, RecordConflictError
+from eventsourcing.persistence import Mapper, RecordConflictError, Recording
 from eventsourcing.utils import get_topic
 
 from ledger.config import Settings
@@ -26,6 +26,7 @@ from ledger.domain.errors import (
     CustomerNotFound,
     FieldViolation,
     HistoryNotFound,
+    MergeRefused,
     StaleVersion,
     ValidationFailed,
 )
@@ -33,6 +34,9 @@ from ledger.domain.profile import validate_changes, validate_owner, validate_reg
 from ledger.group_commit import GroupCommitter, Write
 from ledger.signing import LedgerSigner
 from ledger.views import CustomerView, HistoryEntry
+
+if TYPE_CHECKING:
+    from ledger.projections.runner import ProjectionRunner
 
 log = logging.getLogger("ledger")
 
@@ -66,6 +70,11 @@ class CustomerLedger(Application[UUID]):
         # Projections, indexes and caches register here to drop their copy of a customer
         # in the same step as the key is destroyed (DESIGN invariant 3).
         self.erasure_purgers: list[Callable[[UUID], None]] = []
+        # Called after every save (in-process projections catch up here; bounded lag).
+        # Hooks must not raise: the events are committed whatever they do.
+        self.after_save: list[Callable[[], None]] = []
+        # The projections fed from this ledger's log (set by `ledger.bootstrap`).
+        self.projections: ProjectionRunner | None = None
         super().__init__(env=settings.eventsourcing_env())
         self.committer = GroupCommitter(
             save=lambda events: self.save(*events), create_keys=self.keys.create_many
@@ -76,8 +85,14 @@ class CustomerLedger(Application[UUID]):
 
     def close(self) -> None:
         self.committer.close()
+        if self.projections is not None:
+            self.projections.close()
         super().close()
         self.keys.store.close()
+
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        for hook in self.after_save:
+            hook()
 
     # Commands -----------------------------------------------------------------------------
 
@@ -103,6 +118,44 @@ class CustomerLedger(Application[UUID]):
         self.committer.commit(Write(customer.collect_events(), new_key_for=new_key))
         log.info("registered customer %s", customer_id)
         return customer_id
+
+    def register_many(
+        self,
+        registrations: Sequence[tuple[Mapping[str, Any], Sequence[FieldViolation]]],
+        *,
+        actor: str,
+        reason: str | None = None,
+    ) -> list[UUID]:
+        """Register many customers in one transaction (imports): the keys in one key-store
+        transaction, the events in one save. All or nothing; a profile that fails
+        validation refuses the batch, its violations prefixed with its index. Each
+        registration may carry data-quality warnings (field and reason, never a value),
+        recorded as a `DataQualityFlagged` event right after `Registered`."""
+        _check_actor(actor, reason)
+        customers: list[Customer] = []
+        violations: list[FieldViolation] = []
+        for index, (profile, warnings) in enumerate(registrations):
+            try:
+                validated = validate_registration(
+                    profile, default_region=self.settings.default_region
+                )
+            except ValidationFailed as exc:
+                violations += [
+                    FieldViolation(f"[{index}].{v.field}", v.reason) for v in exc.violations
+                ]
+                continue
+            customer = Customer.register(uuid4(), validated, actor, reason)
+            if warnings:
+                customer.flag_quality(list(warnings), actor, reason)
+            customers.append(customer)
+        if violations:
+            raise ValidationFailed(violations)
+        if not customers:
+            return []
+        self.keys.create_many([customer.id for customer in customers])
+        self.save(*customers)
+        log.info("registered %d customers in one batch", len(customers))
+        return [customer.id for customer in customers]
 
     def change(
         self,
@@ -151,6 +204,52 @@ class CustomerLedger(Application[UUID]):
         customer.mark_verified(actor, reason)
         self._save(customer, expected_version)
 
+    def merge(
+        self,
+        target_id: UUID,
+        source_id: UUID,
+        *,
+        actor: str,
+        take: Collection[str] = (),
+        reason: str | None = None,
+    ) -> list[str]:
+        """Merge `source_id` into `target_id`: the target absorbs the source's values (see
+        `Customer.absorb`), the source becomes merged-into-target. Both events in one
+        transaction. Returns the target's fields that changed."""
+        _check_actor(actor, reason)
+        if target_id == source_id:
+            raise MergeRefused(f"customer {target_id} cannot be merged into itself")
+        target = self._load_for_command(target_id, None)
+        source = self._load_for_command(source_id, None)
+        changed = target.absorb(source, take, actor, reason)
+        source.merge_into(target.id, actor, reason)
+        self._save_all(target, source)
+        log.info("merged customer %s into %s fields=%s", source_id, target_id, ",".join(changed))
+        return changed
+
+    def unmerge(
+        self, source_id: UUID, *, actor: str, reason: str | None = None
+    ) -> tuple[UUID, list[str], list[str]]:
+        """Undo the merge of `source_id`: it is a customer of its own again and the
+        customer it was merged into gets back the values it had before. Returns (that
+        customer's id, restored fields, fields kept because they changed since)."""
+        _check_actor(actor, reason)
+        source = self._load(source_id)
+        target_id = source.unmerge(actor, reason)
+        target = self._load_for_command(target_id, None)
+        restored, kept = target.undo_absorb(source.id, actor, reason)
+        self._save_all(target, source)
+        log.info("unmerged customer %s from %s", source_id, target_id)
+        return target_id, restored, kept
+
+    def _save_all(self, *customers: Customer) -> None:
+        try:
+            self.save(*customers)
+        except RecordConflictError:
+            raise MergeRefused(
+                "one of the customers changed meanwhile; nothing was written, try again"
+            ) from None
+
     def erase(
         self, customer_id: UUID, *, actor: str, legal_basis: str, reason: str | None = None
     ) -> SignedCertificate:
@@ -161,6 +260,7 @@ class CustomerLedger(Application[UUID]):
         """
         _check_actor(actor, reason)
         customer = self._load_for_command(customer_id, None)
+        self._refuse_to_orphan_merged(customer)
         key_id = self.keys.record(customer_id).key_id
         customer.erase(actor, reason, legal_basis, key_id)
         self._save(customer, None)
@@ -278,6 +378,21 @@ class CustomerLedger(Application[UUID]):
         except RecordConflictError:
             actual = self._load(customer.id).version
             raise StaleVersion(customer.id, expected_version or customer.version, actual) from None
+
+    def _refuse_to_orphan_merged(self, customer: Customer) -> None:
+        """Customers merged into this one are the same person, and hidden behind it: erasing
+        only this one would leave their records alive with nothing pointing at them. They
+        are erased first (each its own certificate), or unmerged."""
+        alive = [
+            source
+            for source in (m["source_id"] for m in customer.merges)
+            if not self._load(UUID(source)).is_erased
+        ]
+        if alive:
+            raise MergeRefused(
+                f"customers {', '.join(alive)} are merged into {customer.id}: "
+                "erase them first (or unmerge them), then this one"
+            )
 
     def _region_of(self, customer: Customer) -> str | None:
         """Phones typed without +CC are read in the customer's own country first."""

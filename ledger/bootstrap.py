@@ -11,6 +11,7 @@ from ledger.config import Settings
 from ledger.crypto_shred.kek import LocalKeyFileProvider
 from ledger.crypto_shred.keyring import KeyRing
 from ledger.crypto_shred.keystore import open_key_store
+from ledger.projections.wiring import attach_projections
 from ledger.signing import LedgerSigner
 
 
@@ -37,5 +38,10 @@ def open_ledger(settings: Settings | None = None) -> CustomerLedger:
         raise
     if store.kind == "sqlite" and store.sqlite_path is not None and store.sqlite_path.exists():
         os.chmod(store.sqlite_path, 0o600)
+    try:
+        attach_projections(ledger)  # before reshred: its purges must reach the projections
+    except Exception:
+        ledger.close()
+        raise
     ledger.reshred()
     return ledger

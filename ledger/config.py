@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 DEFAULT_STORE = "sqlite:///ledger-data/ledger.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
+PROJECTION_MODES = ("inline", "worker")
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,9 @@ class Settings:
     key_cache_seconds: float = 5.0
     actor: str = "cli"
     api: ApiSettings = field(default_factory=lambda: ApiSettings())
+    index_key_file: Path | None = None
+    review_after_days: int = 365
+    projection_mode: str = "inline"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +106,12 @@ class Settings:
         except ValueError as exc:
             raise ConfigError("LEDGER_KEY_CACHE_SECONDS: not a number") from exc
         region = env.get("LEDGER_DEFAULT_REGION") or None
+        review = env.get("LEDGER_REVIEW_AFTER_DAYS", "365")
+        if not review.isdigit() or int(review) < 1:
+            raise ConfigError("LEDGER_REVIEW_AFTER_DAYS: not a whole number of days (1 or more)")
+        mode = env.get("LEDGER_PROJECTIONS") or "inline"
+        if mode not in PROJECTION_MODES:
+            raise ConfigError(f"LEDGER_PROJECTIONS: expected one of {', '.join(PROJECTION_MODES)}")
         return cls(
             store_url=env.get("LEDGER_STORE") or DEFAULT_STORE,
             key_store_url=env.get("LEDGER_KEY_STORE") or None,
@@ -112,6 +122,9 @@ class Settings:
             key_cache_seconds=cache_seconds,
             actor=env.get("LEDGER_ACTOR") or f"cli:{getpass.getuser()}",
             api=ApiSettings.from_env(env),
+            index_key_file=path("LEDGER_INDEX_KEY_FILE"),
+            review_after_days=int(review),
+            projection_mode=mode,
         )
 
     def with_store(self, store_url: str) -> Settings:
@@ -156,6 +169,11 @@ class Settings:
         """The API's token-signing key: its own key, so a leaked token key cannot sign
         certificates or tree heads, and rotating it leaves those verifiable."""
         return self.api.token_key_file or self.resolved_data_dir / "token-key.pem"
+
+    @property
+    def resolved_index_key_file(self) -> Path:
+        """The secret that keys the lookup hashes (HMAC) of emails, phones and ids."""
+        return self.index_key_file or self.resolved_data_dir / "index-key"
 
     def eventsourcing_env(self) -> dict[str, str]:
         """Translate our one store URL into the eventsourcing library's variables."""

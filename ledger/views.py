@@ -40,6 +40,7 @@ class CustomerView:
     updated_at: datetime
     verified_at: datetime | None
     erased_at: datetime | None
+    merged_into: str | None = None  # set while this customer is merged into another
 
     @classmethod
     def of(cls, customer: Customer) -> CustomerView:
@@ -55,6 +56,7 @@ class CustomerView:
             updated_at=customer.modified_on,
             verified_at=customer.verified_at,
             erased_at=customer.erased_at,
+            merged_into=customer.merged_into,
         )
 
     @property
@@ -74,6 +76,7 @@ class CustomerView:
             "updated_at": _iso(self.updated_at),
             "verified_at": _iso(self.verified_at),
             "erased_at": _iso(self.erased_at),
+            "merged_into": self.merged_into,
         }
 
 

@@ -15,7 +15,14 @@ from dataclasses import replace
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from ledger.cli import api_commands, compliance_commands, customer_commands
+from ledger.cli import (
+    api_commands,
+    compliance_commands,
+    customer_commands,
+    import_commands,
+    merge_commands,
+    projection_commands,
+)
 from ledger.cli.common import Handler
 from ledger.config import ConfigError, Settings
 from ledger.crypto_shred.certificate import CertificateFormatError
@@ -23,7 +30,9 @@ from ledger.crypto_shred.kek import KeyFileError
 from ledger.crypto_shred.mapper import SealError
 from ledger.domain.errors import (
     CustomerErasedError,
+    CustomerMergedError,
     LedgerError,
+    MergeRefused,
     StaleVersion,
     ValidationFailed,
 )
@@ -34,7 +43,8 @@ EXIT_REFUSED = 3
 EXIT_INTEGRITY = 4
 
 # Each group module adds its subcommands; a new area of the product adds one line here.
-COMMAND_GROUPS = (customer_commands, compliance_commands, api_commands)
+COMMAND_GROUPS = (customer_commands, compliance_commands, projection_commands, merge_commands,
+                  import_commands, api_commands)  # fmt: skip
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -97,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PersistenceError, psycopg.OperationalError) as exc:
         print(f"ledger: store unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    except (StaleVersion, CustomerErasedError) as exc:
+    except (StaleVersion, CustomerErasedError, CustomerMergedError, MergeRefused) as exc:
         print(f"ledger: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except LedgerError as exc:

@@ -46,6 +46,19 @@ class KeyRing:
             self._remember(key)
         return key
 
+    def prefetch(self, customer_ids: Sequence[UUID]) -> None:
+        """Load the keys of many customers into the cache in one round trip (replays,
+        rebuilds). Does nothing when caching is off (`ttl` 0)."""
+        if self.ttl <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            missing = [
+                c for c in customer_ids if (hit := self._cache.get(c)) is None or hit[0] <= now
+            ]
+        for key in self.store.get_many(missing).values():
+            self._remember(key)
+
     def record(self, customer_id: UUID) -> KeyRecord:
         return self.store.record(customer_id)
 

@@ -13,22 +13,19 @@ replay, history and rebuilds keep working and never show old values.
 from __future__ import annotations
 
 import base64
-import os
 from typing import Any
 from uuid import UUID
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
 from ledger.crypto_shred.keyring import KeyRing
+from ledger.crypto_shred.sealing import SealOpenError, open_sealed, seal
 from ledger.domain.erased import ERASED
 
 SEALED = "_sealed"
 AAD_VERSION = b"ledger.sealed.v1"
-NONCE_BYTES = 12
 
 
 class SealError(Exception):
@@ -72,16 +69,13 @@ class EncryptingMapper(Mapper[UUID]):
         key = self.keys.get(customer_id)
         if key is None:
             raise NoKeyError(f"customer {customer_id} has no live data key")
-        nonce = os.urandom(NONCE_BYTES)
-        ciphertext = AESGCM(key.key).encrypt(
-            nonce, self.transcoder.encode(secret), envelope(customer_id, version, topic)
-        )
+        blob = seal(key.key, self.transcoder.encode(secret), envelope(customer_id, version, topic))
         class_version = getattr(cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
         state[SEALED] = {
             "key_id": key.key_id,
-            "data": base64.b64encode(nonce + ciphertext).decode("ascii"),
+            "data": base64.b64encode(blob).decode("ascii"),
         }
         return self._store(topic, state)
 
@@ -123,12 +117,10 @@ class EncryptingMapper(Mapper[UUID]):
             raise SealError(f"{where} was sealed with another key")
         try:
             blob = base64.b64decode(sealed["data"], validate=True)
-            plaintext = AESGCM(key.key).decrypt(
-                blob[:NONCE_BYTES],
-                blob[NONCE_BYTES:],
-                envelope(customer_id, stored.originator_version, stored.topic),
+            plaintext = open_sealed(
+                key.key, blob, envelope(customer_id, stored.originator_version, stored.topic)
             )
-        except (InvalidTag, ValueError, KeyError, TypeError) as exc:
+        except (SealOpenError, ValueError, KeyError, TypeError) as exc:
             raise SealError(
                 f"{where}: personal data does not belong to this event or was altered"
             ) from exc

@@ -7,6 +7,8 @@ rules stay free of any I/O and of any knowledge of cryptography.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -14,11 +16,25 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from ledger.domain.erased import ERASED, ErasedValue
-from ledger.domain.errors import CustomerErasedError, FieldViolation, ValidationFailed
-from ledger.domain.profile import EXTERNAL_ID_PREFIX, PERSONAL_FIELDS, PUBLIC_FIELDS
+from ledger.domain.errors import (
+    CustomerErasedError,
+    CustomerMergedError,
+    FieldViolation,
+    MergeRefused,
+    ValidationFailed,
+)
+from ledger.domain.profile import (
+    EXTERNAL_ID_PREFIX,
+    PERSONAL_FIELDS,
+    PUBLIC_FIELDS,
+    validate_changes,
+)
 
 ACTIVE = "active"
 ERASED_STATUS = "erased"
+MERGED_STATUS = "merged"
+# What `merge --take` may name: the survivor takes the merged customer's value as it is.
+MERGEABLE_FIELDS: tuple[str, ...] = (*PERSONAL_FIELDS, *PUBLIC_FIELDS)
 
 PersonalData = dict[str, Any] | ErasedValue
 
@@ -100,6 +116,79 @@ class Customer(Aggregate):
             aggregate.personal = ERASED
             aggregate.erased_at = self.timestamp
 
+    class DataQualityFlagged(Event):
+        """Warnings about a customer's data, e.g. an import kept the row but left an invalid
+        value out. Names fields and fixed reasons only, never values, so it stays readable."""
+
+        warnings: list[dict[str, str]]
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.quality_warnings = [dict(w) for w in self.warnings]
+
+    class MergeAbsorbed(Event):
+        """On the survivor: it took values from `source_id`. `personal` holds only the
+        survivor's new values (sealed under the survivor's own key: they are its data now);
+        its previous values are not repeated here, the aggregate remembers them from its
+        own history, which is what lets an unmerge restore them exactly."""
+
+        source_id: str
+        personal: PersonalData
+        public: dict[str, Any]
+        changed_fields: list[str]
+        personal_attributes: ClassVar[tuple[str, ...]] = ("personal",)
+
+        def apply(self, aggregate: Customer) -> None:
+            record: dict[str, Any] = {"source_id": self.source_id, "personal": ERASED}
+            if isinstance(self.personal, dict) and isinstance(aggregate.personal, dict):
+                record["personal"] = copy.deepcopy(self.personal)
+                record["previous"] = {
+                    f: copy.deepcopy(aggregate.personal.get(f)) for f in self.personal
+                }
+            record["public"] = copy.deepcopy(self.public)
+            record["previous_public"] = {
+                f: copy.deepcopy(getattr(aggregate, f)) for f in self.public
+            }
+            _apply_changes(aggregate, self.personal, self.public)
+            aggregate.merges.append(record)
+
+    class MergedInto(Event):
+        """On the merged customer: it now lives on in `target_id` and is hidden from lists;
+        its own data and history stay as they were."""
+
+        target_id: str
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.status = MERGED_STATUS
+            aggregate.merged_into = self.target_id
+
+    class MergeUndone(Event):
+        """On the survivor: the values it took from `source_id` are put back as they were
+        before the merge. Fields changed since the merge keep their newer value and are
+        named in `kept_fields` (a later edit is never silently lost)."""
+
+        source_id: str
+        personal: PersonalData
+        public: dict[str, Any]
+        changed_fields: list[str]
+        kept_fields: list[str]
+        personal_attributes: ClassVar[tuple[str, ...]] = ("personal",)
+
+        def apply(self, aggregate: Customer) -> None:
+            _apply_changes(aggregate, self.personal, self.public)
+            for index in range(len(aggregate.merges) - 1, -1, -1):
+                if aggregate.merges[index]["source_id"] == self.source_id:
+                    del aggregate.merges[index]
+                    break
+
+    class Unmerged(Event):
+        """On the merged customer: it is a customer of its own again, exactly as before."""
+
+        target_id: str
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.status = ACTIVE
+            aggregate.merged_into = None
+
     def __init__(self, personal: PersonalData, public: dict[str, Any], owner: str | None) -> None:
         self.personal: PersonalData = dict(personal) if isinstance(personal, dict) else ERASED
         self.locale: str | None = public.get("locale")
@@ -108,6 +197,10 @@ class Customer(Aggregate):
         self.verified_at: datetime | None = None
         self.erased_at: datetime | None = None
         self.status: str = ACTIVE
+        self.merged_into: str | None = None
+        # Merges into this customer still in force, oldest first (undone last-in first-out).
+        self.merges: list[dict[str, Any]] = []
+        self.quality_warnings: list[dict[str, str]] = []
 
     # Commands -----------------------------------------------------------------------------
 
@@ -136,10 +229,19 @@ class Customer(Aggregate):
         if self.is_erased:
             raise CustomerErasedError(self.id)
 
+    @property
+    def is_merged(self) -> bool:
+        return self.status == MERGED_STATUS
+
+    def refuse_if_merged(self) -> None:
+        if self.is_merged:
+            raise CustomerMergedError(self.id, self.merged_into or "another customer")
+
     def change(self, changes: dict[str, Any], actor: str, reason: str | None) -> list[str]:
         """Apply validated changes (from `validate_changes`); returns the fields that really
         changed. No event when nothing changed, so retries are harmless."""
         self.refuse_if_erased()
+        self.refuse_if_merged()
         assert isinstance(self.personal, dict)
         personal_diff, public_diff = self._diff(changes)
         after = dict(self.personal)
@@ -187,6 +289,7 @@ class Customer(Aggregate):
 
     def assign_owner(self, owner: str, actor: str, reason: str | None) -> bool:
         self.refuse_if_erased()
+        self.refuse_if_merged()
         if owner == self.owner:
             return False
         self.trigger_event(
@@ -196,6 +299,7 @@ class Customer(Aggregate):
 
     def mark_verified(self, actor: str, reason: str | None) -> None:
         self.refuse_if_erased()
+        self.refuse_if_merged()
         self.trigger_event(self.Verified, actor=actor, reason=reason)
 
     def erase(self, actor: str, reason: str | None, legal_basis: str, key_id: str | None) -> None:
@@ -205,6 +309,168 @@ class Customer(Aggregate):
         self.trigger_event(
             self.Erased, actor=actor, reason=reason, legal_basis=legal_basis, key_id=key_id
         )
+
+    def flag_quality(self, warnings: list[FieldViolation], actor: str, reason: str | None) -> None:
+        """Record validation warnings (field and reason; the values were never kept)."""
+        self.refuse_if_erased()
+        self.trigger_event(
+            self.DataQualityFlagged,
+            warnings=[{"field": w.field, "reason": w.reason} for w in warnings],
+            actor=actor,
+            reason=reason,
+        )
+
+    # Merging ------------------------------------------------------------------------------
+
+    def absorb(
+        self, source: Customer, take: Collection[str], actor: str, reason: str | None
+    ) -> list[str]:
+        """Take values from `source` (which the caller then marks `merge_into` this one):
+        fields named in `take` get the source's value; fields this customer lacks are filled
+        in; emails, phones, external ids and tags are united (this customer's win on a
+        conflicting external id scheme). Returns the fields that changed."""
+        for customer in (self, source):
+            customer.refuse_if_erased()
+            customer.refuse_if_merged()
+        if source.id == self.id:
+            raise MergeRefused(f"customer {self.id} cannot be merged into itself")
+        unknown = [name for name in take if name not in MERGEABLE_FIELDS]
+        if unknown:
+            raise ValidationFailed(
+                [
+                    FieldViolation("take", f"{name[:40]!r} is not a field that can be taken")
+                    for name in unknown
+                ]
+            )
+        assert isinstance(self.personal, dict) and isinstance(source.personal, dict)
+        missing = [n for n in take if n in PERSONAL_FIELDS and not source.personal.get(n)]
+        missing += [n for n in take if n in PUBLIC_FIELDS and not getattr(source, n)]
+        if missing:
+            raise ValidationFailed(
+                [
+                    FieldViolation("take", f"customer {source.id} has no {name} to take")
+                    for name in missing
+                ]
+            )
+        personal, public = merge_plan(self, source, set(take))
+        if personal or public:
+            validate_changes({**personal, **public})  # the limits (e.g. 20 emails) still hold
+        changed = sorted([*personal, *public])
+        self.trigger_event(
+            self.MergeAbsorbed,
+            source_id=str(source.id),
+            personal=personal,
+            public=public,
+            changed_fields=changed,
+            actor=actor,
+            reason=reason,
+        )
+        return changed
+
+    def merge_into(self, target_id: UUID, actor: str, reason: str | None) -> None:
+        self.refuse_if_erased()
+        self.refuse_if_merged()
+        self.trigger_event(self.MergedInto, target_id=str(target_id), actor=actor, reason=reason)
+
+    def undo_absorb(
+        self, source_id: UUID, actor: str, reason: str | None
+    ) -> tuple[list[str], list[str]]:
+        """Put back the values this customer had before absorbing `source_id`; returns the
+        (restored, kept) fields. Merges are undone last-in first-out, so each undo restores
+        exactly the state the merge started from."""
+        self.refuse_if_erased()
+        self.refuse_if_merged()
+        sources = [m["source_id"] for m in self.merges]
+        if str(source_id) not in sources:
+            raise MergeRefused(f"customer {source_id} is not merged into {self.id}")
+        if sources[-1] != str(source_id):
+            later = ", ".join(sources[sources.index(str(source_id)) + 1 :])
+            raise MergeRefused(
+                f"customers were merged into {self.id} after {source_id}: unmerge {later} first"
+            )
+        record = self.merges[-1]
+        assert isinstance(self.personal, dict) and isinstance(record["personal"], dict)
+        personal: dict[str, Any] = {}
+        public: dict[str, Any] = {}
+        kept: list[str] = []
+        for name, value in record["personal"].items():
+            if self.personal.get(name) == value:
+                personal[name] = record["previous"][name]
+            else:
+                kept.append(name)
+        for name, value in record["public"].items():
+            if getattr(self, name) == value:
+                public[name] = record["previous_public"][name]
+            else:
+                kept.append(name)
+        self.trigger_event(
+            self.MergeUndone,
+            source_id=str(source_id),
+            personal=personal,
+            public=public,
+            changed_fields=sorted([*personal, *public]),
+            kept_fields=sorted(kept),
+            actor=actor,
+            reason=reason,
+        )
+        return sorted([*personal, *public]), sorted(kept)
+
+    def unmerge(self, actor: str, reason: str | None) -> UUID:
+        """Become a customer of one's own again; returns the customer it was merged into."""
+        self.refuse_if_erased()
+        if not self.is_merged or self.merged_into is None:
+            raise MergeRefused(f"customer {self.id} is not merged into another customer")
+        target = UUID(self.merged_into)
+        self.trigger_event(self.Unmerged, target_id=self.merged_into, actor=actor, reason=reason)
+        return target
+
+
+def _unite(first: list[Any] | None, second: list[Any] | None, key: Any = None) -> list[Any]:
+    seen: dict[Any, Any] = {}
+    for item in [*(first or []), *(second or [])]:
+        seen.setdefault(key(item) if key else item, item)
+    return list(seen.values())
+
+
+def merge_plan(
+    target: Customer, source: Customer, take: set[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the survivor's fields become (only the ones that change). Pure."""
+    assert isinstance(target.personal, dict) and isinstance(source.personal, dict)
+    mine, theirs = target.personal, source.personal
+    personal: dict[str, Any] = {}
+    for name in PERSONAL_FIELDS:
+        value = mine.get(name)
+        if name in take:
+            value = copy.deepcopy(theirs.get(name))
+        elif not value and theirs.get(name):
+            value = copy.deepcopy(theirs[name])
+        elif name == "emails":
+            value = _unite(mine.get(name), theirs.get(name), str.casefold)
+        elif name == "phones":
+            value = _unite(mine.get(name), theirs.get(name))
+        elif name == "external_ids":
+            value = {**(theirs.get(name) or {}), **(mine.get(name) or {})}
+        if (value or None) != (mine.get(name) or None):
+            personal[name] = value
+    public: dict[str, Any] = {}
+    tags = list(source.tags) if "tags" in take else sorted(set(target.tags) | set(source.tags))
+    if tags != target.tags:
+        public["tags"] = tags
+    wants_locale = "locale" in take or (not target.locale and source.locale)
+    if wants_locale and source.locale != target.locale:
+        public["locale"] = source.locale
+    return personal, public
+
+
+def _apply_changes(aggregate: Customer, personal: PersonalData, public: dict[str, Any]) -> None:
+    """Like a profile change: `None` clears a field; unreadable data stays unreadable."""
+    if isinstance(personal, ErasedValue) or isinstance(aggregate.personal, ErasedValue):
+        aggregate.personal = ERASED
+    else:
+        _merge(aggregate.personal, copy.deepcopy(personal))
+    for name, value in public.items():
+        setattr(aggregate, name, value)
 
 
 def _merge(personal: dict[str, Any], changes: PersonalData) -> None:

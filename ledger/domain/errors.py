@@ -65,3 +65,21 @@ class StaleVersion(LedgerError):
 
 class HistoryNotFound(LedgerError):
     """An as-of query asked for a point before the customer existed."""
+
+
+class CustomerMergedError(LedgerError):
+    """A customer merged into another one takes no changes: its data lives on in the
+    survivor, which is where changes go (or unmerge it first)."""
+
+    def __init__(self, customer_id: UUID, target_id: UUID | str) -> None:
+        self.customer_id = customer_id
+        self.target_id = target_id
+        super().__init__(
+            f"customer {customer_id} has been merged into {target_id}; "
+            "change that customer instead, or unmerge this one first"
+        )
+
+
+class MergeRefused(LedgerError):
+    """A merge, an unmerge, or an erasure that would break a merge, is not possible as
+    asked; the message says why and what to do (ids only)."""

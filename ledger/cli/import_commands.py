@@ -1,0 +1,79 @@
+"""`ledger import`: register customers from a CSV file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ledger.cli.common import AddCommand, emit, open_for
+from ledger.cli.progress import progress_bar
+from ledger.config import Settings
+from ledger.domain.profile import ADDRESS_FIELDS
+from ledger.importer import LIST_FIELDS, SCALAR_FIELDS, CsvImporter, ImportSummary, parse_mapping
+
+SHOWN_PROBLEMS = 20
+
+
+def _summary_text(summary: ImportSummary) -> str:
+    lines = [
+        f"{summary.rows} rows: {summary.imported} imported "
+        f"({summary.with_warnings} with warnings), {summary.rejected} rejected, "
+        f"in {summary.seconds:.2f}s"
+    ]
+    if summary.ignored_columns:
+        lines.append(f"ignored columns: {', '.join(summary.ignored_columns)}")
+    for problem in summary.problems[:SHOWN_PROBLEMS]:
+        lines.append(f"  {problem}")
+    if len(summary.problems) > SHOWN_PROBLEMS:
+        lines.append(f"  ... and {len(summary.problems) - SHOWN_PROBLEMS} more (see --json)")
+    return "\n".join(lines)
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    mapping = parse_mapping(args.map)
+    with open_for(settings) as ledger:
+        importer = CsvImporter(
+            ledger,
+            mapping,
+            actor=settings.actor,
+            reason=args.reason,
+            default_country=args.default_country,
+            date_format=args.date_format,
+            strict=args.strict,
+            delimiter=args.delimiter,
+        )
+        with progress_bar(f"importing {Path(args.file).name}") as update:
+            summary = importer.run(Path(args.file), progress=update)
+    emit(args, summary.to_json(), _summary_text(summary))
+    return 0 if summary.rejected == 0 else 1
+
+
+def add_commands(add: AddCommand) -> None:
+    fields = [*SCALAR_FIELDS, *LIST_FIELDS, *ADDRESS_FIELDS, "external_id:SCHEME"]
+    p = add(
+        "import",
+        cmd_import,
+        "register customers from a CSV file (invalid values are left out and recorded as "
+        "data-quality warnings; --strict rejects such rows)",
+    )
+    p.add_argument("file", help="UTF-8 CSV with a header line")
+    p.add_argument(
+        "--map",
+        action="append",
+        required=True,
+        metavar="COLUMN=FIELD",
+        help=f"FIELD is one of {', '.join(fields)}; emails, phones and tags may be fed by "
+        "several columns; unmapped columns are ignored",
+    )
+    p.add_argument(
+        "--default-country",
+        dest="default_country",
+        metavar="CC",
+        help="country of addresses without one; region of national phone numbers",
+    )
+    p.add_argument("--date-format", dest="date_format", metavar="FORMAT",
+                   help="how birth dates are written, e.g. %%Y%%m%%d or %%d/%%m/%%Y "
+                   "(default YYYY-MM-DD)")  # fmt: skip
+    p.add_argument("--delimiter", default=",", help="field separator (default ,)")
+    p.add_argument("--strict", action="store_true", help="reject rows with any invalid value")
+    p.add_argument("--reason", help="non-personal reason code recorded on each registration")

@@ -1,0 +1,340 @@
+"""Import customers from a CSV file, the way legacy data actually looks.
+
+Columns are mapped to the domain's field names (`--map COLUMN=FIELD`): `given_name`,
+`family_name`, `emails`, `phones`, `birth_date`, `locale`, `owner`, `tags`, the address
+parts (`street_number`, `address_line1`, `address_line2`, `locality`, `region`,
+`postcode`, `country`) of the customer's one address, and `external_id:SCHEME` to keep a
+source column as an external id. Several columns may feed `emails`, `phones` and `tags`.
+
+Every value goes through the same validation as any other registration. By default a row
+with an invalid value is kept with that value left out, and a data-quality warning naming
+the field and the reason (never the value) is recorded against the new customer; a row that
+cannot be kept at all (no name left) is rejected. `strict` rejects every row with a problem.
+Problems are reported by line number and field, never by value.
+
+Rows are registered in batches (`CustomerLedger.register_many`: the keys in one key-store
+transaction, the events in one save), which is what makes thousands of rows take seconds.
+Everything that can be checked before writing (the file, the header, the mapping) is.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from ledger.application import CustomerLedger
+from ledger.domain.errors import FieldViolation, ValidationFailed
+from ledger.domain.profile import ADDRESS_FIELDS, EXTERNAL_ID_PREFIX, validate_registration
+
+SCALAR_FIELDS = ("given_name", "family_name", "birth_date", "locale", "owner")
+LIST_FIELDS = ("emails", "phones", "tags")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
+_PATH = re.compile(r"(?P<field>[a-z_]+)(?:\[(?P<index>\d+)\])?(?:\.(?P<part>[A-Za-z0-9_.-]+))?")
+_COUNTRY = re.compile(r"[A-Za-z]{2}")
+DEFAULT_BATCH = 500
+
+Progress = Callable[[int, int], None]
+
+
+def _mapping_error(reason: str) -> ValidationFailed:
+    return ValidationFailed([FieldViolation("--map", reason)])
+
+
+def parse_mapping(items: Sequence[str]) -> dict[str, str]:
+    """`COLUMN=FIELD` pairs → {column: field}; refuses unknown fields and a scalar field
+    fed by two columns (which one would win?)."""
+    if not items:
+        raise _mapping_error("map at least one column, e.g. --map surname=family_name")
+    mapping: dict[str, str] = {}
+    for item in items:
+        column, sep, target = item.rpartition("=")
+        column, target = column.strip(), target.strip()
+        if not sep or not column or not target:
+            raise _mapping_error("expected COLUMN=FIELD")
+        if target.startswith(EXTERNAL_ID_PREFIX):
+            if not _SCHEME.fullmatch(target[len(EXTERNAL_ID_PREFIX) :]):
+                raise _mapping_error(f"{target[:60]!r} does not name a valid external id scheme")
+        elif target not in (*SCALAR_FIELDS, *LIST_FIELDS, *ADDRESS_FIELDS):
+            raise _mapping_error(f"{target[:60]!r} is not a field (see ledger import --help)")
+        if column in mapping:
+            raise _mapping_error(f"column {column[:60]!r} is mapped twice")
+        if target not in LIST_FIELDS and target in mapping.values():
+            raise _mapping_error(f"field {target} is fed by two columns")
+        mapping[column] = target
+    return mapping
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    line: int
+    violations: list[FieldViolation]
+    rejected: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "rejected": self.rejected,
+            "problems": [{"field": v.field, "reason": v.reason} for v in self.violations],
+        }
+
+    def __str__(self) -> str:
+        what = "rejected" if self.rejected else "kept without"
+        return f"line {self.line}: {what} " + "; ".join(str(v) for v in self.violations)
+
+
+@dataclass
+class ImportSummary:
+    file: str
+    rows: int = 0
+    imported: int = 0
+    rejected: int = 0
+    with_warnings: int = 0
+    seconds: float = 0.0
+    ignored_columns: list[str] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+    registered: list[tuple[int, UUID]] = field(default_factory=list)  # (line, new id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "rows": self.rows,
+            "imported": self.imported,
+            "rejected": self.rejected,
+            "with_warnings": self.with_warnings,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows / self.seconds) if self.seconds else None,
+            "ignored_columns": self.ignored_columns,
+            "problems": [p.to_json() for p in self.problems],
+            "registered": [{"line": line, "id": str(i)} for line, i in self.registered],
+        }
+
+
+class CsvImporter:
+    def __init__(
+        self,
+        ledger: CustomerLedger,
+        mapping: dict[str, str],
+        *,
+        actor: str,
+        reason: str | None = None,
+        default_country: str | None = None,
+        date_format: str | None = None,
+        strict: bool = False,
+        delimiter: str = ",",
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        violations = []
+        if default_country is not None and not _COUNTRY.fullmatch(default_country):
+            violations.append(FieldViolation("--default-country", "not a two-letter country code"))
+        if date_format is not None and "%" not in date_format:
+            violations.append(FieldViolation("--date-format", "not a strftime format, e.g. %Y%m%d"))
+        if len(delimiter) != 1:
+            violations.append(FieldViolation("--delimiter", "must be one character"))
+        if violations:
+            raise ValidationFailed(violations)
+        self.ledger = ledger
+        self.mapping = mapping
+        self.actor = actor
+        self.reason = reason
+        self.default_country = default_country.upper() if default_country else None
+        self.date_format = date_format
+        self.strict = strict
+        self.delimiter = delimiter
+        self.batch_size = batch_size
+
+    # The whole file ----------------------------------------------------------------------------
+
+    def run(self, path: Path, progress: Progress | None = None) -> ImportSummary:
+        started = time.perf_counter()
+        summary = ImportSummary(file=str(path))
+        header, total = self._check_file(path)
+        summary.ignored_columns = [c for c in header if c not in self.mapping]
+        pending: list[tuple[int, dict[str, Any], list[FieldViolation]]] = []
+        for line, profile, warnings, problem in self._rows(path):
+            summary.rows += 1
+            if problem is not None:
+                summary.problems.append(problem)
+            if profile is None:
+                summary.rejected += 1
+            else:
+                pending.append((line, profile, warnings))
+                summary.with_warnings += 1 if warnings else 0
+            if len(pending) >= self.batch_size:
+                self._register(pending, summary)
+            if progress is not None and summary.rows % 100 == 0:
+                progress(summary.rows, total)
+        self._register(pending, summary)
+        if progress is not None:
+            progress(summary.rows, total)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _register(
+        self,
+        pending: list[tuple[int, dict[str, Any], list[FieldViolation]]],
+        summary: ImportSummary,
+    ) -> None:
+        if not pending:
+            return
+        ids = self.ledger.register_many(
+            [(profile, warnings) for _, profile, warnings in pending],
+            actor=self.actor,
+            reason=self.reason,
+        )
+        summary.registered += [(line, i) for (line, _, _), i in zip(pending, ids, strict=True)]
+        summary.imported += len(ids)
+        pending.clear()
+
+    def _check_file(self, path: Path) -> tuple[list[str], int]:
+        """Read the whole file once before writing anything: unreadable text, a missing
+        header or a mapped column that is not there is refused up front."""
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                reader = csv.reader(handle, delimiter=self.delimiter)
+                header = next(reader, None)
+                total = sum(1 for _ in reader)
+        except FileNotFoundError:
+            raise ValidationFailed([FieldViolation("file", "does not exist")]) from None
+        except UnicodeDecodeError:
+            raise ValidationFailed([FieldViolation("file", "is not UTF-8 text")]) from None
+        except (OSError, csv.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "is not valid CSV"
+            raise ValidationFailed([FieldViolation("file", f"cannot be read ({reason})")]) from None
+        if not header:
+            raise ValidationFailed([FieldViolation("file", "has no header line")])
+        header = [c.strip() for c in header]
+        absent = [c for c in self.mapping if c not in header]
+        if absent:
+            raise _mapping_error(
+                f"no column {', '.join(repr(c[:60]) for c in absent)} in the header"
+            )
+        return header, total
+
+    def _rows(
+        self, path: Path
+    ) -> Iterator[tuple[int, dict[str, Any] | None, list[FieldViolation], RowProblem | None]]:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter=self.delimiter)
+            header = [c.strip() for c in next(reader)]
+            columns = [(i, name) for i, name in enumerate(header) if name in self.mapping]
+            for cells in reader:
+                line = reader.line_num
+                if not any(cell.strip() for cell in cells):
+                    continue  # blank line
+                values = {name: cells[i] if i < len(cells) else "" for i, name in columns}
+                yield (line, *self.row(line, values))
+
+    # One row ---------------------------------------------------------------------------------
+
+    def row(
+        self, line: int, values: dict[str, str]
+    ) -> tuple[dict[str, Any] | None, list[FieldViolation], RowProblem | None]:
+        """(profile to register or None, warnings to record, problem to report)."""
+        profile, violations = self._profile(values)
+        try:
+            validate_registration(profile, default_region=self._region())
+        except ValidationFailed as exc:
+            violations += exc.violations
+        if not violations:
+            return profile, [], None
+        if self.strict:
+            return None, [], RowProblem(line, violations, rejected=True)
+        for violation in violations:
+            if not _drop(profile, violation.field):
+                return None, [], RowProblem(line, violations, rejected=True)
+        _compact(profile)
+        try:
+            validate_registration(profile, default_region=self._region())
+        except ValidationFailed as exc:
+            return None, [], RowProblem(line, violations + exc.violations, rejected=True)
+        return profile, violations, RowProblem(line, violations, rejected=False)
+
+    def _region(self) -> str | None:
+        return self.default_country or self.ledger.settings.default_region
+
+    def _profile(self, values: dict[str, str]) -> tuple[dict[str, Any], list[FieldViolation]]:
+        profile: dict[str, Any] = {}
+        address: dict[str, str] = {}
+        external: dict[str, str] = {}
+        violations: list[FieldViolation] = []
+        for column, raw in values.items():
+            text = raw.strip()
+            if not text:
+                continue
+            target = self.mapping[column]
+            if target.startswith(EXTERNAL_ID_PREFIX):
+                external[target[len(EXTERNAL_ID_PREFIX) :]] = text
+            elif target in ADDRESS_FIELDS:
+                address[target] = text
+            elif target == "tags":
+                profile.setdefault("tags", []).extend(
+                    t.strip() for t in re.split(r"[,;]", text) if t.strip()
+                )
+            elif target in LIST_FIELDS:
+                profile.setdefault(target, []).append(text)
+            elif target == "birth_date" and self.date_format:
+                try:
+                    profile[target] = datetime.strptime(text, self.date_format).date().isoformat()
+                except ValueError:
+                    violations.append(
+                        FieldViolation("birth_date", f"not a real date ({self.date_format})")
+                    )
+            else:
+                profile[target] = text
+        if address:
+            if self.default_country:
+                address.setdefault("country", self.default_country)
+            profile["addresses"] = [address]
+        if external:
+            profile["external_ids"] = external
+        return profile, violations
+
+
+def _drop(profile: dict[str, Any], path: str) -> bool:
+    """Leave out the value a violation is about; False when there is nothing to leave out
+    (then the row cannot be kept, e.g. it has no name at all)."""
+    match = _PATH.fullmatch(path)
+    if match is None:
+        return False
+    name, index, part = match["field"], match["index"], match["part"]
+    if name not in profile:
+        return name == "birth_date"  # already left out (an unparseable date)
+    if name in LIST_FIELDS and index is not None:
+        items = profile[name]
+        position = int(index)
+        if position < len(items):
+            items[position] = None  # removed after all violations are handled
+            return True
+        return False
+    if name == "addresses":
+        if part is not None and part != "country" and index is not None:
+            profile["addresses"][int(index)].pop(part, None)
+        else:
+            profile.pop("addresses")
+        return True
+    if name == "external_ids" and part is not None:
+        profile["external_ids"].pop(part, None)
+        if not profile["external_ids"]:
+            profile.pop("external_ids")
+        return True
+    if name in ("given_name", "family_name") and not any(
+        profile.get(n) for n in ("given_name", "family_name") if n != name
+    ):
+        return False  # leaving the only name out would leave no customer
+    profile.pop(name)
+    return True
+
+
+def _compact(profile: dict[str, Any]) -> None:
+    for name in LIST_FIELDS:
+        if name in profile:
+            profile[name] = [v for v in profile[name] if v is not None]
+            if not profile[name]:
+                profile.pop(name)

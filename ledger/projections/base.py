@@ -1,0 +1,86 @@
+"""What a projection is, for the runner that feeds it.
+
+A projection turns customer events, in log order, into tables that answer queries. The
+runner calls it inside a database transaction that also records how far it got, so each
+event is applied exactly once even across crashes. To be rebuildable from position 0 with
+byte-identical results, a projection must depend only on the events it is given and its
+own tables — not on the clock, not on another projection, not on the aggregates' current
+state. Erasure reaches it through `purge`, in the same step as the key is destroyed.
+
+To add one (the duplicate index, say): subclass `Projection`, then add its factory to
+`ledger.projections.wiring.PROJECTION_FACTORIES`. It then catches up after every command,
+runs in `ledger project`, rebuilds with `ledger rebuild NAME` and reports its lag in
+`ledger projections`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+from uuid import UUID
+
+from ledger.domain.customer import Customer
+from ledger.projections.store import Tx
+
+
+@dataclass(frozen=True)
+class PositionedEvent:
+    """A decoded customer event and its position in the log. Personal attributes are
+    plaintext while the customer's key lives, `ERASED` after."""
+
+    position: int
+    event: Customer.Event
+
+    @property
+    def customer_id(self) -> UUID:
+        return self.event.originator_id
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """What may be kept about an erased customer: no personal data, only that it existed,
+    when, and at which version it was erased."""
+
+    customer_id: UUID
+    version: int
+    created_at: datetime
+    erased_at: datetime
+
+
+class Projection(ABC):
+    name: ClassVar[str]
+    """Stable identifier: its position row, and `ledger rebuild NAME`."""
+
+    schema_version: ClassVar[int] = 1
+    """Bump when the tables or the folding change: the runner then rebuilds from 0."""
+
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def tables(self) -> Sequence[str]:
+        """Every table this projection owns (dropped on rebuild, counted in status)."""
+
+    @abstractmethod
+    def create(self, tx: Tx) -> None:
+        """Create the tables if missing (idempotent)."""
+
+    def drop(self, tx: Tx) -> None:
+        for table in reversed(self.tables()):
+            tx.execute(f"DROP TABLE IF EXISTS {table}")
+
+    @abstractmethod
+    def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+        """Apply a batch of events (in log order) inside the runner's transaction."""
+
+    @abstractmethod
+    def purge(self, tx: Tx, tombstone: Tombstone) -> None:
+        """Remove everything held about an erased customer, leaving at most a tombstone
+        that later (older) events cannot bring back to life. Must leave exactly what
+        applying the customer's `Erased` event leaves, so a rebuild gives the same rows."""
+
+    def row_count(self, tx: Tx) -> int:
+        row = tx.one(f"SELECT COUNT(*) FROM {self.tables()[0]}")
+        return int(row[0]) if row else 0

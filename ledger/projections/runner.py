@@ -1,0 +1,356 @@
+"""Feeds projections from the log, exactly once, on SQLite and PostgreSQL alike.
+
+The runner reads the application's notification log by position (`select_notifications`;
+the SQLite recorder has no subscriptions, and polling works on both stores), decodes each
+customer event with the application's own mapper (so personal data arrives decrypted, or
+as `ERASED` once its key is gone), and hands batches to the projections. A batch's rows and
+the projection's new position are written in ONE transaction, after re-reading (and, on
+PostgreSQL, locking) the position inside it: a crash before the commit loses both, a crash
+after keeps both, and a second runner that raced us sees the moved position and re-plans
+instead of applying the batch again. Hence exactly-once, however runners are stopped.
+
+Projections at the same position share one read and one transaction; a projection being
+rebuilt catches up on its own until it meets the others.
+
+Modes (LEDGER_PROJECTIONS): `inline` (default) catches up after every save in the same
+process, so a command's effects are in the projections when it returns, unless catching up
+failed (logged; the next command or `ledger project` retries): lag is bounded by one
+catch-up. `worker` leaves it to a separate `ledger project` process, polling every
+`interval` seconds: lag is bounded by the interval plus one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import resolve_topic
+
+from ledger.domain.customer import Customer
+from ledger.projections.base import PositionedEvent, Projection, Tombstone
+from ledger.projections.store import ProjectionDatabase, Tx
+
+if TYPE_CHECKING:
+    from ledger.application import CustomerLedger
+
+log = logging.getLogger("ledger.projections")
+
+POSITIONS = "projection_positions"
+_CREATE_POSITIONS = (
+    f"CREATE TABLE IF NOT EXISTS {POSITIONS} ("
+    " name TEXT PRIMARY KEY,"
+    " position {bigint} NOT NULL,"
+    " schema_version INTEGER NOT NULL)"
+)
+DEFAULT_BATCH = 500
+
+Progress = Callable[[int, int], None]
+
+
+class UnknownProjection(LookupError):
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(f"no projection named {name!r}; known: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    description: str
+    position: int
+    head: int
+    rows: int
+    schema_version: int
+
+    @property
+    def lag(self) -> int:
+        """Events in the log this projection has not applied yet."""
+        return max(0, self.head - self.position)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "position": self.position,
+            "head": self.head,
+            "lag": self.lag,
+            "rows": self.rows,
+            "schema_version": self.schema_version,
+        }
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        ledger: CustomerLedger,
+        db: ProjectionDatabase,
+        projections: Sequence[Projection],
+        *,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        names = [p.name for p in projections]
+        if len(set(names)) != len(names):
+            raise ValueError("projection names must be unique")
+        self.ledger = ledger
+        self.db = db
+        self.projections = list(projections)
+        self.batch_size = batch_size
+        self.last_error: str | None = None
+        self._lock = threading.RLock()
+        self._customer_topics: dict[str, bool] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.projections]
+
+    def get(self, name: str) -> Projection:
+        for projection in self.projections:
+            if projection.name == name:
+                return projection
+        raise UnknownProjection(name, self.names)
+
+    # Set-up ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create what is missing; a projection whose schema version changed is dropped
+        and starts again from position 0 (it then rebuilds as it catches up)."""
+        with self._lock, self.db.transaction() as tx:
+            if tx.is_postgres:
+                # Several processes may start at once; CREATE IF NOT EXISTS is not
+                # race-free in PostgreSQL, so serialise set-up on an advisory lock.
+                tx.execute(f"SELECT pg_advisory_xact_lock(hashtext('{POSITIONS}'))")
+            tx.execute(_CREATE_POSITIONS)
+            known = {
+                str(r[0]): int(r[1])
+                for r in tx.rows(f"SELECT name, schema_version FROM {POSITIONS}")
+            }
+            for projection in self.projections:
+                version = known.get(projection.name)
+                if version is None:
+                    projection.create(tx)
+                    tx.execute(
+                        f"INSERT INTO {POSITIONS} (name, position, schema_version)"
+                        " VALUES (?, 0, ?)",
+                        (projection.name, projection.schema_version),
+                    )
+                elif version != projection.schema_version:
+                    log.warning("projection %s changed; rebuilding from 0", projection.name)
+                    self._reset(tx, projection)
+                else:
+                    projection.create(tx)
+
+    def _reset(self, tx: Tx, projection: Projection) -> None:
+        projection.drop(tx)
+        projection.create(tx)
+        tx.execute(
+            f"UPDATE {POSITIONS} SET position = 0, schema_version = ? WHERE name = ?",
+            (projection.schema_version, projection.name),
+        )
+
+    # Feeding --------------------------------------------------------------------------------
+
+    def head(self) -> int:
+        return int(self.ledger.recorder.max_notification_id() or 0)
+
+    def positions(self) -> dict[str, int]:
+        with self.db.reading() as tx:
+            return self._positions(tx)
+
+    def _positions(self, tx: Tx) -> dict[str, int]:
+        rows = tx.rows(f"SELECT name, position FROM {POSITIONS}")
+        known = {str(name): int(position) for name, position in rows}
+        return {name: known.get(name, 0) for name in self.names}
+
+    def catch_up(
+        self,
+        *,
+        only: Sequence[str] | None = None,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> int:
+        """Apply everything up to the log's head; returns how many notifications were
+        applied (per group of projections). `progress(done, total)` after each batch."""
+        wanted = set(self.names if only is None else only)
+        for name in wanted:
+            self.get(name)
+        with self._lock:
+            head = self.head()
+            positions = self._positions_for(wanted)
+            total = max(0, head - min(positions.values(), default=head))
+            done = 0
+            while not (should_stop and should_stop()):
+                behind = {n: p for n, p in positions.items() if p < head}
+                if not behind:
+                    latest = self.head()
+                    if latest == head:
+                        break
+                    total += latest - head
+                    head = latest
+                    continue
+                start = min(behind.values())
+                group = [p for p in self.projections if behind.get(p.name) == start]
+                applied = self._apply_batch(group, start, head)
+                if applied is None:  # another runner moved; re-read and re-plan
+                    positions = self._positions_for(wanted)
+                    continue
+                end, count = applied
+                for projection in group:
+                    positions[projection.name] = end
+                done += count
+                if progress is not None:
+                    progress(min(done, total), total)
+            self.last_error = None
+            return done
+
+    def _positions_for(self, wanted: set[str]) -> dict[str, int]:
+        return {n: p for n, p in self.positions().items() if n in wanted}
+
+    def _apply_batch(
+        self, group: list[Projection], start: int, head: int
+    ) -> tuple[int, int] | None:
+        notifications = self.ledger.recorder.select_notifications(
+            start=start, limit=self.batch_size, stop=head, inclusive_of_start=False
+        )
+        if not notifications:
+            return (head, 0)
+        events = self._decode(notifications)
+        end = notifications[-1].id
+        names = sorted(p.name for p in group)
+        with self.db.transaction() as tx:
+            tx.lock_rows(POSITIONS, "name", names)
+            current = self._positions(tx)
+            if any(current[name] != start for name in names):
+                return None
+            for projection in group:
+                projection.apply(tx, events)
+            tx.executemany(
+                f"UPDATE {POSITIONS} SET position = ? WHERE name = ?",
+                [(end, name) for name in names],
+            )
+        return end, len(notifications)
+
+    def _decode(self, notifications: Sequence[Notification]) -> list[PositionedEvent]:
+        """Customer events only; other aggregates' events (e.g. audit records) share the
+        log and are passed over. Fails loudly on an event that does not open: skipping
+        it would make the projection silently wrong."""
+        customers = [n for n in notifications if self._is_customer_topic(n.topic)]
+        ids = [n.originator_id for n in customers if isinstance(n.originator_id, UUID)]
+        self.ledger.keys.prefetch(ids)  # one round trip instead of one per customer
+        decoded = []
+        for notification in customers:
+            event = self.ledger.mapper.to_domain_event(notification)
+            assert isinstance(event, Customer.Event)
+            decoded.append(PositionedEvent(notification.id, event))
+        return decoded
+
+    def _is_customer_topic(self, topic: str) -> bool:
+        known = self._customer_topics.get(topic)
+        if known is None:
+            cls = resolve_topic(topic)
+            known = isinstance(cls, type) and issubclass(cls, Customer.Event)
+            self._customer_topics[topic] = known
+        return known
+
+    def catch_up_quietly(self) -> None:
+        """The in-process hook after each save: never fails the command (its events are
+        committed); a failure is logged and retried by the next catch-up."""
+        try:
+            self.catch_up()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("projections are behind (retried on the next command): %s", exc)
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        interval: float = 1.0,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """The worker loop of `ledger project`: catch up, sleep, repeat until `stop` is
+        set; a batch in flight is finished (committed) first. Errors are logged and
+        retried after the interval, so a database restart does not end the worker."""
+        while not stop.is_set():
+            try:
+                done = self.catch_up(should_stop=stop.is_set)
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("projection worker: %s (retrying in %.1fs)", exc, interval)
+                done = 0
+            if done and on_progress is not None:
+                on_progress(done)
+            if not done:
+                stop.wait(interval)
+
+    def rebuild(self, only: Sequence[str] | None = None, progress: Progress | None = None) -> int:
+        """Drop and re-create the named projections (all by default), then replay the
+        whole log into them. Other runners see the reset position and stand back."""
+        names = list(self.names if only is None else only)
+        projections = [self.get(name) for name in names]
+        with self._lock:
+            with self.db.transaction() as tx:
+                tx.lock_rows(POSITIONS, "name", sorted(names))
+                for projection in projections:
+                    self._reset(tx, projection)
+            return self.catch_up(only=names, progress=progress)
+
+    # Erasure --------------------------------------------------------------------------------
+
+    def purge(self, customer_id: UUID) -> None:
+        """The erasure purger: every projection drops the customer in one transaction,
+        serialised with catching up (position rows locked), so a batch decoded just
+        before the key died cannot write the customer back afterwards — projections
+        check the tombstone inside their own transaction."""
+        tombstone = self._tombstone(customer_id)
+        with self._lock, self.db.transaction() as tx:
+            tx.lock_rows(POSITIONS, "name", sorted(self.names))
+            for projection in self.projections:
+                projection.purge(tx, tombstone)
+
+    def _tombstone(self, customer_id: UUID) -> Tombstone:
+        customer: object = self.ledger.repository.get(customer_id)
+        assert isinstance(customer, Customer)
+        erased_at = customer.erased_at or customer.modified_on
+        return Tombstone(
+            customer_id=customer_id,
+            version=customer.version,
+            created_at=customer.created_on,
+            erased_at=erased_at,
+        )
+
+    # Status ---------------------------------------------------------------------------------
+
+    def status(self) -> list[ProjectionStatus]:
+        head = self.head()
+        with self.db.reading(snapshot=True) as tx:
+            positions = self._positions(tx)
+            versions = dict(tx.rows(f"SELECT name, schema_version FROM {POSITIONS}"))
+            return [
+                ProjectionStatus(
+                    name=p.name,
+                    description=p.description,
+                    position=positions[p.name],
+                    head=head,
+                    rows=p.row_count(tx),
+                    schema_version=int(versions.get(p.name, p.schema_version)),
+                )
+                for p in self.projections
+            ]
+
+    def wait_until_caught_up(self, timeout: float = 10.0) -> bool:
+        """For callers that need read-your-writes across processes (worker mode)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            head = self.head()
+            if all(p >= head for p in self.positions().values()):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self.db.close()

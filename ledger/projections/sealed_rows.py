@@ -1,0 +1,64 @@
+"""Personal data in projection rows: sealed under the customer's own data key (DESIGN
+invariant 6), so destroying the key also shreds every copy a purge might have missed.
+
+The associated data names the table, the customer and the row's version, so a sealed value
+copied to another row, another customer or an older version does not open. The nonce is
+synthetic (see `ledger.crypto_shred.sealing`): the same row at the same version always
+seals to the same bytes, which is what makes a rebuild byte-identical to the incremental
+result. Values are canonical JSON (sorted keys), so equal data means equal plaintext.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+from ledger.crypto_shred.keyring import KeyRing
+from ledger.crypto_shred.mapper import SealError
+from ledger.crypto_shred.sealing import SealOpenError, open_sealed, seal_deterministic
+
+ROW_AAD_VERSION = b"ledger.row.v1"
+
+
+class RowSealError(SealError):
+    """A sealed projection value does not open although its key lives: the row was
+    altered or copied from elsewhere. Names the table and customer id only."""
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def row_aad(table: str, customer_id: UUID, version: int) -> bytes:
+    return b"|".join([ROW_AAD_VERSION, table.encode(), str(customer_id).encode(), b"%d" % version])
+
+
+class RowSealer:
+    def __init__(self, keys: KeyRing, table: str) -> None:
+        self.keys = keys
+        self.table = table
+
+    def seal(self, customer_id: UUID, version: int, data: Any) -> bytes | None:
+        """None when the customer's key is gone: there is nothing left to keep."""
+        key = self.keys.get(customer_id)
+        if key is None:
+            return None
+        return seal_deterministic(
+            key.key, canonical_json(data), row_aad(self.table, customer_id, version)
+        )
+
+    def open(self, customer_id: UUID, version: int, blob: bytes | None) -> Any | None:
+        """The value, or None when there is none or its key is gone (erased)."""
+        if blob is None:
+            return None
+        key = self.keys.get(customer_id)
+        if key is None:
+            return None
+        try:
+            plaintext = open_sealed(key.key, bytes(blob), row_aad(self.table, customer_id, version))
+        except SealOpenError:
+            raise RowSealError(
+                f"{self.table} row of customer {customer_id} does not open: altered or moved"
+            ) from None
+        return json.loads(plaintext)

@@ -1,0 +1,63 @@
+"""Wiring: the projections every ledger process feeds, and how they hook into it.
+
+`attach_projections` runs when a ledger opens: it creates the projection tables if needed,
+registers the erasure purger (so an erasure drops every derived copy in the same step) and,
+in `inline` mode, the catch-up after each save. A new projection adds its factory to
+`PROJECTION_FACTORIES`; the runner, `ledger project`, `ledger rebuild` and
+`ledger projections` then handle it like the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ledger.projections.base import Projection
+from ledger.projections.current_view import CurrentView
+from ledger.projections.index_key import IndexKey
+from ledger.projections.quality import DataQuality
+from ledger.projections.queries import CustomerQueries
+from ledger.projections.runner import ProjectionRunner
+from ledger.projections.store import ProjectionDatabase
+
+if TYPE_CHECKING:
+    from ledger.application import CustomerLedger
+
+ProjectionFactory = Callable[["CustomerLedger", IndexKey], Projection]
+
+PROJECTION_FACTORIES: list[ProjectionFactory] = [
+    lambda ledger, index_key: CurrentView(ledger.keys, index_key),
+    lambda ledger, index_key: DataQuality(),
+]
+
+
+def attach_projections(ledger: CustomerLedger) -> ProjectionRunner:
+    settings = ledger.settings
+    index_key = IndexKey.load_or_create(settings.resolved_index_key_file)
+    db = ProjectionDatabase.open(settings)
+    try:
+        runner = ProjectionRunner(
+            ledger, db, [factory(ledger, index_key) for factory in PROJECTION_FACTORIES]
+        )
+        runner.setup()
+    except BaseException:
+        db.close()
+        raise
+    ledger.projections = runner
+    ledger.erasure_purgers.append(runner.purge)
+    if settings.projection_mode == "inline":
+        ledger.after_save.append(runner.catch_up_quietly)
+    return runner
+
+
+def runner_of(ledger: CustomerLedger) -> ProjectionRunner:
+    if ledger.projections is None:
+        raise RuntimeError("this ledger was opened without projections")
+    return ledger.projections
+
+
+def customer_queries(ledger: CustomerLedger) -> CustomerQueries:
+    runner = runner_of(ledger)
+    view = runner.get(CurrentView.name)
+    assert isinstance(view, CurrentView)
+    return CustomerQueries(runner.db, view, ledger.settings.default_region)
