@@ -29,10 +29,10 @@ import statistics
 import string
 import tempfile
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
