@@ -15,7 +15,7 @@ from dataclasses import replace
 import psycopg
 from eventsourcing.persistence import PersistenceError
 
-from ledger.cli import compliance_commands, customer_commands
+from ledger.cli import audit_commands, compliance_commands, customer_commands
 from ledger.cli.common import Handler
 from ledger.config import ConfigError, Settings
 from ledger.crypto_shred.certificate import CertificateFormatError
@@ -34,7 +34,7 @@ EXIT_REFUSED = 3
 EXIT_INTEGRITY = 4
 
 # Each group module adds its subcommands; a new area of the product adds one line here.
-COMMAND_GROUPS = (customer_commands, compliance_commands)
+COMMAND_GROUPS = (customer_commands, compliance_commands, audit_commands)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
