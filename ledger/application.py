@@ -77,14 +77,22 @@ class CustomerLedger(Application[UUID]):
         super().__init__(env=settings.eventsourcing_env())
         # Reads of personal data are recorded as events in this same log (ledger.audit).
         self.access_log = AccessLog(self)
+        self._signs_on_close = True
 
     def construct_mapper(self) -> Mapper[UUID]:
         return EncryptingMapper(transcoder=self.construct_transcoder(), keys=self.keys)
 
     def close(self) -> None:
-        self._issue_tree_head_if_grown()
+        if not self.closing.is_set() and getattr(self, "_signs_on_close", False):
+            self._issue_tree_head_if_grown()
         super().close()
         self.keys.store.close()
+
+    def __del__(self) -> None:
+        # The library closes forgotten applications when they are garbage collected; a tree
+        # head signed then would come at an arbitrary moment, so only an explicit close signs.
+        self._signs_on_close = False
+        super().__del__()
 
     def issue_tree_head(self) -> TreeHead:
         """Sign the Merkle log as it stands (a no-op returning the latest head when nothing

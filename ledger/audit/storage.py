@@ -485,13 +485,13 @@ class PostgresAuditStore(AuditStore):
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        try:
-            with self._conn.transaction():
-                self._conn.execute(b"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        with self._conn.transaction():
+            self._conn.execute(b"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
                 yield
-        finally:
-            while self._prefetches:
-                self._prefetches.pop().close()
+            finally:  # stop the page fetchers before their cursors go with the transaction
+                while self._prefetches:
+                    self._prefetches.pop().close()
 
     def close(self) -> None:
         self._conn.close()

@@ -108,13 +108,15 @@ def issue_tree_head(
     """
     size = store.size()
     latest = store.latest_tree_head()
-    if latest is not None and latest.tree_size == size:
-        return latest
     if latest is not None and latest.tree_size > size:
         raise RefusedToSign(
             f"the log holds {size} leaves but tree head of size {latest.tree_size} was signed"
         )
     root = store.root(size)
+    if latest is not None and latest.tree_size == size:
+        if root != latest.root_hash:
+            raise RefusedToSign(f"the tree of size {size} no longer has the root signed for it")
+        return latest
     if latest is not None:
         proof = store.range_hashes(merkle.consistency_ranges(latest.tree_size, size))
         try:
