@@ -26,12 +26,12 @@ from uuid import uuid4
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eventsourcing.persistence import StoredEvent  # noqa: E402
+from eventsourcing.persistence import StoredEvent
 
-from ledger.audit.storage import AuditStore  # noqa: E402
-from ledger.audit.verifier import verify  # noqa: E402
-from ledger.bootstrap import open_ledger  # noqa: E402
-from ledger.config import Settings  # noqa: E402
+from ledger.audit.storage import AuditStore
+from ledger.audit.verifier import verify
+from ledger.bootstrap import open_ledger
+from ledger.config import Settings
 
 BATCH = 1_000
 HEAD_EVERY = 10_000
