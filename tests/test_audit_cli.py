@@ -168,7 +168,7 @@ def test_mistakes_get_one_line_and_write_nothing(
     ]
     other = tmp_path / "other.pem"
     other.write_text(LedgerSigner.generate().public_key_pem())
-    cases.append((["verify", "--public-key", str(other)], 4, "signature does not verify"))
+    cases.append((["verify", "--public-key", str(other)], 4, "not the key given"))
     cases.append((["verify", "--store", f"sqlite:///{tmp_path / 'none.db'}", "--public-key",
                    str(other)], 4, "no store at"))  # fmt: skip
     assert main(["events"]) == 0

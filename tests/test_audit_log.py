@@ -32,7 +32,7 @@ def tree(store: StoreHandle) -> tuple[list[Any], list[Any]]:
     """(events, leaves as (leaf index, position, hash)) straight from the store."""
     with audit(store) as view, view.snapshot():
         events = list(view.events())
-        leaves = [(r[0], r[1], bytes(r[2])[:32]) for r in view.tree_leaves()]
+        leaves = [(r[0], r[3], bytes(r[2])) for r in view.tree_rows() if r[1] == 0]
     return events, leaves
 
 

@@ -329,25 +329,6 @@ class AuditStore(ABC):
             f"SELECT last_leaf, level, hash, position FROM {TREE_TABLE} ORDER BY last_leaf, level"
         )
 
-    def tree_leaves(self) -> Iterator[tuple[Any, ...]]:
-        """Per leaf, in leaf order: (leaf index, position, the hashes of the leaf and of the
-        interior nodes it completes concatenated by level, how many, highest level, lowest
-        level). Grouped so that a verifier handles one row per event."""
-        row: list[Any] | None = None
-        for last, level, hashed, position in self.tree_rows():
-            if row is None or row[0] != last:
-                if row is not None:
-                    yield tuple(row)
-                row = [last, position, bytes(hashed), 1, level, level]
-            else:
-                row[1] = row[1] if position is None else position
-                row[2] += bytes(hashed)
-                row[3] += 1
-                row[4] = max(row[4], level)
-                row[5] = min(row[5], level)
-        if row is not None:
-            yield tuple(row)
-
     def tree_heads(self) -> list[TreeHead]:
         rows = self._rows(
             f"SELECT tree_size, root_hash, timestamp_ms, key_id, signature FROM {HEADS_TABLE} "
@@ -474,14 +455,6 @@ class PostgresAuditStore(AuditStore):
     def _write(self, sql: str, params: Sequence[Any]) -> None:
         with self._conn.cursor() as cursor:
             cursor.execute(POSTGRES.sql(sql).encode(), params)
-
-    def tree_leaves(self) -> Iterator[tuple[Any, ...]]:
-        # The server groups (on its own core, ahead of us): half the rows for Python.
-        return self._stream(
-            "SELECT last_leaf, max(position), string_agg(hash, ''::bytea ORDER BY level), "
-            f"count(*), max(level), min(level) FROM {TREE_TABLE} "
-            "GROUP BY last_leaf ORDER BY last_leaf"
-        )
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.audit import client_check, merkle
-from ledger.audit.merkle import HASH_SIZE
 from ledger.audit.storage import AuditStore, AuditStoreError
 from ledger.audit.tree_heads import TreeHead
+from ledger.signing import public_key_id
 
 MAX_PROBLEMS = 50
 # The leaf hash's input up to the originator id: 0x00 (leaf prefix), format 1, position, id length.
@@ -111,7 +111,7 @@ class _Checkpoint:
     label: str
     size: int
     root: bytes
-    signed: bool  # False: the head's signature failed; reported when the scan reaches it
+    refused: str | None  # why its signature does not hold; reported when the scan reaches it
 
 
 def verify(
@@ -149,19 +149,21 @@ class _Verification:
         self.report.tree_heads = len(self.heads)
         self.checkpoints: dict[int, list[_Checkpoint]] = {}
         self.newest_signed = 0
+        given_key = public_key_id(public_key_pem)
         for number, head in enumerate(self.heads, 1):
-            signed = head.verify(public_key_pem)
-            if signed:
+            refused = _refusal(head, public_key_pem, given_key)
+            if refused is None:
                 self.newest_signed = max(self.newest_signed, head.tree_size)
             label = f"tree head #{number} (size {head.tree_size}, issued {_when(head)})"
-            self._add(_Checkpoint(label, head.tree_size, head.root_hash, signed))
+            self._add(_Checkpoint(label, head.tree_size, head.root_hash, refused))
         if saved is not None:
             self.report.saved_tree_head = saved.tree_size
             label = f"your saved tree head (size {saved.tree_size}, issued {_when(saved)})"
-            if saved.verify(public_key_pem):
-                self._add(_Checkpoint(label, saved.tree_size, saved.root_hash, True))
+            refused = _refusal(saved, public_key_pem, given_key)
+            if refused is None:
+                self._add(_Checkpoint(label, saved.tree_size, saved.root_hash, None))
             else:
-                self.problem(None, f"{label}: its signature is not this ledger key's")
+                self.problem(None, f"{label}: {refused}")
         self.last_position = 0
 
     def _add(self, point: _Checkpoint) -> None:
@@ -194,6 +196,8 @@ class _Verification:
         # While events and stored leaves agree the two trees are the same, so the stored
         # interior nodes must equal the ones rebuilt from the events: compared per leaf.
         aligned = True
+        fresh: list[bytes] = []  # interior nodes the latest leaf completed, by level - 1
+        seen = 0  # stored interior nodes read since the latest leaf
         range_start: int | None = None  # first position after the last matching head
         next_index = 0
         last_position = 0
@@ -226,22 +230,35 @@ class _Verification:
             return hashed
 
         event = next(events, None)
-        for last, position, hashes, count, top, bottom in store.tree_leaves():
+        for last, level, stored_hash, position in store.tree_rows():
+            if level:
+                # An interior node, right after the leaf that completed it (stored order).
+                report.interior_nodes += 1
+                seen += 1
+                if aligned and (
+                    level != seen or level > len(fresh) or fresh[level - 1] != stored_hash
+                ):
+                    aligned = False
+                    problem(
+                        last_position,
+                        f"the stored Merkle node at level {level} ending at leaf {last} does not "
+                        "match the leaves: the tree table (proof cache) was altered",
+                    )
+                continue
             report.leaves += 1
-            report.interior_nodes += count - 1
-            if (
-                position is None
-                or last != next_index
-                or bottom != 0
-                or top != count - 1
-                or len(hashes) != HASH_SIZE * count
-            ):
+            if aligned and seen != len(fresh):
+                aligned = False
+                problem(
+                    last_position,
+                    f"the Merkle tree table lacks interior nodes completed by leaf {last - 1}",
+                )
+            seen = 0
+            if position is None or last != next_index:
                 problem(position, f"the Merkle tree table is damaged at leaf {next_index}")
                 next_index = last + 1
                 aligned = False
                 continue
             next_index += 1
-            stored_hash = hashes[:HASH_SIZE]
             if position <= last_position:
                 problem(position, f"leaf {last} is out of log order (after {last_position})")
             last_position = position
@@ -274,10 +291,10 @@ class _Verification:
             if range_start is None:
                 range_start = position
             index, node = size, hashed
-            fresh = hashed
+            fresh = []
             while index & 1:
                 node = sha256(b"\x01" + peaks.pop() + node).digest()
-                fresh += node
+                fresh.append(node)
                 index >>= 1
             peaks.append(node)
             size += 1
@@ -292,16 +309,11 @@ class _Verification:
                     "when it was written: its bytes, type, customer, version or position "
                     "were changed",
                 )
-            elif aligned and fresh != hashes:
-                aligned = False
-                problem(
-                    position,
-                    f"the stored Merkle nodes completed by leaf {last} are not the hashes of "
-                    "their children: the tree table (proof cache) was altered",
-                )
             if progress is not None and not size % 10_000:
                 progress(size)
             event = next(events, None)
+        if aligned and seen != len(fresh):
+            problem(last_position, "the Merkle tree table lacks its newest interior nodes")
         while event is not None:
             take(event)
             problem(event[0], "this event is in no Merkle leaf: it was inserted after the fact")
@@ -330,12 +342,8 @@ class _Verification:
         root = merkle.fold(peaks)
         matched = True
         for point in points:
-            if not point.signed:
-                self.problem(
-                    position,
-                    f"{point.label}: its signature does not verify with this ledger's key "
-                    "(the tree head was altered or forged)",
-                )
+            if point.refused is not None:
+                self.problem(position, f"{point.label}: {point.refused}")
                 matched = False
             elif point.root != root:
                 matched = False
@@ -386,6 +394,17 @@ class _Verification:
             )
         except (client_check.CheckFailed, AuditStoreError) as exc:
             self.problem(None, f"no consistency proof from your saved tree head: {exc}")
+
+
+def _refusal(head: TreeHead, public_key_pem: str, given_key: str) -> str | None:
+    if head.key_id != given_key:
+        return f"it names signing key {head.key_id}, not the key given ({given_key})"
+    if not head.verify(public_key_pem):
+        return (
+            "its signature does not verify with this ledger's key "
+            "(the tree head was altered or forged)"
+        )
+    return None
 
 
 def _when(head: TreeHead) -> str:
