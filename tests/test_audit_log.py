@@ -32,7 +32,7 @@ def tree(store: StoreHandle) -> tuple[list[Any], list[Any]]:
     """(events, leaves as (leaf index, position, hash)) straight from the store."""
     with audit(store) as view, view.snapshot():
         events = list(view.events())
-        leaves = [(r[0], r[3], bytes(r[2])) for r in view.tree_rows() if r[1] == 0]
+        leaves = [(r[0], r[1], bytes(r[2])) for r in view.tree_rows()]
     return events, leaves
 
 
@@ -278,7 +278,7 @@ def test_the_ledger_refuses_to_sign_a_truncated_or_forked_tree(store: StoreHandl
         for _ in range(3):
             ledger.register(person(), actor="t")
         signer = ledger.signer
-    store.execute("DELETE FROM ledger_merkle_tree WHERE last_leaf = 2")
+    store.execute("DELETE FROM ledger_merkle_leaves WHERE leaf_index = 2")
     with audit(store) as view, pytest.raises(RefusedToSign):
         issue_tree_head(view, signer)
     with store.open() as ledger:
@@ -299,7 +299,7 @@ def test_events_written_before_the_audit_layer_are_adopted_once(
         ledger.change(first, {"tags": ["a"]}, actor="t")
         public_key = ledger.signer.public_key_pem()
     # As a store from before the audit layer: no tree, no heads.
-    store.execute("DELETE FROM ledger_merkle_tree")
+    store.execute("DELETE FROM ledger_merkle_leaves")
     store.execute("DELETE FROM ledger_tree_heads")
     with store.open() as ledger:
         ledger.register(person(), actor="t")

@@ -177,7 +177,7 @@ def test_the_log_and_its_tree_truncated_together(store: StoreHandle, tmp_path: P
     saved.write_text(test_cli.run(store, "tree-head").stdout)
     keep = story.read_position  # keep 5 events
     store.execute(f"DELETE FROM {store.events_table} WHERE {position(store)} > {keep}")
-    store.execute("DELETE FROM ledger_merkle_tree WHERE last_leaf >= 5")
+    store.execute("DELETE FROM ledger_merkle_leaves WHERE leaf_index >= 5")
     result, report = verify(store)
     assert result.returncode == 4
     first = report["first_problem"]
@@ -214,19 +214,20 @@ def test_a_rewrite_of_events_and_tree_together_is_caught_by_the_signed_heads(
         f"SELECT {position(store)}, originator_id, originator_version, topic, state "
         f"FROM {store.events_table} ORDER BY {position(store)}"
     )
-    nodes: list[tuple[int, int, bytes, int | None]] = []
+    leaves: list[tuple[int, int, bytes, bytes]] = []
     frontier = merkle.Frontier()
+    completed = bytearray()
     for pos, oid, version, topic, state in rows:
         leaf = encode_leaf(int(pos), str(UUID(str(oid))), int(version), topic, bytes(state))
         hashed = merkle.leaf_hash(leaf)
-        nodes.append((frontier.size, 0, hashed, int(pos)))
-        frontier.append(
-            hashed, lambda node, h: nodes.append((merkle.last_leaf(node), node[0], h, None))
-        )
-    store.execute("DELETE FROM ledger_merkle_tree")
-    for row in nodes:
+        index = frontier.size
+        completed.clear()
+        frontier.append(hashed, lambda node, h: completed.extend(h))
+        leaves.append((index, int(pos), hashed, bytes(completed)))
+    store.execute("DELETE FROM ledger_merkle_leaves")
+    for row in leaves:
         store.execute(
-            "INSERT INTO ledger_merkle_tree (last_leaf, level, hash, position) "
+            "INSERT INTO ledger_merkle_leaves (leaf_index, position, leaf_hash, nodes) "
             f"VALUES ({store.ph}, {store.ph}, {store.ph}, {store.ph})",
             row,
         )
@@ -255,9 +256,13 @@ def test_a_tampered_access_record(store: StoreHandle) -> None:
 def test_an_altered_interior_node_of_the_proof_cache(store: StoreHandle) -> None:
     story = tell(store)
     # Leaf 3 completes the level-1 node over leaves 2-3 and the level-2 node over 0-3.
+    nodes = bytes(
+        store.execute("SELECT nodes FROM ledger_merkle_leaves WHERE leaf_index = 3")[0][0]
+    )
+    assert len(nodes) == 64
     store.execute(
-        f"UPDATE ledger_merkle_tree SET hash = {store.ph} WHERE last_leaf = 3 AND level = 2",
-        (b"\x00" * 32,),
+        f"UPDATE ledger_merkle_leaves SET nodes = {store.ph} WHERE leaf_index = 3",
+        (nodes[:32] + b"\x00" * 32,),
     )
     assert_fails_at(store, story.positions[(story.c, 1)], "proof cache")
 

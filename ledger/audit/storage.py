@@ -2,11 +2,13 @@
 
 Two tables live beside the library's event table, in the same database:
 
-* `ledger_merkle_tree(last_leaf, level, hash, position)`: the hash of every perfect subtree
-  of the Merkle tree. Level 0 rows are the leaves (one per stored event, `position` = the
-  event's notification id); a level-L row covers the 2**L leaves ending at `last_leaf`.
-  Keying by (last_leaf, level) makes the stored order the order in which nodes come into
-  existence, so the verifier reads the table as one stream beside the events.
+* `ledger_merkle_leaves(leaf_index, position, leaf_hash, nodes)`: one row per stored event,
+  in log order. `position` is the event's notification id (positions can have gaps, leaf
+  indexes cannot). `nodes` holds the hashes of the perfect subtrees this leaf completes,
+  lowest level first, 32 bytes each (leaf i completes as many as i has trailing one-bits),
+  so every perfect subtree's hash is stored exactly once, in the row of its last leaf: the
+  tree grows by one row per event, proofs and roots are a primary-key lookup of a few rows,
+  and the verifier reads one row per event.
 * `ledger_tree_heads(tree_size, root_hash, timestamp_ms, key_id, signature)`: every signed
   tree head ever issued.
 
@@ -42,7 +44,7 @@ from ledger.audit.leaf import canonical_id, encode_leaf
 from ledger.audit.tree_heads import TreeHead
 from ledger.config import Settings
 
-TREE_TABLE = "ledger_merkle_tree"
+TREE_TABLE = "ledger_merkle_leaves"
 HEADS_TABLE = "ledger_tree_heads"
 SQLITE_EVENTS_TABLE = "stored_events"  # the library's name for an application's events
 POSTGRES_EVENTS_TABLE = "ledger_events"  # "<application name>_events"
@@ -69,11 +71,8 @@ class Dialect:
         without_rowid = " WITHOUT ROWID" if self.kind == "sqlite" else ""
         return [
             f"CREATE TABLE IF NOT EXISTS {TREE_TABLE} ("
-            "last_leaf BIGINT NOT NULL, level SMALLINT NOT NULL, "
-            f"hash {self.blob} NOT NULL, position BIGINT, "
-            f"PRIMARY KEY (last_leaf, level)){without_rowid}",
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {TREE_TABLE}_position "
-            f"ON {TREE_TABLE} (position) WHERE position IS NOT NULL",
+            "leaf_index BIGINT PRIMARY KEY, position BIGINT NOT NULL UNIQUE, "
+            f"leaf_hash {self.blob} NOT NULL, nodes {self.blob} NOT NULL){without_rowid}",
             f"CREATE TABLE IF NOT EXISTS {HEADS_TABLE} ("
             "tree_size BIGINT PRIMARY KEY, "
             f"root_hash {self.blob} NOT NULL, timestamp_ms BIGINT NOT NULL, "
@@ -114,23 +113,26 @@ def append_leaves(
     inserted the events and while no other writer can append (the caller's lock)."""
     if not events:
         return
-    cursor.execute(f"SELECT MAX(last_leaf) FROM {TREE_TABLE}")
+    cursor.execute(f"SELECT MAX(leaf_index) FROM {TREE_TABLE}")
     (top,) = _fetch(cursor)[0]
     size = 0 if top is None else int(top) + 1
     frontier = merkle.Frontier.of(size, _node_hashes(cursor, dialect, merkle.peaks(size)))
-    rows: list[tuple[int, int, bytes, int | None]] = []
+    rows: list[tuple[int, int, bytes, bytes]] = []
+    completed: list[bytes] = []
 
-    def completed(node: merkle.Node, hashed: bytes) -> None:
-        rows.append((merkle.last_leaf(node), node[0], hashed, None))
+    def on_completed(node: merkle.Node, hashed: bytes) -> None:
+        completed.append(hashed)  # lowest level first
 
     for position, originator_id, version, topic, state in sorted(events, key=lambda e: e[0]):
         leaf = encode_leaf(position, canonical_id(originator_id), version, topic, state)
         hashed = merkle.leaf_hash(leaf)
-        rows.append((frontier.size, 0, hashed, position))
-        frontier.append(hashed, completed)
+        index = frontier.size
+        frontier.append(hashed, on_completed)
+        rows.append((index, position, hashed, b"".join(completed)))
+        completed.clear()
     cursor.executemany(
         dialect.sql(
-            f"INSERT INTO {TREE_TABLE} (last_leaf, level, hash, position) VALUES (?, ?, ?, ?)"
+            f"INSERT INTO {TREE_TABLE} (leaf_index, position, leaf_hash, nodes) VALUES (?, ?, ?, ?)"
         ),
         rows,
     )
@@ -154,16 +156,31 @@ def _node_hashes(
 def _select_nodes(
     cursor: WriteCursor, dialect: Dialect, nodes: Sequence[merkle.Node]
 ) -> dict[merkle.Node, bytes]:
-    where = " OR ".join(["(last_leaf = ? AND level = ?)"] * len(nodes))
-    params: list[int] = []
-    for node in nodes:
-        params += [merkle.last_leaf(node), node[0]]
+    leaves = sorted({merkle.last_leaf(n) for n in nodes})
+    marks = ", ".join("?" * len(leaves))
     cursor.execute(
-        dialect.sql(f"SELECT last_leaf, level, hash FROM {TREE_TABLE} WHERE {where}"), params
+        dialect.sql(
+            f"SELECT leaf_index, leaf_hash, nodes FROM {TREE_TABLE} WHERE leaf_index IN ({marks})"
+        ),
+        leaves,
     )
+    return _pick(nodes, _fetch(cursor))
+
+
+def _pick(
+    nodes: Sequence[merkle.Node] | set[merkle.Node], rows: Sequence[tuple[Any, ...]]
+) -> dict[merkle.Node, bytes]:
+    """The wanted nodes' hashes out of their last leaves' rows."""
+    by_leaf = {int(index): (bytes(leaf), bytes(completed)) for index, leaf, completed in rows}
     found: dict[merkle.Node, bytes] = {}
-    for last, level, hashed in _fetch(cursor):
-        found[(int(level), (int(last) + 1 >> int(level)) - 1)] = bytes(hashed)
+    for node in nodes:
+        row = by_leaf.get(merkle.last_leaf(node))
+        if row is None:
+            continue
+        level = node[0]
+        hashed = row[0] if level == 0 else row[1][(level - 1) * 32 : level * 32]
+        if len(hashed) == merkle.HASH_SIZE:
+            found[node] = hashed
     return found
 
 
@@ -180,14 +197,6 @@ class EventRow:
 
     def leaf(self) -> bytes:
         return encode_leaf(self.position, self.originator_id, self.version, self.topic, self.state)
-
-
-@dataclass(frozen=True)
-class TreeRow:
-    last_leaf: int
-    level: int
-    hash: bytes
-    position: int | None
 
 
 class AuditStore(ABC):
@@ -243,20 +252,20 @@ class AuditStore(ABC):
 
     def size(self) -> int:
         """How many leaves the tree holds."""
-        (top,) = self._rows(f"SELECT MAX(last_leaf) FROM {TREE_TABLE}")[0]
+        (top,) = self._rows(f"SELECT MAX(leaf_index) FROM {TREE_TABLE}")[0]
         return 0 if top is None else int(top) + 1
 
     def nodes(self, wanted: set[merkle.Node]) -> dict[merkle.Node, bytes]:
-        found: dict[merkle.Node, bytes] = {}
-        ordered = sorted(wanted)
-        for at in range(0, len(ordered), 200):
-            chunk = ordered[at : at + 200]
-            where = " OR ".join(["(last_leaf = ? AND level = ?)"] * len(chunk))
-            params = [v for n in chunk for v in (merkle.last_leaf(n), n[0])]
-            for last, level, hashed in self._rows(
-                f"SELECT last_leaf, level, hash FROM {TREE_TABLE} WHERE {where}", params
-            ):
-                found[(int(level), (int(last) + 1 >> int(level)) - 1)] = bytes(hashed)
+        leaves = sorted({merkle.last_leaf(n) for n in wanted})
+        rows: list[tuple[Any, ...]] = []
+        for at in range(0, len(leaves), 500):
+            chunk = leaves[at : at + 500]
+            rows += self._rows(
+                f"SELECT leaf_index, leaf_hash, nodes FROM {TREE_TABLE} "
+                f"WHERE leaf_index IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+        found = _pick(wanted, rows)
         missing = wanted - set(found)
         if missing:
             raise AuditStoreError(f"the Merkle tree table lacks node(s) {sorted(missing)}")
@@ -271,9 +280,7 @@ class AuditStore(ABC):
         return merkle.range_hashes(ranges, self.nodes(merkle.nodes_for(ranges)))
 
     def leaf_index_of(self, position: int) -> int | None:
-        rows = self._rows(
-            f"SELECT last_leaf FROM {TREE_TABLE} WHERE position = ? AND level = 0", [position]
-        )
+        rows = self._rows(f"SELECT leaf_index FROM {TREE_TABLE} WHERE position = ?", [position])
         return int(rows[0][0]) if rows else None
 
     @abstractmethod
@@ -323,10 +330,9 @@ class AuditStore(ABC):
         return self._stream(sql, [after])
 
     def tree_rows(self) -> Iterator[tuple[Any, ...]]:
-        """(last_leaf, level, hash, position) of every stored node, in the order nodes come
-        into existence."""
+        """(leaf index, position, leaf hash, completed nodes) of every leaf, in leaf order."""
         return self._stream(
-            f"SELECT last_leaf, level, hash, position FROM {TREE_TABLE} ORDER BY last_leaf, level"
+            f"SELECT leaf_index, position, leaf_hash, nodes FROM {TREE_TABLE} ORDER BY leaf_index"
         )
 
     def tree_heads(self) -> list[TreeHead]:

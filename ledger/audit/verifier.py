@@ -13,7 +13,7 @@ In one pass over a consistent snapshot of the store it
 3. checks every stored tree head's Ed25519 signature, and optionally an auditor's saved head
    (signature, then root, then an RFC 9162 consistency proof to the newest head);
 4. checks that every aggregate's versions run 1, 2, 3 … in log order, without gaps;
-5. rebuilds the stored interior nodes (the proof cache) from the stored leaves and compares.
+5. compares the stored interior nodes (the proof cache) with those rebuilt from the events.
 
 Problems are reported in log order; the first is the answer to "where was it tampered
 with". A tree-head mismatch that an earlier problem explains is marked as its consequence.
@@ -36,6 +36,8 @@ from ledger.signing import public_key_id
 MAX_PROBLEMS = 50
 # The leaf hash's input up to the originator id: 0x00 (leaf prefix), format 1, position, id length.
 _HEAD = struct.Struct(">BBQH").pack
+# ... and for a 36-character (UUID) id, through the version.
+_UUID_HEAD = struct.Struct(">BBQH36sQ").pack
 _Q = struct.Struct(">Q").pack
 _I = struct.Struct(">I").pack
 _H = struct.Struct(">H").pack
@@ -187,17 +189,14 @@ class _Verification:
         checkpoints = self.checkpoints
         events = store.raw_events()
         sha256 = _sha256
-        head_pack, q_pack, i_pack = _HEAD, _Q, _I
+        head_pack, q_pack, i_pack, uuid_pack = _HEAD, _Q, _I, _UUID_HEAD
         topics: dict[str, bytes] = {}
         versions: dict[str, int] = {}
         # The tree rebuilt from the events: peak hashes, largest first, and its size.
         peaks: list[bytes] = []
         size = 0
-        # While events and stored leaves agree the two trees are the same, so the stored
-        # interior nodes must equal the ones rebuilt from the events: compared per leaf.
-        aligned = True
-        fresh: list[bytes] = []  # interior nodes the latest leaf completed, by level - 1
-        seen = 0  # stored interior nodes read since the latest leaf
+        aligned = True  # events and stored leaves agree so far
+        leaf_rows = node_bytes = 0
         range_start: int | None = None  # first position after the last matching head
         next_index = 0
         last_position = 0
@@ -230,30 +229,10 @@ class _Verification:
             return hashed
 
         event = next(events, None)
-        for last, level, stored_hash, position in store.tree_rows():
-            if level:
-                # An interior node, right after the leaf that completed it (stored order).
-                report.interior_nodes += 1
-                seen += 1
-                if aligned and (
-                    level != seen or level > len(fresh) or fresh[level - 1] != stored_hash
-                ):
-                    aligned = False
-                    problem(
-                        last_position,
-                        f"the stored Merkle node at level {level} ending at leaf {last} does not "
-                        "match the leaves: the tree table (proof cache) was altered",
-                    )
-                continue
-            report.leaves += 1
-            if aligned and seen != len(fresh):
-                aligned = False
-                problem(
-                    last_position,
-                    f"the Merkle tree table lacks interior nodes completed by leaf {last - 1}",
-                )
-            seen = 0
-            if position is None or last != next_index:
+        for last, position, stored_hash, stored_nodes in store.tree_rows():
+            leaf_rows += 1
+            node_bytes += len(stored_nodes)
+            if last != next_index:
                 problem(position, f"the Merkle tree table is damaged at leaf {next_index}")
                 next_index = last + 1
                 aligned = False
@@ -273,16 +252,20 @@ class _Verification:
                 continue
             # --- the hot path: one stored event, lined up with its leaf -----------------
             _, oid, version, topic, state = event
-            if not isinstance(state, bytes):
+            if state.__class__ is not bytes:
                 state = _as_bytes(state)
             oid_b = oid.encode()
-            encoded_topic = topics.get(topic)
-            if encoded_topic is None:
-                encoded_topic = _topic(topics, topic)
-            hasher = sha256(
-                head_pack(0, 1, position, len(oid_b)) + oid_b + q_pack(version)
-                + encoded_topic + i_pack(len(state))
-            )  # fmt: skip
+            encoded_topic = topics.get(topic) or _topic(topics, topic)
+            if len(oid_b) == 36:  # a UUID: everything up to the topic in one pack
+                hasher = sha256(
+                    uuid_pack(0, 1, position, 36, oid_b, version)
+                    + encoded_topic + i_pack(len(state))
+                )  # fmt: skip
+            else:
+                hasher = sha256(
+                    head_pack(0, 1, position, len(oid_b)) + oid_b + q_pack(version)
+                    + encoded_topic + i_pack(len(state))
+                )  # fmt: skip
             hasher.update(state)
             hashed = hasher.digest()
             if versions.get(oid, 0) + 1 != version:
@@ -290,13 +273,16 @@ class _Verification:
             versions[oid] = version
             if range_start is None:
                 range_start = position
-            index, node = size, hashed
-            fresh = []
-            while index & 1:
-                node = sha256(b"\x01" + peaks.pop() + node).digest()
-                fresh.append(node)
-                index >>= 1
-            peaks.append(node)
+            if size & 1:
+                index, node, fresh = size, hashed, b""
+                while index & 1:
+                    node = sha256(b"\x01" + peaks.pop() + node).digest()
+                    fresh += node
+                    index >>= 1
+                peaks.append(node)
+            else:
+                peaks.append(hashed)
+                fresh = b""
             size += 1
             points = checkpoints.get(size)
             if points is not None and self._check(points, peaks, range_start, position):
@@ -309,17 +295,26 @@ class _Verification:
                     "when it was written: its bytes, type, customer, version or position "
                     "were changed",
                 )
+            elif aligned and fresh != stored_nodes:
+                # While events and leaves agree both trees are the same, so the stored
+                # interior nodes must be the ones rebuilt from the events.
+                aligned = False
+                problem(
+                    position,
+                    f"the interior nodes stored with leaf {last} do not match the leaves: the "
+                    "tree table (proof cache) was altered",
+                )
             if progress is not None and not size % 10_000:
                 progress(size)
             event = next(events, None)
-        if aligned and seen != len(fresh):
-            problem(last_position, "the Merkle tree table lacks its newest interior nodes")
         while event is not None:
             take(event)
             problem(event[0], "this event is in no Merkle leaf: it was inserted after the fact")
             last_position = max(last_position, event[0])
             event = next(events, None)
         report.events = size
+        report.leaves = leaf_rows
+        report.interior_nodes = node_bytes // merkle.HASH_SIZE
         report.aggregates = len(versions)
         self.last_position = last_position
         if progress is not None:
