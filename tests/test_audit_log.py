@@ -311,9 +311,9 @@ def test_events_written_before_the_audit_layer_are_adopted_once(
 def test_verify_on_a_store_without_audit_tables_says_so(tmp_path: Path) -> None:
     import sqlite3
 
-    from ledger.audit.storage import AuditStoreError, SQLiteAuditStore
+    from ledger.audit.storage import NotALedgerStore, SQLiteAuditStore
 
     path = tmp_path / "other.db"
     sqlite3.connect(path).close()
-    with SQLiteAuditStore(path) as view, pytest.raises(AuditStoreError, match="no stored_events"):
+    with SQLiteAuditStore(path) as view, pytest.raises(NotALedgerStore, match="no stored_events"):
         view.check_tables()

@@ -43,6 +43,7 @@ from ledger.audit import merkle
 from ledger.audit.leaf import canonical_id, encode_leaf
 from ledger.audit.tree_heads import TreeHead
 from ledger.config import Settings
+from ledger.domain.errors import LedgerError
 
 TREE_TABLE = "ledger_merkle_leaves"
 HEADS_TABLE = "ledger_tree_heads"
@@ -52,8 +53,12 @@ PAGE = 20_000
 
 
 class AuditStoreError(Exception):
-    """The audit tables are missing or damaged in a way that stops the operation (the
-    message says which); writers refuse rather than extend a damaged tree."""
+    """The audit tables are damaged in a way that stops the operation (the message says
+    which); writers refuse rather than extend a damaged tree."""
+
+
+class NotALedgerStore(LedgerError):
+    """There is no store at that location, or it holds no ledger (a mistake, not tampering)."""
 
 
 @dataclass(frozen=True)
@@ -242,7 +247,7 @@ class AuditStore(ABC):
     def check_tables(self) -> None:
         for table in (self.dialect.events_table, TREE_TABLE, HEADS_TABLE):
             if not self._table_exists(table):
-                raise AuditStoreError(
+                raise NotALedgerStore(
                     f"the store has no {table} table: it is not a ledger store, or nothing "
                     "has been written to it yet"
                 )
@@ -391,7 +396,7 @@ class SQLiteAuditStore(AuditStore):
 
     def __init__(self, path: Path) -> None:
         if not path.exists():
-            raise AuditStoreError(f"no store at {path}")
+            raise NotALedgerStore(f"no store at {path}")
         self._conn = sqlite3.connect(path, isolation_level=None, timeout=10)
         self._in_snapshot = False
 
