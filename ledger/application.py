@@ -17,6 +17,10 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import Mapper, RecordConflictError, Recording
 from eventsourcing.utils import get_topic
 
+from ledger.audit.access_log import AccessLog
+from ledger.audit.history import FieldChange, field_history, is_personal
+from ledger.audit.storage import AuditStore
+from ledger.audit.tree_heads import TreeHead, issue_tree_head
 from ledger.config import Settings
 from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
 from ledger.crypto_shred.keyring import KeyRing
@@ -30,7 +34,12 @@ from ledger.domain.errors import (
     StaleVersion,
     ValidationFailed,
 )
-from ledger.domain.profile import validate_changes, validate_owner, validate_registration
+from ledger.domain.profile import (
+    PERSONAL_FIELDS,
+    validate_changes,
+    validate_owner,
+    validate_registration,
+)
 from ledger.group_commit import GroupCommitter, Write
 from ledger.signing import LedgerSigner
 from ledger.views import CustomerView, HistoryEntry
@@ -79,12 +88,17 @@ class CustomerLedger(Application[UUID]):
         self.committer = GroupCommitter(
             save=lambda events: self.save(*events), create_keys=self.keys.create_many
         )
+        # Reads of personal data are recorded as events in this same log (ledger.audit).
+        self.access_log = AccessLog(self)
+        self._signs_on_close = True
 
     def construct_mapper(self) -> Mapper[UUID]:
         return EncryptingMapper(transcoder=self.construct_transcoder(), keys=self.keys)
 
     def close(self) -> None:
         self.committer.close()
+        if not self.closing.is_set() and getattr(self, "_signs_on_close", False):
+            self._issue_tree_head_if_grown()
         if self.projections is not None:
             self.projections.close()
         super().close()
@@ -93,6 +107,30 @@ class CustomerLedger(Application[UUID]):
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         for hook in self.after_save:
             hook()
+
+    def __del__(self) -> None:
+        # The library closes forgotten applications when they are garbage collected; a tree
+        # head signed then would come at an arbitrary moment, so only an explicit close signs.
+        self._signs_on_close = False
+        super().__del__()
+
+    def issue_tree_head(self) -> TreeHead:
+        """Sign the Merkle log as it stands (a no-op returning the latest head when nothing
+        was added since). Long-running processes call this periodically."""
+        with AuditStore.open(self.settings) as store:
+            return issue_tree_head(store, self.signer)
+
+    def _issue_tree_head_if_grown(self) -> None:
+        """Each process signs what it wrote before it goes (the CLI: once per command).
+        Best effort: the leaves are already committed with the events; a failure here only
+        delays the signature, and must not mask the command's own outcome."""
+        try:
+            with AuditStore.open(self.settings) as store:
+                latest = store.latest_tree_head()
+                if latest is None or store.size() != latest.tree_size:
+                    issue_tree_head(store, self.signer)
+        except Exception as exc:
+            log.warning("no tree head issued: %s: %s", type(exc).__name__, exc)
 
     # Commands -----------------------------------------------------------------------------
 
@@ -344,6 +382,43 @@ class CustomerLedger(Application[UUID]):
             aggregate = event.mutate(aggregate)
         assert aggregate is not None
         return CustomerView.of(aggregate)
+
+    # Reads of personal data, each recorded in the access log before it is returned --------
+
+    def read(self, customer_id: UUID, *, principal: str, purpose: str) -> CustomerView:
+        view = self.get(customer_id)
+        self.access_log.record(principal, purpose, [customer_id], PERSONAL_FIELDS)
+        return view
+
+    def read_history(
+        self, customer_id: UUID, *, principal: str, purpose: str
+    ) -> list[HistoryEntry]:
+        entries = self.history(customer_id)
+        self.access_log.record(principal, purpose, [customer_id], PERSONAL_FIELDS)
+        return entries
+
+    def read_as_of(
+        self,
+        customer_id: UUID,
+        *,
+        principal: str,
+        purpose: str,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> CustomerView:
+        view = self.as_of(customer_id, version=version, at=at)
+        self.access_log.record(principal, purpose, [customer_id], PERSONAL_FIELDS)
+        return view
+
+    def read_field_history(
+        self, customer_id: UUID, field: str, *, principal: str, purpose: str
+    ) -> list[FieldChange]:
+        """Every event that set or cleared one field (a read of personal data only when
+        the field is personal; owner, locale and tags are not)."""
+        changes = field_history(self._events(customer_id), field)
+        if is_personal(field):
+            self.access_log.record(principal, purpose, [customer_id], [field])
+        return changes
 
     # Internals ----------------------------------------------------------------------------
 

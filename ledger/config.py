@@ -184,6 +184,7 @@ class Settings:
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(store.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": "10",
+                "APPLICATION_RECORDER_TOPIC": "ledger.audit.recorders:AuditedSQLiteRecorder",
             }
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -192,6 +193,7 @@ class Settings:
             "POSTGRES_PORT": str(store.port),
             "POSTGRES_USER": store.user,
             "POSTGRES_PASSWORD": store.password,
+            "APPLICATION_RECORDER_TOPIC": "ledger.audit.recorders:AuditedPostgresRecorder",
         }
 
 

@@ -6,6 +6,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
+from ledger.cli.audit_commands import purpose_option
 from ledger.cli.common import AddCommand, command_options, emit, open_for, parse_customer_id
 from ledger.cli.render import customer_text, history_text
 from ledger.cli.values import ADDRESS_OPTIONS, parse_assignment, registration_profile
@@ -66,21 +67,25 @@ def cmd_mark_verified(args: argparse.Namespace, settings: Settings) -> int:
             expected_version=args.expected_version,
             reason=args.reason,
         )
-        view = ledger.get(customer_id)
+        view = ledger.read(customer_id, principal=settings.actor, purpose=args.purpose)
     emit(args, view.to_json(), f"verified; now version {view.version}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     with open_for(settings) as ledger:
-        view = ledger.get(parse_customer_id(args.id))
+        view = ledger.read(
+            parse_customer_id(args.id), principal=settings.actor, purpose=args.purpose
+        )
     emit(args, view.to_json(), customer_text(view))
     return 0
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     with open_for(settings) as ledger:
-        entries = ledger.history(parse_customer_id(args.id))
+        entries = ledger.read_history(
+            parse_customer_id(args.id), principal=settings.actor, purpose=args.purpose
+        )
     emit(args, [e.to_json() for e in entries], history_text(entries))
     return 0
 
@@ -95,7 +100,13 @@ def _parse_time(text: str) -> datetime:
 def cmd_as_of(args: argparse.Namespace, settings: Settings) -> int:
     at = _parse_time(args.time) if args.time else None
     with open_for(settings) as ledger:
-        view = ledger.as_of(parse_customer_id(args.id), version=args.version, at=at)
+        view = ledger.read_as_of(
+            parse_customer_id(args.id),
+            principal=settings.actor,
+            purpose=args.purpose,
+            version=args.version,
+            at=at,
+        )
     emit(args, view.to_json(), customer_text(view))
     return 0
 
@@ -157,18 +168,22 @@ def add_commands(add: AddCommand) -> None:
     p = add("mark-verified", cmd_mark_verified, "record that a review confirmed the data")
     p.add_argument("id")
     command_options(p)
+    purpose_option(p)  # it prints the customer: a read of personal data
 
     p = add("show", cmd_show, "show a customer's current state")
     p.add_argument("id")
+    purpose_option(p)
 
     p = add("history", cmd_history, "list every event of a customer")
     p.add_argument("id")
+    purpose_option(p)
 
     p = add("as-of", cmd_as_of, "show a customer as it stood at a time or version")
     p.add_argument("id")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--time", metavar="ISO8601", help="e.g. 2026-01-31T12:00:00Z")
     when.add_argument("--version", type=int, metavar="N")
+    purpose_option(p)
 
     p = add("erase", cmd_erase, "erase a customer (destroy its key) and print a signed certificate")
     p.add_argument("id")

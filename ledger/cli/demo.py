@@ -11,6 +11,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from ledger.audit.storage import AuditStore
+from ledger.audit.verifier import verify
 from ledger.bootstrap import open_ledger
 from ledger.cli.render import customer_text, history_text
 from ledger.config import Settings
@@ -102,10 +104,10 @@ def run_demo(settings: Settings) -> int:
         print(f"  changed: {', '.join(changed)}")
         ledger.assign_owner(ada, "sales.uk", actor=actor, reason="territory-change")
         ledger.mark_verified(ada, actor=actor, reason="kyc-review")
-        print(customer_text(ledger.get(ada)))
+        print(customer_text(ledger.read(ada, principal=actor, purpose="demo")))
 
         _heading("Ada's history")
-        print(history_text(ledger.history(ada)))
+        print(history_text(ledger.read_history(ada, principal=actor, purpose="demo")))
 
         _heading("A stale change is refused (expected version 1, Ada is at 4)")
         try:
@@ -126,8 +128,8 @@ def run_demo(settings: Settings) -> int:
         )
 
         _heading("Ada after erasure: the history replays, personal data is gone")
-        print(customer_text(ledger.get(ada)))
-        print(history_text(ledger.history(ada)))
+        print(customer_text(ledger.read(ada, principal=actor, purpose="demo")))
+        print(history_text(ledger.read_history(ada, principal=actor, purpose="demo")))
         try:
             ledger.change(ada, {"tags": ["again"]}, actor=actor)
         except Exception as exc:
@@ -135,7 +137,17 @@ def run_demo(settings: Settings) -> int:
 
         _heading("The others are intact")
         for customer_id in (grace, zhang, emile):
-            print(customer_text(ledger.get(customer_id)))
+            print(customer_text(ledger.read(customer_id, principal=actor, purpose="demo")))
+        reads = len(list(ledger.access_log.entries()))
+
+    _heading("The log is tamper-evident (Merkle tree, signed tree heads, access log)")
+    with AuditStore.open(settings) as store:
+        report = verify(store, public_key)
+    print(
+        f"  ledger verify: {report.events} events checked against {report.tree_heads} signed "
+        f"tree head(s), {reads} recorded reads of personal data: "
+        f"{'OK' if report.ok else 'FAILED'}"
+    )
 
     files = _store_files(settings)
     if files:

@@ -17,6 +17,7 @@ from eventsourcing.persistence import PersistenceError
 
 from ledger.cli import (
     api_commands,
+    audit_commands,
     compliance_commands,
     customer_commands,
     import_commands,
@@ -43,8 +44,8 @@ EXIT_REFUSED = 3
 EXIT_INTEGRITY = 4
 
 # Each group module adds its subcommands; a new area of the product adds one line here.
-COMMAND_GROUPS = (customer_commands, compliance_commands, projection_commands, merge_commands,
-                  import_commands, api_commands)  # fmt: skip
+COMMAND_GROUPS = (customer_commands, compliance_commands, audit_commands, projection_commands,
+                  merge_commands, import_commands, api_commands)  # fmt: skip
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

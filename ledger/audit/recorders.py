@@ -1,0 +1,161 @@
+"""The library's application recorders, extended so that every insert of events appends
+their Merkle leaves in the same transaction.
+
+So the delay between an event being acknowledged and it being covered by the Merkle log is
+zero: either the events and their leaves commit together, or neither does. Both stores
+already serialise inserts (SQLite has one writer at a time; the PostgreSQL recorder takes an
+EXCLUSIVE lock on the events table before inserting), and we append while holding that lock,
+so leaf order is commit order is position order. A batch of any number of events (group
+commit puts many commands' events in one insert) appends one leaf per event, in position
+order.
+
+Selected through the library's own switch, APPLICATION_RECORDER_TOPIC (set in
+`Settings.eventsourcing_env`), so the library's factories still build and wire them.
+"""
+
+# SQL text here interpolates only module-constant identifiers (table and column names);
+# every value goes through placeholders.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL
+
+from ledger.audit.leaf import uuid_text_from_hex
+from ledger.audit.storage import (
+    HEADS_TABLE,
+    POSTGRES,
+    SQLITE,
+    TREE_TABLE,
+    Dialect,
+    WriteCursor,
+    append_leaves,
+)
+from ledger.config import ConfigError
+
+log = logging.getLogger("ledger.audit")
+
+
+def _batch(
+    ids: Sequence[int] | None, stored_events: Sequence[StoredEvent]
+) -> list[tuple[int, Any, int, str, bytes]]:
+    if ids is None or len(ids) != len(stored_events):
+        raise RuntimeError("the recorder did not return one notification id per event")
+    return [
+        (int(i), s.originator_id, s.originator_version, s.topic, s.state)
+        for i, s in zip(ids, stored_events, strict=True)
+    ]
+
+
+class AuditedSQLiteRecorder(SQLiteApplicationRecorder):
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name)
+        self.dialect = Dialect(
+            SQLITE.kind, SQLITE.placeholder, SQLITE.blob, events_table_name, SQLITE.position
+        )
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *SQLITE.ddl()]
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as cursor:
+            _adopt_existing_events(cursor, self.dialect)
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        append_leaves(c, self.dialect, _batch(ids, stored_events))
+        return ids
+
+
+class AuditedPostgresRecorder(PostgresApplicationRecorder):
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        if datastore.enable_db_functions:
+            # That path inserts through a stored function and would bypass the leaves.
+            raise ConfigError("the ledger's recorder does not support database functions")
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.dialect = Dialect(
+            POSTGRES.kind, POSTGRES.placeholder, POSTGRES.blob, events_table_name, "notification_id"
+        )
+        self.sql_create_statements.extend(SQL(statement).format() for statement in POSTGRES.ddl())
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as cursor:
+            self._lock_table(cursor)
+            _adopt_existing_events(cursor, self.dialect)
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # Still inside the insert's transaction and under its EXCLUSIVE table lock.
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        try:
+            append_leaves(curs, self.dialect, _batch(ids, stored_events))
+        except BaseException:
+            # The library commits unless the transaction failed in the database: make sure
+            # it did, so events never commit without their leaves.
+            _abort(curs)
+            raise
+        return ids
+
+
+def _abort(cursor: Cursor[DictRow]) -> None:
+    try:
+        cursor.execute("SELECT 1 / 0")
+        cursor.fetchall()
+    except Exception:  # noqa: S110  (the error is the point: it aborts the transaction)
+        pass
+
+
+def _adopt_existing_events(cursor: WriteCursor, dialect: Dialect) -> None:
+    """A store written before the audit layer existed: put its events into the tree once.
+
+    Only when the tree is empty and no tree head was ever issued; otherwise events that are
+    not in the tree are exactly what `ledger verify` must report (inserted after the fact),
+    and adopting them here would launder them.
+    """
+    cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {TREE_TABLE} LIMIT 1) AS t")
+    if _first(cursor):
+        return
+    cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {HEADS_TABLE} LIMIT 1) AS t")
+    if _first(cursor):
+        return
+    cursor.execute(
+        f"SELECT {dialect.position}, originator_id, originator_version, topic, state "
+        f"FROM {dialect.events_table} ORDER BY {dialect.position}"
+    )
+    rows = [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in cursor.fetchall()]
+    if not rows:
+        return
+    events = [
+        (
+            int(p),
+            uuid_text_from_hex(o) if dialect.kind == "sqlite" else str(o),
+            int(v),
+            str(t),
+            bytes(s),
+        )
+        for p, o, v, t, s in rows
+    ]
+    append_leaves(cursor, dialect, events)
+    log.warning("adopted %d events written before the audit layer into the Merkle log", len(rows))
+
+
+def _first(cursor: WriteCursor) -> int:
+    row = cursor.fetchall()[0]
+    values = tuple(row.values()) if isinstance(row, dict) else tuple(row)
+    return int(values[0])

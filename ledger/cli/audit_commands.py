@@ -1,0 +1,326 @@
+"""Audit commands: verify the log, sign and print tree heads, prove inclusion and
+consistency, export the log, and query field histories and the access log.
+
+`verify`, `prove`, `consistency` and `events` need only the store and (for verify) the public
+key: no data keys, so an auditor can run them on a copy of the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from ledger.audit.access_log import DEFAULT_PURPOSE
+from ledger.audit.proofs import consistency_proof, inclusion_proof
+from ledger.audit.storage import AuditStore, AuditStoreError
+from ledger.audit.tree_heads import RefusedToSign, TreeHead, TreeHeadFormatError
+from ledger.audit.verifier import Report, verify
+from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id
+from ledger.cli.render import dumps
+from ledger.config import Settings
+from ledger.domain.errors import FieldViolation, ValidationFailed
+from ledger.signing import LedgerSigner
+
+EXIT_INVALID = 2
+EXIT_INTEGRITY = 4
+
+
+def _guarded(handler: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
+    """Integrity problems of the audit tables and unreadable tree heads end like every other
+    user-facing failure: one line on stderr and an exit code, no traceback."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return handler(args, settings)
+        except (AuditStoreError, RefusedToSign) as exc:
+            print(f"ledger: integrity error: {exc}", file=sys.stderr)
+            return EXIT_INTEGRITY
+        except TreeHeadFormatError as exc:
+            print(f"ledger: error: not a tree head: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        except BrokenPipeError:  # `ledger events | head`
+            sys.stderr.close()
+            return 0
+
+    return run
+
+
+def _read_text(path: str, field: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValidationFailed([FieldViolation(field, f"cannot be read ({reason})")]) from None
+
+
+def _load_head(path: str) -> TreeHead:
+    try:
+        data = json.loads(_read_text(path, "from_tree_head"))
+    except json.JSONDecodeError:
+        raise TreeHeadFormatError("the file is not JSON") from None
+    return TreeHead.from_json(data)
+
+
+def _public_key(args: argparse.Namespace, settings: Settings) -> str:
+    if args.public_key:
+        return _read_text(args.public_key, "public_key")
+    key_file = settings.resolved_signing_key_file
+    if not key_file.exists():
+        raise ValidationFailed(
+            [FieldViolation("public_key", "no signing key here: pass --public-key FILE")]
+        )
+    return LedgerSigner.load_or_create(key_file).public_key_pem()
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal; nothing when output is piped or captured."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("verifying", total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _summary(report: Report) -> str:
+    lines = [
+        f"checked {report.events:,} events ({report.leaves:,} leaves, "
+        f"{report.interior_nodes:,} interior nodes, {report.aggregates:,} aggregates) "
+        f"in {report.seconds:.2f}s ({report.rate:,.0f} events/s)",
+        f"tree heads: {report.tree_heads:,} checked; the newest signed one covers "
+        f"{report.latest_tree_size:,} events; {report.uncovered:,} not yet covered",
+    ]
+    if report.saved_tree_head is not None:
+        lines.append(f"your saved tree head of size {report.saved_tree_head:,} was checked")
+    if report.ok:
+        lines.append("OK: no event was altered, removed, reordered or inserted")
+    else:
+        lines.append(f"FAILED: {len(report.problems)} problem(s), first in log order first:")
+        lines += [
+            f"  {p}" + ("  (consequence of the above)" if p.consequence else "")
+            for p in report.problems
+        ]
+        if report.truncated_report:
+            lines.append("  … (more not listed)")
+    return "\n".join(lines)
+
+
+@_guarded
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    public_key = _public_key(args, settings)
+    saved = _load_head(args.from_tree_head) if args.from_tree_head else None
+    with AuditStore.open(settings) as store:
+        store.check_tables()
+        with _progress(store.size(), sys.stderr.isatty() and not args.json) as progress:
+            report = verify(store, public_key, saved_head=saved, progress=progress)
+    emit(args, report.to_json(), _summary(report))
+    first = report.first
+    if first is not None:
+        print(f"ledger: verification FAILED at {first}", file=sys.stderr)
+        return EXIT_INTEGRITY
+    return 0
+
+
+@_guarded
+def cmd_tree_head(args: argparse.Namespace, settings: Settings) -> int:
+    with open_for(settings) as ledger:
+        head = ledger.issue_tree_head()
+    print(dumps(head.to_json()))
+    return 0
+
+
+@_guarded
+def cmd_prove(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id = parse_customer_id(args.id)
+    with AuditStore.open(settings) as store:
+        store.check_tables()
+        proof = inclusion_proof(store, customer_id, args.version, args.tree_size)
+    print(dumps(proof.to_json()))
+    return 0
+
+
+@_guarded
+def cmd_consistency(args: argparse.Namespace, settings: Settings) -> int:
+    with AuditStore.open(settings) as store:
+        store.check_tables()
+        proof = consistency_proof(store, args.old_size, args.new_size)
+    print(dumps(proof.to_json()))
+    return 0
+
+
+def _event_type(topic: str) -> str:
+    return topic.rpartition(":")[2] or topic
+
+
+@_guarded
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    if args.start < 1:
+        raise ValidationFailed([FieldViolation("from", "positions start at 1")])
+    out = sys.stdout
+    with AuditStore.open(settings) as store:
+        store.check_tables()
+        with store.snapshot():
+            for count, event in enumerate(store.events(after=args.start - 1), 1):
+                if args.limit is not None and count > args.limit:
+                    break
+                if args.json:
+                    record = {
+                        "position": event.position,
+                        "originator_id": event.originator_id,
+                        "version": event.version,
+                        "topic": event.topic,
+                        "state": base64.b64encode(event.state).decode("ascii"),
+                    }
+                    out.write(json.dumps(record, separators=(",", ":")) + "\n")
+                else:
+                    out.write(
+                        f"{event.position:>10}  {event.originator_id}  v{event.version:<4} "
+                        f"{_event_type(event.topic):<16} {len(event.state):>6} bytes\n"
+                    )
+    out.flush()
+    return 0
+
+
+def cmd_field_history(args: argparse.Namespace, settings: Settings) -> int:
+    with open_for(settings) as ledger:
+        changes = ledger.read_field_history(
+            parse_customer_id(args.id), args.field, principal=settings.actor, purpose=args.purpose
+        )
+    lines = []
+    for change in changes:
+        shown = "<erased>" if change.erased else ("-" if change.value is None else change.value)
+        if isinstance(shown, list | dict):
+            shown = json.dumps(shown, ensure_ascii=False)
+        lines.append(
+            f"v{change.version}  {change.timestamp.isoformat(timespec='seconds')}  "
+            f"{change.event_type:<15} by {change.actor}: {shown}"
+        )
+    emit(args, [c.to_json() for c in changes], "\n".join(lines) or "no changes recorded")
+    return 0
+
+
+def _time(text: str | None, field: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed([FieldViolation(field, "not an ISO-8601 time")]) from None
+    if moment.tzinfo is None:
+        raise ValidationFailed([FieldViolation(field, "needs a UTC offset, e.g. Z")])
+    return moment
+
+
+def cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
+    customer = parse_customer_id(args.customer) if args.customer else None
+    since, until = _time(args.since, "since"), _time(args.until, "until")
+    with open_for(settings) as ledger:
+        entries = list(
+            ledger.access_log.entries(
+                customer_id=customer, principal=args.principal, since=since, until=until
+            )
+        )
+    lines = [
+        f"{e.position:>8}  {e.at.isoformat(timespec='seconds')}  {e.principal}  "
+        f"purpose={e.purpose}  customers={','.join(e.customer_ids)}  fields={','.join(e.fields)}"
+        for e in entries
+    ]
+    emit(args, [e.to_json() for e in entries], "\n".join(lines) or "no reads recorded")
+    return 0
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def add_commands(add: AddCommand) -> None:
+    p = add(
+        "verify",
+        cmd_verify,
+        "check the whole log against its Merkle tree and signed tree heads (exit 4 naming "
+        "the first bad position if anything was altered, removed, reordered or inserted)",
+    )
+    p.add_argument(
+        "--from-tree-head",
+        metavar="FILE",
+        help="a tree head you saved earlier (`ledger tree-head`): the log must still extend it",
+    )
+    p.add_argument(
+        "--public-key",
+        metavar="PEM_FILE",
+        help="the ledger's public key (`ledger public-key`; default: this ledger's own)",
+    )
+
+    add(
+        "tree-head",
+        cmd_tree_head,
+        "sign the log as it stands and print the latest signed tree head (JSON) for keeping",
+    )
+
+    p = add("prove", cmd_prove, "print an inclusion proof (JSON) for one event of a customer")
+    p.add_argument("id", help="customer (or other aggregate) id")
+    p.add_argument("version", type=_non_negative, help="the event's version")
+    p.add_argument("--tree-size", type=_non_negative, metavar="N", help="a signed tree head's size")
+
+    p = add(
+        "consistency",
+        cmd_consistency,
+        "print a consistency proof (JSON) between two signed tree heads",
+    )
+    p.add_argument("old_size", type=_non_negative, metavar="OLD_SIZE")
+    p.add_argument(
+        "new_size", type=_non_negative, metavar="NEW_SIZE", nargs="?", help="default: newest"
+    )
+
+    p = add(
+        "events",
+        cmd_events,
+        "stream every stored event from a position, as stored (with --json: one JSON object "
+        "per line, state in base64, for replay and independent checking)",
+    )
+    p.add_argument(
+        "--from", dest="start", type=int, default=1, metavar="POSITION", help="default: 1"
+    )
+    p.add_argument("--limit", type=_non_negative, metavar="N")
+
+    p = add("field-history", cmd_field_history, "every change of one field of a customer")
+    p.add_argument("id")
+    p.add_argument("field", help="e.g. emails, owner, external_id:CRM")
+    purpose_option(p)
+
+    p = add("access-log", cmd_access_log, "list recorded reads of personal data")
+    p.add_argument("--customer", metavar="ID")
+    p.add_argument("--principal", metavar="NAME")
+    p.add_argument("--since", metavar="ISO8601")
+    p.add_argument("--until", metavar="ISO8601")
+
+
+def purpose_option(parser: argparse.ArgumentParser) -> None:
+    """Reads of personal data say why (recorded in the access log)."""
+    parser.add_argument(
+        "--purpose",
+        default=DEFAULT_PURPOSE,
+        help=f"why you read this personal data, recorded in the access log "
+        f"(a reason code, not personal data; default: {DEFAULT_PURPOSE})",
+    )
