@@ -3,6 +3,7 @@ rows and bytes so tests can tamper with them and search them the way an attacker
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -44,6 +45,13 @@ def person(**overrides: Any) -> dict[str, Any]:
     }
     profile.update(overrides)
     return profile
+
+
+def decode_bytea(dump: bytes) -> bytes:
+    """pg_dump writes bytea columns as hex (`\\x6a6f...`): plaintext stored in one would not
+    show up in a search of the dump as written, and hex of random bytes is full of long
+    digit runs that match numeric needles by chance. Decode them, as an attacker would."""
+    return re.sub(rb"\\\\x([0-9a-f]+)", lambda m: bytes.fromhex(m.group(1).decode()), dump)
 
 
 def _flip(state: bytes) -> bytes:
@@ -177,7 +185,7 @@ class PostgresStore(StoreHandle):
             capture_output=True,
         ).stdout
         local = b"".join(p.read_bytes() for p in sorted(self.workdir.rglob("*")) if p.is_file())
-        return dump + local
+        return decode_bytea(dump) + local
 
     key_tables = ("ledger_data_keys", "ledger_key_watermarks")
 
