@@ -134,8 +134,12 @@ class AuditedAccess:
 
     def __init__(self, ledger: CustomerLedger, monitor: ReadRateMonitor | None = None) -> None:
         self.ledger = ledger
-        self.monitor = monitor or ReadRateMonitor(
-            ledger.settings.read_alert_rate, ledger.settings.read_alert_window_seconds
+        self.monitor = (
+            monitor
+            if monitor is not None
+            else ReadRateMonitor(
+                ledger.settings.read_alert_rate, ledger.settings.read_alert_window_seconds
+            )
         )
 
     def record_access(
@@ -170,7 +174,7 @@ class AuditedAccess:
                 self.monitor.rate,
                 self.monitor.window_seconds,
             )
-        access_log.commit(events)
+        self._commit(events)
 
     def record_denied(
         self,
@@ -188,4 +192,8 @@ class AuditedAccess:
             reason=reason,
             purpose=purpose,
         )
-        self.ledger.access_log.commit(attempt.collect_events())
+        self._commit(attempt.collect_events())
+
+    def _commit(self, events: list[Any]) -> None:
+        """Durable when it returns: the ledger's group committer (shared transactions)."""
+        self.ledger.access_log.commit(events)
