@@ -61,7 +61,7 @@ class CommitsAlone(AuditedAccess):
 
     commits = 0
 
-    def _commit(self, events: list[Any]) -> None:
+    def _commit(self, events: Sequence[Any]) -> None:
         self.ledger.save(*events)
         CommitsAlone.commits += 1
 
@@ -134,6 +134,12 @@ def main() -> int:
     parser.add_argument("--store", help="an empty store URL (default: temporary SQLite)")
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument(
+        "--projections",
+        choices=["inline", "worker"],
+        default="inline",
+        help="inline (default): projections catch up after every commit, records included",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "ledger-data"
@@ -143,7 +149,8 @@ def main() -> int:
             names = [f"customers/{ledger.register(PROFILE, actor='bench')}" for _ in range(200)]
             print(
                 f"store: {url.split('@')[-1]}  sequential calls: {args.calls}  "
-                f"concurrent: {args.threads} threads x {args.calls} calls"
+                f"concurrent: {args.threads} threads x {args.calls} calls  "
+                f"projections: {args.projections}"
             )
             monitor = ReadRateMonitor(0, 0)
             results = {

@@ -5,14 +5,16 @@ customers than usual is flagged; refusals are recorded too."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
-from ledger.audit.access_log import RECORDED_TOPIC
+from ledger.audit.access_log import RECORDED_TOPIC, AccessRecord
 from ledger.audit.storage import AuditStore
 from ledger.client import LedgerClient
 from ledger.v1 import audit_service_pb2 as audit
@@ -42,7 +44,7 @@ def test_every_personal_data_response_is_recorded_with_method_principal_purpose_
     crm = api.client("crm-sync", "service", purpose="kyc-refresh")
     compliance = api.client("dpo", "compliance", purpose="dsar-2026-17")
 
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         CUSTOMERS + "GetCustomer": lambda: crm.get_customer(name),
         CUSTOMERS + "UpdateCustomer": lambda: crm.update_customer(
             name, resources_pb2.Customer(emails=["ada@example.net"])
@@ -252,10 +254,13 @@ def test_bad_page_sizes_and_masks_are_invalid_argument(api: Api) -> None:
     for request, field in (
         (audit.ListAccessLogRequest(page_size=-1), "page_size"),
         (audit.ListAccessLogRequest(page_token="garbage"), "page_token"),
-        (audit.ListAccessLogRequest(read_mask={"paths": ["nope"]}), "read_mask"),
+        (
+            audit.ListAccessLogRequest(read_mask=field_mask_pb2.FieldMask(paths=["nope"])),
+            "read_mask",
+        ),
     ):
         details = fails(
-            lambda r=request: client.audit.ListAccessLog(r, **client.call_options),  # type: ignore[misc]
+            lambda r=request: client.audit.ListAccessLog(r, **client.call_options),
             Code.INVALID_ARGUMENT,
         )
         assert field in details["field_violations"]
@@ -316,7 +321,7 @@ def test_alert_fires_past_the_rate_and_not_below(watched: Api, store: StoreHandl
 def test_only_auditors_and_admins_list_alerts(watched: Api) -> None:
     for principal, role in (("svc", "service"), ("sales.a", "sales"), ("dpo", "compliance")):
         client = watched.client(principal, role)
-        fails(lambda c=client: list(c.list_access_alerts()), Code.PERMISSION_DENIED)  # type: ignore[misc]
+        fails(lambda c=client: list(c.list_access_alerts()), Code.PERMISSION_DENIED)
     assert list(watched.client("root", "admin").list_access_alerts()) == []
     denied = records(watched, "outcome = DENIED")
     assert {r.principal for r in denied} == {"svc", "sales.a", "dpo"}
@@ -326,6 +331,22 @@ def test_only_auditors_and_admins_list_alerts(watched: Api) -> None:
 def test_list_access_log_roles(api: Api) -> None:
     for principal, role in (("svc", "service"), ("sales.a", "sales")):
         client = api.client(principal, role)
-        fails(lambda c=client: list(c.list_access_log()), Code.PERMISSION_DENIED)  # type: ignore[misc]
+        fails(lambda c=client: list(c.list_access_log()), Code.PERMISSION_DENIED)
     for principal, role in (("aud", "auditor"), ("dpo", "compliance"), ("root", "admin")):
         list(api.client(principal, role).list_access_log())
+
+
+def test_records_written_before_methods_were_recorded_read_with_an_empty_method(
+    api: Api,
+) -> None:
+    """Access records of version 1 (no `method`) are upcast, not refused."""
+    ledger = api.ledger
+    name = api.client("root", "admin").create_customer(customer()).name
+    (stored,) = ledger.recorder.select_notifications(start=1, limit=10, topics=[RECORDED_TOPIC])
+    state = ledger.mapper.transcoder.decode(stored.state)
+    assert state.pop("method") == CUSTOMERS + "CreateCustomer"
+    state.pop("class_version")
+    old = dataclasses.replace(stored, state=ledger.mapper.transcoder.encode(state))
+    event = ledger.mapper.to_domain_event(old)
+    assert isinstance(event, AccessRecord.Recorded)
+    assert event.method == "" and event.customer_ids == [name.removeprefix("customers/")]

@@ -157,3 +157,9 @@ def test_the_raw_messages_carry_the_signed_head(api: Api) -> None:
     )
     assert proof.tree_head.signature and proof.tree_head.tree_size == proof.tree_size
     assert client_check.hash_leaf(proof.leaf) == proof.leaf_hash
+
+
+def test_an_empty_log_has_a_signed_empty_tree_head(api: Api) -> None:
+    head = api.client("aud", "auditor").get_tree_head()
+    assert head.tree_size == 0 and head.root_hash == client_check.EMPTY_ROOT
+    client_check.verify_tree_head(tree_head_document(head), api.ledger.signer.public_key_pem())

@@ -194,6 +194,6 @@ class AuditedAccess:
         )
         self._commit(attempt.collect_events())
 
-    def _commit(self, events: list[Any]) -> None:
+    def _commit(self, events: Sequence[Any]) -> None:
         """Durable when it returns: the ledger's group committer (shared transactions)."""
         self.ledger.access_log.commit(events)
