@@ -86,16 +86,16 @@ class Settings:
     signing_key_file: Path | None = None
     default_region: str | None = None
     key_cache_seconds: float = 5.0
-    actor: str = "cli"
-    api: ApiSettings = field(default_factory=lambda: ApiSettings())
-    index_key_file: Path | None = None
-    review_after_days: int = 365
-    projection_mode: str = "inline"
     # The access-audit anomaly rule (ledger.audit.read_alerts): a principal that reads more
     # than `read_alert_rate` distinct customers within `read_alert_window_seconds` is
     # flagged; 0 turns the rule off.
     read_alert_rate: int = 200
     read_alert_window_seconds: float = 60.0
+    actor: str = "cli"
+    api: ApiSettings = field(default_factory=lambda: ApiSettings())
+    index_key_file: Path | None = None
+    review_after_days: int = 365
+    projection_mode: str = "inline"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -125,13 +125,13 @@ class Settings:
             signing_key_file=path("LEDGER_SIGNING_KEY_FILE"),
             default_region=region.upper() if region else None,
             key_cache_seconds=cache_seconds,
+            read_alert_rate=_whole(env, "LEDGER_READ_ALERT_RATE", 200),
+            read_alert_window_seconds=_number(env, "LEDGER_READ_ALERT_WINDOW", 60, minimum=0),
             actor=env.get("LEDGER_ACTOR") or f"cli:{getpass.getuser()}",
             api=ApiSettings.from_env(env),
             index_key_file=path("LEDGER_INDEX_KEY_FILE"),
             review_after_days=int(review),
             projection_mode=mode,
-            read_alert_rate=_whole(env, "LEDGER_READ_ALERT_RATE", 200),
-            read_alert_window_seconds=_number(env, "LEDGER_READ_ALERT_WINDOW", 60, minimum=0),
         )
 
     def with_store(self, store_url: str) -> Settings:

@@ -50,10 +50,6 @@ SEASONING = [
     "addresses.country",
     "given_name",
     "sales.alice",
-    "GB",
-    "+44 20 7946 0018",
-    "ada@example.org",
-    "Registered",
     # Filters of the audit listings (ListAccessLog, ListAccessAlerts), good and bad.
     'principal = "sales.alice"',
     'customer = "customers/x"',
@@ -64,6 +60,10 @@ SEASONING = [
     'principal = "a" AND',
     'method = "GetCustomer" AND purpose = "x"',
     '"',
+    "GB",
+    "+44 20 7946 0018",
+    "ada@example.org",
+    "Registered",
     "\x00",
     "é" * 300,
 ]
