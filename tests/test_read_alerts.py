@@ -45,6 +45,14 @@ def test_one_alert_per_window_then_again_once_it_passed() -> None:
     assert monitor.observe("p", ["g"], at(12)) is not None  # still reading widely: again
 
 
+def test_an_alert_that_could_not_be_stored_is_raised_again() -> None:
+    monitor = ReadRateMonitor(rate=1, window_seconds=60)
+    assert monitor.observe("p", ["a", "b"], at(0)) is not None
+    monitor.rearm("p")  # e.g. the store refused the transaction holding it
+    assert monitor.observe("p", ["c"], at(1)) is not None
+    assert monitor.observe("p", ["d"], at(2)) is None
+
+
 def test_reads_leave_the_window() -> None:
     monitor = ReadRateMonitor(rate=2, window_seconds=10)
     assert monitor.observe("p", ["a", "b"], at(0)) is None

@@ -174,7 +174,12 @@ class AuditedAccess:
                 self.monitor.rate,
                 self.monitor.window_seconds,
             )
-        self._commit(events)
+        try:
+            self._commit(events)
+        except BaseException:
+            if alert is not None:  # not stored: the next read past the rate raises it again
+                self.monitor.rearm(principal)
+            raise
 
     def record_denied(
         self,

@@ -135,6 +135,13 @@ class ReadRateMonitor:
                 customer_ids=latest,
             )
 
+    def rearm(self, principal: str) -> None:
+        """The alert just raised for `principal` could not be stored: raise it again next."""
+        with self._lock:
+            reads = self._principals.get(principal)
+            if reads is not None:
+                reads.quiet_until = None
+
     def _forget_idle(self, moment: datetime) -> None:
         """Drop principals with nothing in the window (keeps memory bounded by activity)."""
         if len(self._principals) < 1_000:
