@@ -97,6 +97,8 @@ def test_bad_filter_order_page_size_and_page_token_are_invalid_argument(api: Api
         "state = GONE",
         'update_time >= "yesterday"',
         'update_time >= "2026-01-01T00:00:00"',
+        'update_time >= "9999-12-31T23:59:59-23:59"',
+        'owner = "a\x00b"',
         'country = "Britain"',
         "owner =",
         "(owner = a)",

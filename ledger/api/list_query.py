@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ledger.api.errors import ApiError
 from ledger.domain.customer import ACTIVE, ERASED_STATUS, MERGED_STATUS
@@ -95,7 +95,10 @@ def _time(value: str) -> datetime:
         raise ApiError.invalid("filter", "update_time needs an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise ApiError.invalid("filter", "update_time needs a UTC offset, e.g. Z")
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. year 9999 with a negative offset
+        raise ApiError.invalid("filter", "update_time is out of range") from None
 
 
 def parse_filter(text: str, *, show_erased: bool = False) -> ListQuery:
@@ -113,6 +116,8 @@ def parse_filter(text: str, *, show_erased: bool = False) -> ListQuery:
             values[attribute] = _time(value)
         elif not value:
             raise ApiError.invalid("filter", f"{field} needs a value")
+        elif not value.isprintable():
+            raise ApiError.invalid("filter", f"{field} must be printable text")
         else:
             values[attribute] = value
     hide_merged = show_erased and "state" not in terms
