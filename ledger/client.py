@@ -154,6 +154,84 @@ class LedgerClient:
         )
         return self.customers.MarkVerified(request, **self.call_options)
 
+    def list_customers(
+        self,
+        *,
+        filter: str = "",
+        order_by: str = "",
+        page_size: int = 0,
+        read_mask: Sequence[str] = (),
+        show_erased: bool = False,
+    ) -> Iterator[resources_pb2.Customer]:
+        """Every customer matching `filter` (AIP-160, e.g. 'owner = "sales.uk" AND
+        tags:"vip"'), in `order_by` order, following page tokens."""
+        for page in self.list_customer_pages(
+            filter=filter,
+            order_by=order_by,
+            page_size=page_size,
+            read_mask=read_mask,
+            show_erased=show_erased,
+        ):
+            yield from page.customers
+
+    def list_customer_pages(
+        self,
+        *,
+        filter: str = "",
+        order_by: str = "",
+        page_size: int = 0,
+        read_mask: Sequence[str] = (),
+        show_erased: bool = False,
+    ) -> Iterator[customer_service_pb2.ListCustomersResponse]:
+        """The raw pages of a listing (for callers that keep the page tokens themselves)."""
+        token = ""
+        while True:
+            request = customer_service_pb2.ListCustomersRequest(
+                filter=filter,
+                order_by=order_by,
+                page_size=page_size,
+                page_token=token,
+                read_mask=field_mask_pb2.FieldMask(paths=list(read_mask)),
+                show_erased=show_erased,
+            )
+            response = self.customers.ListCustomers(request, **self.call_options)
+            yield response
+            token = response.next_page_token
+            if not token:
+                return
+
+    def merge_customers(
+        self,
+        survivor: str,
+        source: str,
+        *,
+        etag: str = "",
+        source_etag: str = "",
+        take_from_source: Sequence[str] = (),
+        reason: str = "",
+        request_id: str = "",
+    ) -> resources_pb2.Customer:
+        """Merge `source` into `survivor`; returns the survivor."""
+        request = customer_service_pb2.MergeCustomersRequest(
+            name=_name(survivor),
+            source=_name(source),
+            etag=etag,
+            source_etag=source_etag,
+            reason=reason,
+            request_id=request_id,
+            take_from_source=field_mask_pb2.FieldMask(paths=list(take_from_source)),
+        )
+        return self.customers.MergeCustomers(request, **self.call_options)
+
+    def unmerge_customer(
+        self, customer: str, *, etag: str = "", reason: str = ""
+    ) -> resources_pb2.Customer:
+        """Undo the merge of `customer` (`etag`: the survivor's, as read); returns it."""
+        request = customer_service_pb2.UnmergeCustomerRequest(
+            name=_name(customer), etag=etag, reason=reason
+        )
+        return self.customers.UnmergeCustomer(request, **self.call_options)
+
     # AuditService -----------------------------------------------------------------------------
 
     def stream_events(

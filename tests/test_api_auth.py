@@ -102,6 +102,11 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
     def fresh() -> str:
         return admin.create_customer(customer(owner="sales.alice")).name
 
+    def merged() -> str:
+        source = fresh()
+        admin.merge_customers(fresh(), source)
+        return source
+
     return {
         "CreateCustomer": (
             "customers",
@@ -120,8 +125,11 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
             lambda: customers.AssignOwnerRequest(name=owned, owner="sales.alice"),
         ),
         "MarkVerified": ("customers", lambda: customers.MarkVerifiedRequest(name=owned)),
-        "MergeCustomers": ("customers", customers.MergeCustomersRequest),
-        "UnmergeCustomer": ("customers", customers.UnmergeCustomerRequest),
+        "MergeCustomers": (
+            "customers",
+            lambda: customers.MergeCustomersRequest(name=fresh(), source=fresh()),
+        ),
+        "UnmergeCustomer": ("customers", lambda: customers.UnmergeCustomerRequest(name=merged())),
         "FindDuplicates": ("customers", customers.FindDuplicatesRequest),
         "StreamEvents": ("audit", audit.StreamEventsRequest),
         "ListCustomerEvents": ("audit", lambda: audit.ListCustomerEventsRequest(parent=owned)),

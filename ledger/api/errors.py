@@ -33,10 +33,13 @@ from ledger.audit.tree_heads import RefusedToSign
 from ledger.crypto_shred.keystore import KeyStoreError
 from ledger.crypto_shred.mapper import SealError
 from ledger.domain.errors import (
+    ConcurrentChange,
     CustomerErasedError,
+    CustomerMergedError,
     CustomerNotFound,
     FieldViolation,
     HistoryNotFound,
+    MergeRefused,
     StaleVersion,
     ValidationFailed,
 )
@@ -189,6 +192,27 @@ def status_of(error: BaseException) -> status_pb2.Status:
         return _status(
             code.FAILED_PRECONDITION, "CUSTOMER_ERASED", str(error), {"customer": name}, [failure]
         )
+    if isinstance(error, CustomerMergedError):
+        name = f"customers/{error.customer_id}"
+        into = f"customers/{error.target_id}"
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type="MERGED", subject=name, description=f"merged into {into}"
+                )
+            ]
+        )
+        return _status(
+            code.FAILED_PRECONDITION,
+            "CUSTOMER_MERGED",
+            str(error),
+            {"customer": name, "merged_into": into},
+            [failure],
+        )
+    if isinstance(error, ConcurrentChange):
+        return _status(code.ABORTED, "CONCURRENT_CHANGE", str(error))
+    if isinstance(error, MergeRefused):
+        return _status(code.FAILED_PRECONDITION, "MERGE_REFUSED", str(error))
     if isinstance(error, StaleVersion):
         return _status(
             code.ABORTED,
