@@ -46,6 +46,7 @@ def test_every_personal_data_response_is_recorded_with_method_principal_purpose_
 
     calls: dict[str, Callable[[], object]] = {
         CUSTOMERS + "GetCustomer": lambda: crm.get_customer(name),
+        CUSTOMERS + "ListCustomers": lambda: list(crm.list_customers()),
         CUSTOMERS + "UpdateCustomer": lambda: crm.update_customer(
             name, resources_pb2.Customer(emails=["ada@example.net"])
         ),
