@@ -89,8 +89,11 @@ class CustomerLedger(Application[UUID]):
         self.committer = GroupCommitter(
             save=lambda events: self.save(*events), create_keys=self.keys.create_many
         )
-        # Reads of personal data are recorded as events in this same log (ledger.audit).
-        self.access_log = AccessLog(self)
+        # Reads of personal data are recorded as events in this same log (ledger.audit),
+        # through the group committer: concurrent reads share one transaction.
+        self.access_log = AccessLog(
+            self, commit=lambda events: self.committer.commit(Write(events))
+        )
         self._signs_on_close = True
 
     def construct_mapper(self) -> Mapper[UUID]:
@@ -396,14 +399,18 @@ class CustomerLedger(Application[UUID]):
 
     def read(self, customer_id: UUID, *, principal: str, purpose: str) -> CustomerView:
         view = self.get(customer_id)
-        self.access_log.record(principal, purpose, [customer_id], PERSONAL_FIELDS)
+        self.access_log.record(
+            principal, purpose, [customer_id], PERSONAL_FIELDS, method="ledger.read"
+        )
         return view
 
     def read_history(
         self, customer_id: UUID, *, principal: str, purpose: str
     ) -> list[HistoryEntry]:
         entries = self.history(customer_id)
-        self.access_log.record(principal, purpose, [customer_id], PERSONAL_FIELDS)
+        self.access_log.record(
+            principal, purpose, [customer_id], PERSONAL_FIELDS, method="ledger.read_history"
+        )
         return entries
 
     def read_as_of(
@@ -416,7 +423,9 @@ class CustomerLedger(Application[UUID]):
         at: datetime | None = None,
     ) -> CustomerView:
         view = self.as_of(customer_id, version=version, at=at)
-        self.access_log.record(principal, purpose, [customer_id], PERSONAL_FIELDS)
+        self.access_log.record(
+            principal, purpose, [customer_id], PERSONAL_FIELDS, method="ledger.read_as_of"
+        )
         return view
 
     def read_field_history(
@@ -426,7 +435,9 @@ class CustomerLedger(Application[UUID]):
         the field is personal; owner, locale and tags are not)."""
         changes = field_history(self._events(customer_id), field)
         if is_personal(field):
-            self.access_log.record(principal, purpose, [customer_id], [field])
+            self.access_log.record(
+                principal, purpose, [customer_id], [field], method="ledger.read_field_history"
+            )
         return changes
 
     # Internals ----------------------------------------------------------------------------

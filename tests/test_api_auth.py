@@ -139,9 +139,15 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
             lambda: audit.GetFieldHistoryRequest(name=owned, field="tags"),
         ),
         "GetTreeHead": ("audit", audit.GetTreeHeadRequest),
-        "GetInclusionProof": ("audit", audit.GetInclusionProofRequest),
-        "GetConsistencyProof": ("audit", audit.GetConsistencyProofRequest),
+        "GetInclusionProof": ("audit", lambda: audit.GetInclusionProofRequest(position=1)),
+        "GetConsistencyProof": (
+            "audit",
+            lambda: audit.GetConsistencyProofRequest(
+                first_tree_size=api.ledger.issue_tree_head().tree_size
+            ),
+        ),
         "ListAccessLog": ("audit", audit.ListAccessLogRequest),
+        "ListAccessAlerts": ("audit", audit.ListAccessAlertsRequest),
         "EraseCustomer": (
             "compliance",
             lambda: compliance.EraseCustomerRequest(
@@ -186,7 +192,9 @@ def test_each_role_is_allowed_exactly_the_methods_of_the_table(api: Api) -> None
                 denials += 1
     records = denied_records(api)
     assert len(records) == denials
-    assert {(r.principal, r.method) for r in records} >= {("auditor.one", "CreateCustomer")}
+    assert {(r.principal, r.method) for r in records} >= {
+        ("auditor.one", "/ledger.v1.CustomerService/CreateCustomer")
+    }
 
 
 # The owner rule for sales -------------------------------------------------------------------

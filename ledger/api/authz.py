@@ -62,6 +62,7 @@ METHOD_ACCESS: dict[str, dict[Role, Scope]] = {
     "GetInclusionProof": {S: ALL, AU: ALL, C: ALL, AD: ALL},
     "GetConsistencyProof": {S: ALL, AU: ALL, C: ALL, AD: ALL},
     "ListAccessLog": {AU: ALL, C: ALL, AD: ALL},
+    "ListAccessAlerts": {AU: ALL, AD: ALL},
     # ComplianceService
     "EraseCustomer": {C: ALL, AD: ALL},
     "ExportCustomerData": {C: ALL, AD: ALL},

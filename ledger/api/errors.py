@@ -27,6 +27,9 @@ from grpc_status import rpc_status
 
 from ledger.api.authz import AccessDenied
 from ledger.api.tokens import TokenError
+from ledger.audit.proofs import ProofUnavailable
+from ledger.audit.storage import AuditStoreError
+from ledger.audit.tree_heads import RefusedToSign
 from ledger.crypto_shred.keystore import KeyStoreError
 from ledger.crypto_shred.mapper import SealError
 from ledger.domain.errors import (
@@ -221,6 +224,11 @@ def status_of(error: BaseException) -> status_pb2.Status:
                 "current_etag": str(error.actual),
             },
         )
+    if isinstance(error, AuditStoreError | RefusedToSign):
+        log.error("audit integrity failure: %s", error)
+        return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))
+    if isinstance(error, ProofUnavailable):
+        return _status(code.NOT_FOUND, "PROOF_UNAVAILABLE", str(error))
     if isinstance(error, SealError):
         log.error("integrity failure: %s", error)
         return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))
