@@ -83,3 +83,13 @@ class CustomerMergedError(LedgerError):
 class MergeRefused(LedgerError):
     """A merge, an unmerge, or an erasure that would break a merge, is not possible as
     asked; the message says why and what to do (ids only)."""
+
+
+class LikelyDuplicate(LedgerError):
+    """Registration refused (LEDGER_DUPLICATE_POLICY=refuse): the new customer is probably
+    one the ledger already has. Names the existing customers' ids and scores, never a value."""
+
+    def __init__(self, matches: list[tuple[str, float]]) -> None:
+        self.matches = matches
+        listed = ", ".join(f"{customer_id} ({score:.2f})" for customer_id, score in matches)
+        super().__init__(f"likely a duplicate of {listed}; nothing was registered")
