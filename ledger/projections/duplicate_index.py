@@ -27,7 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.crypto_shred.keyring import KeyRing
-from ledger.domain.customer import ACTIVE, ERASED_STATUS
+from ledger.domain.customer import ACTIVE
 from ledger.projections.base import PositionedEvent, Projection, Tombstone
 from ledger.projections.current_view import chunks
 from ledger.projections.dedup import BlockingKeyer, DuplicateIndex, Model, Record, prepare
@@ -44,7 +44,7 @@ MODEL_NAME = "current"
 RECORD_COLUMNS = ("customer_id", "version", "status", "owner", "personal")
 RECORD_TYPES = {"version": "bigint", "personal": "bytea"}
 # The blocking secret is derived from the index key, domain-separated from lookup digests.
-BLOCKING_SECRET_KIND = "duplicate-blocking-key"
+BLOCKING_SECRET_KIND = "duplicate-blocking-key"  # noqa: S105 - a label, not a secret
 _NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # the fold wants times; these rows keep none
 
 _DDL = [
@@ -112,11 +112,7 @@ class DuplicateIndexProjection(Projection):
         clear_caches()  # memoised canonical names are copies too (DESIGN invariant 3)
         self.write(
             tx,
-            [
-                CustomerState.tombstone(
-                    tombstone.customer_id, tombstone.version, _NO_TIME, _NO_TIME
-                )
-            ],
+            [CustomerState.tombstone(tombstone.customer_id, tombstone.version, _NO_TIME, _NO_TIME)],
         )
 
     # Rows -----------------------------------------------------------------------------------
@@ -224,8 +220,7 @@ class TableKeyStore:
     def some_customers(self, limit: int) -> list[str]:
         with self.db.reading() as tx:
             rows = tx.rows(
-                f"SELECT customer_id FROM {RECORDS} WHERE status = ?"
-                " ORDER BY customer_id LIMIT ?",
+                f"SELECT customer_id FROM {RECORDS} WHERE status = ? ORDER BY customer_id LIMIT ?",
                 (ACTIVE, limit),
             )
         return [str(row[0]) for row in rows]
@@ -243,9 +238,7 @@ class SealedRecords:
     owner's customers). Decrypted data lives in memory for one call only; `load_all`
     (batch runs) keeps it for the run, in an object the caller drops afterwards."""
 
-    def __init__(
-        self, db: ProjectionDatabase, keys: KeyRing, *, owner: str | None = None
-    ) -> None:
+    def __init__(self, db: ProjectionDatabase, keys: KeyRing, *, owner: str | None = None) -> None:
         self.db = db
         self.keys = keys
         self.sealer = RowSealer(keys, RECORDS)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ledger.projections.base import Projection
 from ledger.projections.current_view import CurrentView
-from ledger.projections.duplicate_index import DuplicateIndexProjection, blocking_keyer
+from ledger.projections.duplicate_index import DuplicateIndexProjection
 from ledger.projections.duplicates import DuplicateQueries
 from ledger.projections.index_key import IndexKey
 from ledger.projections.quality import DataQuality
