@@ -122,7 +122,7 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
         "MarkVerified": ("customers", lambda: customers.MarkVerifiedRequest(name=owned)),
         "MergeCustomers": ("customers", customers.MergeCustomersRequest),
         "UnmergeCustomer": ("customers", customers.UnmergeCustomerRequest),
-        "FindDuplicates": ("customers", customers.FindDuplicatesRequest),
+        "FindDuplicates": ("customers", lambda: customers.FindDuplicatesRequest(name=owned)),
         "StreamEvents": ("audit", audit.StreamEventsRequest),
         "ListCustomerEvents": ("audit", lambda: audit.ListCustomerEventsRequest(parent=owned)),
         "GetCustomerAsOf": ("audit", lambda: audit.GetCustomerAsOfRequest(name=owned, version=1)),

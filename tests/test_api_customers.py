@@ -188,7 +188,6 @@ def test_methods_of_the_other_branches_are_unimplemented_with_a_reason(api: Api)
         (stub.ListCustomers, customer_service_pb2.ListCustomersRequest()),
         (stub.MergeCustomers, customer_service_pb2.MergeCustomersRequest()),
         (stub.UnmergeCustomer, customer_service_pb2.UnmergeCustomerRequest()),
-        (stub.FindDuplicates, customer_service_pb2.FindDuplicatesRequest()),
     ):
         details = fails(lambda c=call, r=request: c(r, **client.call_options), Code.UNIMPLEMENTED)
         assert details["reason"] == "NOT_YET_AVAILABLE"

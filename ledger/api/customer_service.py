@@ -17,6 +17,7 @@ from ledger.api import convert
 from ledger.api.api_store import ApiStore
 from ledger.api.authz import AccessDenied
 from ledger.api.customer_access import CustomerAccess
+from ledger.api.duplicate_search import find_duplicates
 from ledger.api.errors import ApiError, customer_field, renamed
 from ledger.api.rpc import Call
 from ledger.application import CustomerLedger
@@ -175,5 +176,7 @@ class CustomerService:
     def UnmergeCustomer(self, request: pb.UnmergeCustomerRequest, call: Call) -> object:
         raise ApiError.unimplemented("UnmergeCustomer", "the projections (merge and unmerge)")
 
-    def FindDuplicates(self, request: pb.FindDuplicatesRequest, call: Call) -> object:
-        raise ApiError.unimplemented("FindDuplicates", "the projections (duplicate index)")
+    def FindDuplicates(
+        self, request: pb.FindDuplicatesRequest, call: Call
+    ) -> pb.FindDuplicatesResponse:
+        return find_duplicates(call, request, self.ledger)
