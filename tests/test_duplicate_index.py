@@ -6,13 +6,15 @@ queries rank, explain and respect an owner restriction."""
 from __future__ import annotations
 
 import csv
+import json
+from dataclasses import replace
 from pathlib import Path
 from uuid import UUID
 
 from ledger.application import CustomerLedger
 from ledger.importer import CsvImporter, parse_mapping
 from ledger.projections.dedup import prepare
-from ledger.projections.duplicate_index import DuplicateIndexProjection
+from ledger.projections.duplicate_index import DuplicateIndexProjection, save_model
 from ledger.projections.wiring import duplicate_queries, runner_of
 from tests.helpers import StoreHandle, person
 from tests.projection_support import dump_tables
@@ -189,3 +191,18 @@ def test_import_warns_or_refuses_likely_duplicates_by_line(
         assert {of for of, _ in refused.duplicates[0].matches} == ada_ids
         assert "Ada" not in str(refused.duplicates[0]) and "ada@" not in str(refused.to_json())
         assert store.execute("SELECT COUNT(*) FROM current_view")[0][0] == before
+
+
+def test_fitted_model_is_stored_and_survives_a_rebuild(store: StoreHandle) -> None:
+    with store.open() as ledger:
+        ledger.register(person(), actor=ACTOR)
+        queries = duplicate_queries(ledger)
+        assert queries.model.method == "start"  # nothing fitted yet
+        fitted = replace(queries.model, prior=0.25, method="em", pairs=1234)
+        save_model(runner_of(ledger).db, fitted)
+        save_model(runner_of(ledger).db, fitted)  # replaces, one row
+        assert duplicate_queries(ledger).model.as_dict() == fitted.as_dict()
+        runner_of(ledger).rebuild([DuplicateIndexProjection.name])
+        assert duplicate_queries(ledger).model.as_dict() == fitted.as_dict()
+        rows = store.execute("SELECT name, model FROM duplicate_model")
+        assert len(rows) == 1 and json.loads(rows[0][1])["prior"] == 0.25
