@@ -14,7 +14,11 @@ from uuid import UUID
 from ledger.application import CustomerLedger
 from ledger.importer import CsvImporter, parse_mapping
 from ledger.projections.dedup import prepare
-from ledger.projections.duplicate_index import DuplicateIndexProjection, save_model
+from ledger.projections.duplicate_index import (
+    DuplicateIndexProjection,
+    TableKeyStore,
+    save_model,
+)
 from ledger.projections.wiring import duplicate_queries, runner_of
 from tests.helpers import StoreHandle, person
 from tests.projection_support import dump_tables
@@ -130,6 +134,12 @@ def test_queries_rank_explain_and_respect_the_owner(store: StoreHandle) -> None:
         assert [m.customer_id for m in mine] == [str(typo)]
         assert [m.customer_id for m in queries.candidates_of(ada)] == [str(typo)]
         assert queries.candidates_of(ada, owner="sales.a") == []  # only itself is Ada's
+        blocks = TableKeyStore(runner_of(ledger).db)
+        keys = key_rows(store, ada) | key_rows(store, typo)
+        shared = {k: set(m) for k, m in blocks.members(keys, 200).items() if len(m) > 1}
+        assert shared and all(m == {str(ada), str(typo)} for m in shared.values())
+        assert all(len(m) == 1 for m in blocks.members(keys, 1).values())  # big blocks skipped
+        assert set(blocks.members(keys, 1)) == keys - set(shared)
         result = queries.report()
         assert [(p.first, p.second) for p in result.report.pairs] == [
             tuple(sorted((str(ada), str(typo))))

@@ -185,23 +185,16 @@ class TableKeyStore:
         if not wanted:
             return {}
         found: dict[bytes, list[str]] = {}
-        with self.db.reading(snapshot=True) as tx:
+        with self.db.reading() as tx:  # one statement: the blocks small enough, and members
             where, params = tx.is_in("key_hash", wanted)
-            small = [
-                bytes(row[0])
-                for row in tx.rows(
-                    f"SELECT key_hash FROM {KEYS} WHERE {where}"
-                    " GROUP BY key_hash HAVING COUNT(*) <= ?",
-                    [*params, max_block],
-                )
-            ]
-            if not small:
-                return {}
-            where, params = tx.is_in("key_hash", small)
-            for key_hash, customer_id in tx.rows(
-                f"SELECT key_hash, customer_id FROM {KEYS} WHERE {where}", params
-            ):
-                found.setdefault(bytes(key_hash), []).append(str(customer_id))
+            rows = tx.rows(
+                f"SELECT key_hash, customer_id FROM {KEYS} WHERE key_hash IN ("
+                f" SELECT key_hash FROM {KEYS} WHERE {where}"
+                " GROUP BY key_hash HAVING COUNT(*) <= ?)",
+                [*params, max_block],
+            )
+        for key_hash, customer_id in rows:
+            found.setdefault(bytes(key_hash), []).append(str(customer_id))
         return dict(found)
 
     def shared_blocks(self, max_block: int) -> Iterable[Collection[str]]:
