@@ -13,9 +13,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from ledger.projections.dedup.batch import DEFAULT_MIN_SCORE
+
 DEFAULT_STORE = "sqlite:///ledger-data/ledger.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
 PROJECTION_MODES = ("inline", "worker")
+DUPLICATE_POLICIES = ("off", "warn", "refuse")
 
 
 class ConfigError(ValueError):
@@ -96,6 +99,8 @@ class Settings:
     index_key_file: Path | None = None
     review_after_days: int = 365
     projection_mode: str = "inline"
+    duplicate_policy: str = "warn"  # registering a likely duplicate: off | warn | refuse
+    duplicate_threshold: float = DEFAULT_MIN_SCORE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +122,14 @@ class Settings:
         mode = env.get("LEDGER_PROJECTIONS") or "inline"
         if mode not in PROJECTION_MODES:
             raise ConfigError(f"LEDGER_PROJECTIONS: expected one of {', '.join(PROJECTION_MODES)}")
+        policy = env.get("LEDGER_DUPLICATE_POLICY") or "warn"
+        if policy not in DUPLICATE_POLICIES:
+            raise ConfigError(
+                f"LEDGER_DUPLICATE_POLICY: expected one of {', '.join(DUPLICATE_POLICIES)}"
+            )
+        threshold = _number(env, "LEDGER_DUPLICATE_THRESHOLD", DEFAULT_MIN_SCORE, minimum=0)
+        if not 0.0 <= threshold <= 1.0:  # also refuses nan
+            raise ConfigError("LEDGER_DUPLICATE_THRESHOLD: a score between 0 and 1")
         return cls(
             store_url=env.get("LEDGER_STORE") or DEFAULT_STORE,
             key_store_url=env.get("LEDGER_KEY_STORE") or None,
@@ -132,6 +145,8 @@ class Settings:
             index_key_file=path("LEDGER_INDEX_KEY_FILE"),
             review_after_days=int(review),
             projection_mode=mode,
+            duplicate_policy=policy,
+            duplicate_threshold=threshold,
         )
 
     def with_store(self, store_url: str) -> Settings:

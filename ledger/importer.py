@@ -15,6 +15,12 @@ Problems are reported by line number and field, never by value.
 Rows are registered in batches (`CustomerLedger.register_many`: the keys in one key-store
 transaction, the events in one save), which is what makes thousands of rows take seconds.
 Everything that can be checked before writing (the file, the header, the mapping) is.
+
+Likely duplicates (LEDGER_DUPLICATE_POLICY, see `ledger.projections.duplicates`): each row
+is looked up in the duplicate index (customers registered before, including earlier
+batches of this file once the projections have caught up) and among the other rows of its
+batch. `warn` imports the row and reports the line with the likely duplicates' ids (or line
+numbers); `refuse` rejects it, with the same report.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from uuid import UUID
 from ledger.application import CustomerLedger
 from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.domain.profile import ADDRESS_FIELDS, EXTERNAL_ID_PREFIX, validate_registration
+from ledger.projections.dedup import DuplicateIndex
 
 SCALAR_FIELDS = ("given_name", "family_name", "birth_date", "locale", "owner")
 LIST_FIELDS = ("emails", "phones", "tags")
@@ -89,6 +96,28 @@ class RowProblem:
         return f"line {self.line}: {what} " + "; ".join(str(v) for v in self.violations)
 
 
+@dataclass(frozen=True)
+class DuplicateNote:
+    """A row that looks like a customer already in the ledger or another row of the file:
+    ids and line numbers with scores, never a value."""
+
+    line: int
+    matches: list[tuple[str, float]]  # (customer id or "line N", score), best first
+    rejected: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "rejected": self.rejected,
+            "likely_duplicates": [{"of": of, "score": round(s, 4)} for of, s in self.matches],
+        }
+
+    def __str__(self) -> str:
+        what = "rejected as" if self.rejected else "imported, but"
+        listed = ", ".join(f"{of} ({score:.2f})" for of, score in self.matches)
+        return f"line {self.line}: {what} likely duplicate of {listed}"
+
+
 @dataclass
 class ImportSummary:
     file: str
@@ -100,6 +129,7 @@ class ImportSummary:
     ignored_columns: list[str] = field(default_factory=list)
     problems: list[RowProblem] = field(default_factory=list)
     registered: list[tuple[int, UUID]] = field(default_factory=list)  # (line, new id)
+    duplicates: list[DuplicateNote] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +143,7 @@ class ImportSummary:
             "ignored_columns": self.ignored_columns,
             "problems": [p.to_json() for p in self.problems],
             "registered": [{"line": line, "id": str(i)} for line, i in self.registered],
+            "likely_duplicates": [note.to_json() for note in self.duplicates],
         }
 
 
@@ -129,7 +160,9 @@ class CsvImporter:
         strict: bool = False,
         delimiter: str = ",",
         batch_size: int = DEFAULT_BATCH,
+        duplicate_policy: str | None = None,
     ) -> None:
+        """`duplicate_policy`: off | warn | refuse (default: the ledger's setting)."""
         violations = []
         if default_country is not None and not _COUNTRY.fullmatch(default_country):
             violations.append(FieldViolation("--default-country", "not a two-letter country code"))
@@ -148,6 +181,7 @@ class CsvImporter:
         self.strict = strict
         self.delimiter = delimiter
         self.batch_size = batch_size
+        self.duplicate_policy = duplicate_policy or ledger.settings.duplicate_policy
 
     # The whole file ----------------------------------------------------------------------------
 
@@ -181,6 +215,7 @@ class CsvImporter:
         pending: list[tuple[int, dict[str, Any], list[FieldViolation]]],
         summary: ImportSummary,
     ) -> None:
+        self._screen(pending, summary)
         if not pending:
             return
         ids = self.ledger.register_many(
@@ -191,6 +226,37 @@ class CsvImporter:
         summary.registered += [(line, i) for (line, _, _), i in zip(pending, ids, strict=True)]
         summary.imported += len(ids)
         pending.clear()
+
+    def _screen(
+        self,
+        pending: list[tuple[int, dict[str, Any], list[FieldViolation]]],
+        summary: ImportSummary,
+    ) -> None:
+        """Apply the duplicate policy to a batch (refused rows leave `pending`)."""
+        if self.duplicate_policy == "off" or not pending:
+            return
+        from ledger.projections.wiring import duplicate_queries
+
+        queries = duplicate_queries(self.ledger)
+        batch = DuplicateIndex(queries.keyer, model=queries.model)  # this batch's rows
+        kept = []
+        for line, profile, warnings in pending:
+            found = [(m.customer_id, m.score) for m in queries.candidates(profile)]
+            found += [
+                (f"line {m.customer_id}", m.score)
+                for m in batch.lookup(profile, min_score=queries.threshold)
+            ]
+            found.sort(key=lambda match: -match[1])
+            refused = bool(found) and self.duplicate_policy == "refuse"
+            if found:
+                summary.duplicates.append(DuplicateNote(line, found[:5], refused))
+            if refused:
+                summary.rejected += 1
+                summary.with_warnings -= 1 if warnings else 0
+                continue
+            batch.add(str(line), profile)
+            kept.append((line, profile, warnings))
+        pending[:] = kept
 
     def _check_file(self, path: Path) -> tuple[list[str], int]:
         """Read the whole file once before writing anything: unreadable text, a missing

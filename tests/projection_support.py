@@ -17,6 +17,8 @@ PROJECTION_TABLES = (
     "current_view_tags",
     "current_view_lookup",
     "data_quality",
+    "duplicate_keys",
+    "duplicate_records",
 )
 
 

@@ -130,7 +130,7 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
             lambda: customers.MergeCustomersRequest(name=fresh(), source=fresh()),
         ),
         "UnmergeCustomer": ("customers", lambda: customers.UnmergeCustomerRequest(name=merged())),
-        "FindDuplicates": ("customers", customers.FindDuplicatesRequest),
+        "FindDuplicates": ("customers", lambda: customers.FindDuplicatesRequest(name=owned)),
         "StreamEvents": ("audit", audit.StreamEventsRequest),
         "ListCustomerEvents": ("audit", lambda: audit.ListCustomerEventsRequest(parent=owned)),
         "GetCustomerAsOf": ("audit", lambda: audit.GetCustomerAsOfRequest(name=owned, version=1)),

@@ -8,7 +8,7 @@ import grpc
 
 from ledger.audit.access_log import RECORDED_TOPIC
 from ledger.client import LedgerClient
-from ledger.v1 import customer_service_pb2, resources_pb2
+from ledger.v1 import resources_pb2
 from tests.api_support import Api, api, customer, fails
 
 __all__ = ["api"]  # the fixture
@@ -183,14 +183,6 @@ def test_not_found_and_erased(api: Api) -> None:
         lambda: client.erase_customer(created.name, legal_basis="again", reason="again"),
         Code.FAILED_PRECONDITION,
     )
-
-
-def test_methods_of_the_other_branches_are_unimplemented_with_a_reason(api: Api) -> None:
-    client = api.client("root", "admin")
-    stub = client.customers
-    for call, request in ((stub.FindDuplicates, customer_service_pb2.FindDuplicatesRequest()),):
-        details = fails(lambda c=call, r=request: c(r, **client.call_options), Code.UNIMPLEMENTED)
-        assert details["reason"] == "NOT_YET_AVAILABLE"
 
 
 def test_client_accepts_bare_ids(api: Api) -> None:

@@ -91,7 +91,7 @@ def test_import_list_lookup_merge_quality_rebuild(store: StoreHandle, tmp_path: 
     assert quality["customers"] == 3 and quality["with_warnings"] == 1
     status = run(store, "projections", "--json")
     assert {p["name"]: p["lag"] for p in status["projections"]} == {
-        "current_view": 0, "data_quality": 0
+        "current_view": 0, "data_quality": 0, "duplicate_index": 0
     }  # fmt: skip
     rebuilt = run(store, "rebuild", "current_view", "--json")
     assert rebuilt["rebuilt"] == ["current_view"]

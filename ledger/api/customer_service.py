@@ -17,6 +17,7 @@ from ledger.api import convert, list_query, paging
 from ledger.api.api_store import ApiStore
 from ledger.api.authz import AccessDenied
 from ledger.api.customer_access import CustomerAccess
+from ledger.api.duplicate_search import find_duplicates
 from ledger.api.errors import ApiError, customer_field, renamed
 from ledger.api.rpc import Call
 from ledger.application import CustomerLedger
@@ -305,5 +306,7 @@ class CustomerService:
         )
         return self.access.respond(call, self.ledger.get(source_id))
 
-    def FindDuplicates(self, request: pb.FindDuplicatesRequest, call: Call) -> object:
-        raise ApiError.unimplemented("FindDuplicates", "the projections (duplicate index)")
+    def FindDuplicates(
+        self, request: pb.FindDuplicatesRequest, call: Call
+    ) -> pb.FindDuplicatesResponse:
+        return find_duplicates(call, request, self.ledger)

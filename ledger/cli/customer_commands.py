@@ -8,6 +8,7 @@ from typing import Any
 
 from ledger.cli.audit_commands import purpose_option
 from ledger.cli.common import AddCommand, command_options, emit, open_for, parse_customer_id
+from ledger.cli.duplicate_commands import screen_registration, warn_duplicates
 from ledger.cli.render import customer_text, history_text
 from ledger.cli.values import ADDRESS_OPTIONS, parse_assignment, registration_profile
 from ledger.config import Settings
@@ -17,8 +18,13 @@ from ledger.domain.errors import FieldViolation, ValidationFailed
 def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     profile = registration_profile(vars(args))
     with open_for(settings) as ledger:
+        found = screen_registration(ledger, profile)  # refuses a likely duplicate
         customer_id = ledger.register(profile, actor=settings.actor, reason=args.reason)
-    emit(args, {"id": str(customer_id)}, str(customer_id))
+    result: dict[str, Any] = {"id": str(customer_id)}
+    if found:
+        result["likely_duplicates"] = [m.as_dict() for m in found]
+        warn_duplicates(found)
+    emit(args, result, str(customer_id))
     return 0
 
 
@@ -124,7 +130,12 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(add: AddCommand) -> None:
-    p = add("register", cmd_register, "register a new customer and print its id")
+    p = add(
+        "register",
+        cmd_register,
+        "register a new customer and print its id (likely duplicates are warned about on "
+        "stderr, or refused with LEDGER_DUPLICATE_POLICY=refuse)",
+    )
     p.add_argument("--given-name", dest="given_name")
     p.add_argument("--family-name", dest="family_name")
     p.add_argument("--email", action="append", metavar="ADDRESS")

@@ -10,8 +10,10 @@ from ledger.cli.progress import progress_bar
 from ledger.config import Settings
 from ledger.domain.profile import ADDRESS_FIELDS
 from ledger.importer import LIST_FIELDS, SCALAR_FIELDS, CsvImporter, ImportSummary, parse_mapping
+from ledger.projections.wiring import duplicate_queries
 
 SHOWN_PROBLEMS = 20
+REFIT_AFTER = 1000  # imported rows
 
 
 def _summary_text(summary: ImportSummary) -> str:
@@ -26,6 +28,12 @@ def _summary_text(summary: ImportSummary) -> str:
         lines.append(f"  {problem}")
     if len(summary.problems) > SHOWN_PROBLEMS:
         lines.append(f"  ... and {len(summary.problems) - SHOWN_PROBLEMS} more (see --json)")
+    if summary.duplicates:
+        lines.append(f"{len(summary.duplicates)} rows look like duplicates:")
+        lines += [f"  {note}" for note in summary.duplicates[:SHOWN_PROBLEMS]]
+        if len(summary.duplicates) > SHOWN_PROBLEMS:
+            more = len(summary.duplicates) - SHOWN_PROBLEMS
+            lines.append(f"  ... and {more} more (see --json or ledger duplicates)")
     return "\n".join(lines)
 
 
@@ -44,6 +52,10 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         )
         with progress_bar(f"importing {Path(args.file).name}") as update:
             summary = importer.run(Path(args.file), progress=update)
+        if summary.imported >= REFIT_AFTER:
+            # Many new customers: re-estimate the duplicate model on them, so registrations
+            # and look-ups that follow are scored for this ledger's data.
+            duplicate_queries(ledger).refit()
     emit(args, summary.to_json(), _summary_text(summary))
     return 0 if summary.rejected == 0 else 1
 
@@ -54,7 +66,9 @@ def add_commands(add: AddCommand) -> None:
         "import",
         cmd_import,
         "register customers from a CSV file (invalid values are left out and recorded as "
-        "data-quality warnings; --strict rejects such rows)",
+        "data-quality warnings; --strict rejects such rows). Rows that look like customers "
+        "already in the ledger (or like other rows) are reported by line, or rejected with "
+        "LEDGER_DUPLICATE_POLICY=refuse",
     )
     p.add_argument("file", help="UTF-8 CSV with a header line")
     p.add_argument(

@@ -20,6 +20,7 @@ from ledger.cli import (
     audit_commands,
     compliance_commands,
     customer_commands,
+    duplicate_commands,
     import_commands,
     merge_commands,
     projection_commands,
@@ -33,6 +34,7 @@ from ledger.domain.errors import (
     CustomerErasedError,
     CustomerMergedError,
     LedgerError,
+    LikelyDuplicate,
     MergeRefused,
     StaleVersion,
     ValidationFailed,
@@ -45,7 +47,7 @@ EXIT_INTEGRITY = 4
 
 # Each group module adds its subcommands; a new area of the product adds one line here.
 COMMAND_GROUPS = (customer_commands, compliance_commands, audit_commands, projection_commands,
-                  merge_commands, import_commands, api_commands)  # fmt: skip
+                  merge_commands, import_commands, api_commands, duplicate_commands)  # fmt: skip
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -113,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PersistenceError, psycopg.OperationalError) as exc:
         print(f"ledger: store unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    except (StaleVersion, CustomerErasedError, CustomerMergedError, MergeRefused) as exc:
+    except (
+        StaleVersion, CustomerErasedError, CustomerMergedError, MergeRefused, LikelyDuplicate
+    ) as exc:  # fmt: skip
         print(f"ledger: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except LedgerError as exc:

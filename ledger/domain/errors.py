@@ -88,3 +88,13 @@ class MergeRefused(LedgerError):
 class ConcurrentChange(MergeRefused):
     """A merge or unmerge lost a race: one of its customers changed between reading and
     writing. Nothing was written; reading both again and retrying is safe."""
+
+
+class LikelyDuplicate(LedgerError):
+    """Registration refused (LEDGER_DUPLICATE_POLICY=refuse): the new customer is probably
+    one the ledger already has. Names the existing customers' ids and scores, never a value."""
+
+    def __init__(self, matches: list[tuple[str, float]]) -> None:
+        self.matches = matches
+        listed = ", ".join(f"{customer_id} ({score:.2f})" for customer_id, score in matches)
+        super().__init__(f"likely a duplicate of {listed}; nothing was registered")

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from ledger.projections.base import Projection
 from ledger.projections.current_view import CurrentView
+from ledger.projections.duplicate_index import DuplicateIndexProjection
+from ledger.projections.duplicates import DuplicateQueries
 from ledger.projections.index_key import IndexKey
 from ledger.projections.quality import DataQuality
 from ledger.projections.queries import CustomerQueries
@@ -28,6 +30,7 @@ ProjectionFactory = Callable[["CustomerLedger", IndexKey], Projection]
 PROJECTION_FACTORIES: list[ProjectionFactory] = [
     lambda ledger, index_key: CurrentView(ledger.keys, index_key),
     lambda ledger, index_key: DataQuality(),
+    lambda ledger, index_key: DuplicateIndexProjection(ledger.keys, index_key),
 ]
 
 
@@ -61,3 +64,12 @@ def customer_queries(ledger: CustomerLedger) -> CustomerQueries:
     view = runner.get(CurrentView.name)
     assert isinstance(view, CurrentView)
     return CustomerQueries(runner.db, view, ledger.settings.default_region)
+
+
+def duplicate_queries(ledger: CustomerLedger) -> DuplicateQueries:
+    runner = runner_of(ledger)
+    index = runner.get(DuplicateIndexProjection.name)
+    assert isinstance(index, DuplicateIndexProjection)
+    return DuplicateQueries(
+        runner.db, ledger.keys, index.keyer, threshold=ledger.settings.duplicate_threshold
+    )

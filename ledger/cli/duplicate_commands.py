@@ -1,0 +1,141 @@
+"""`ledger duplicates`: likely-duplicate pairs and clusters, or the likely duplicates of one
+customer; and the duplicate check that `ledger register` runs first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ledger.application import CustomerLedger
+from ledger.cli.audit_commands import purpose_option
+from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id
+from ledger.cli.progress import progress_bar
+from ledger.config import Settings
+from ledger.domain.errors import FieldViolation, ValidationFailed
+from ledger.domain.profile import validate_registration
+from ledger.projections.dedup import Match
+from ledger.projections.duplicates import DuplicatesResult
+from ledger.projections.wiring import duplicate_queries
+
+ACCESS_BATCH = 10_000  # customers per access-log record (its limit)
+SHOWN_CLUSTERS = 50
+
+
+def screen_registration(ledger: CustomerLedger, profile: Mapping[str, Any]) -> list[Match]:
+    """Validate first (bad input is reported as such), then apply LEDGER_DUPLICATE_POLICY:
+    raises `LikelyDuplicate` under `refuse`, returns the likely duplicates under `warn`."""
+    settings = ledger.settings
+    if settings.duplicate_policy == "off":
+        return []
+    validated = validate_registration(profile, default_region=settings.default_region)
+    return duplicate_queries(ledger).check_registration(validated, policy=settings.duplicate_policy)
+
+
+def warn_duplicates(found: list[Match]) -> None:
+    listed = ", ".join(f"{m.customer_id} ({m.score:.2f})" for m in found)
+    print(f"ledger: warning: registered, but likely a duplicate of {listed}", file=sys.stderr)
+
+
+def _min_score(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise ValidationFailed([FieldViolation("--min-score", "a score between 0 and 1")])
+    return value
+
+
+def _matches_text(customer_id: str, matches: list[Match]) -> str:
+    if not matches:
+        return f"no likely duplicates of {customer_id}"
+    lines = [f"likely duplicates of {customer_id}:"]
+    for match in matches:
+        lines.append(f"  {match.customer_id}  score {match.score:.4f}")
+        lines.append("    " + _explained(match.as_dict()["explanation"]))
+    return "\n".join(lines)
+
+
+def _explained(explanation: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{e['field']} {e['agreement']} ({e['weight']:+.1f})" for e in explanation)
+
+
+def _report_text(result: DuplicatesResult, min_score: float) -> str:
+    report = result.report
+    lines = [
+        f"{report.customers} customers, {report.candidate_pairs} candidate pairs: "
+        f"{len(report.pairs)} likely-duplicate pairs in {len(report.clusters)} clusters "
+        f"(score >= {min_score:g}, model {report.model.method})"
+    ]
+    for cluster in report.clusters[:SHOWN_CLUSTERS]:
+        lines.append(
+            f"cluster of {len(cluster.customer_ids)}, scores "
+            f"{cluster.min_score:.4f}..{cluster.max_score:.4f}:"
+        )
+        for customer_id in cluster.customer_ids:
+            ids = result.external_ids.get(customer_id) or {}
+            shown = ", ".join(f"{scheme}:{value}" for scheme, value in sorted(ids.items()))
+            lines.append(f"  {customer_id}  {shown}".rstrip())
+    if len(report.clusters) > SHOWN_CLUSTERS:
+        lines.append(f"... and {len(report.clusters) - SHOWN_CLUSTERS} more (see --json)")
+    return "\n".join(lines)
+
+
+def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
+    min_score = _min_score(args.min_score)
+    if args.limit < 1:
+        raise ValidationFailed([FieldViolation("--limit", "must be 1 or more")])
+    with open_for(settings) as ledger:
+        queries = duplicate_queries(ledger)
+        threshold = queries.threshold if min_score is None else min_score
+        if args.of is not None:
+            customer_id = parse_customer_id(args.of)
+            ledger.get(customer_id)  # an unknown id is an error, not "no duplicates"
+            matches = queries.candidates_of(customer_id, threshold, args.limit)
+            found = {"customer_id": str(customer_id), "matches": [m.as_dict() for m in matches]}
+            emit(args, found, _matches_text(str(customer_id), matches))
+            return 0
+        started = time.perf_counter()
+        with progress_bar("comparing candidate pairs") as update:
+            result = queries.report(threshold, progress=lambda _, done, total: update(done, total))
+        seconds = time.perf_counter() - started
+        shown = [c for c in result.customer_ids if result.external_ids.get(c)]
+        for start in range(0, len(shown), ACCESS_BATCH):  # external ids are personal data
+            ledger.access_log.record(
+                settings.actor, args.purpose, shown[start : start + ACCESS_BATCH], ["external_ids"]
+            )
+    if args.json:
+        # One line with the C encoder: a report on a large ledger runs to megabytes, and
+        # the indented (pure-Python) encoder would take longer than the search itself.
+        data: dict[str, Any] = result.as_dict()
+        data["seconds"] = round(seconds, 3)
+        print(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    else:
+        print(_report_text(result, threshold) + f"\n(searched in {seconds:.2f}s)")
+    return 0
+
+
+def add_commands(add: AddCommand) -> None:
+    p = add(
+        "duplicates",
+        cmd_duplicates,
+        "list likely-duplicate pairs and clusters with scores, per-field explanations and "
+        "each customer's external ids (re-estimates the scoring model on this ledger's data); "
+        "with --of, the likely duplicates of one customer",
+    )
+    p.add_argument(
+        "--min-score",
+        dest="min_score",
+        metavar="S",
+        help="only pairs scoring at least S, 0 to 1 (default LEDGER_DUPLICATE_THRESHOLD)",
+    )
+    p.add_argument("--of", metavar="ID", help="the likely duplicates of this customer only")
+    p.add_argument("--limit", type=int, default=10, help="with --of: at most this many")
+    purpose_option(p)

@@ -1,0 +1,308 @@
+"""The duplicate index projection: blocking keys of every active customer, as keyed hashes.
+
+Three tables:
+
+* `duplicate_keys (key_hash, customer_id)`: the blocking keys of `ledger.projections.dedup`,
+  HMACs under a secret derived from the ledger's index key (DESIGN invariant 7), so a dump
+  cannot be brute-forced back to names or birth dates. Only active customers have rows: a
+  customer merged into another loses them (and gets them back on unmerge); an erased one
+  loses them for good.
+* `duplicate_records`: the customer's state as this projection folds it (status, owner,
+  personal fields sealed under the customer's own key, like the current view). A change
+  event carries only what changed, so re-keying needs the whole profile, and a projection
+  may read only its own tables (the current view can be at another position, e.g. while one
+  of them rebuilds). The same rows give candidates' records for scoring, so keys and records
+  always come from one position. An erased customer keeps a tombstone (id, version, status).
+* `duplicate_model`: the fitted Fellegi-Sunter model (probabilities only, no personal
+  data). It is estimated from the data, not folded from the log, so a rebuild keeps it;
+  `DuplicateQueries.refit` (run by `ledger duplicates` and after an import) replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from ledger.crypto_shred.keyring import KeyRing
+from ledger.domain.customer import ACTIVE
+from ledger.projections.base import PositionedEvent, Projection, Tombstone
+from ledger.projections.current_view import chunks
+from ledger.projections.dedup import BlockingKeyer, DuplicateIndex, Model, Record, prepare
+from ledger.projections.dedup.normalise import clear_caches
+from ledger.projections.index_key import IndexKey
+from ledger.projections.sealed_rows import RowSealer
+from ledger.projections.state import CustomerState, fold
+from ledger.projections.store import ProjectionDatabase, Tx
+
+KEYS = "duplicate_keys"
+RECORDS = "duplicate_records"
+MODEL = "duplicate_model"
+MODEL_NAME = "current"
+RECORD_COLUMNS = ("customer_id", "version", "status", "owner", "personal")
+RECORD_TYPES = {"version": "bigint", "personal": "bytea"}
+# The blocking secret is derived from the index key, domain-separated from lookup digests.
+BLOCKING_SECRET_KIND = "duplicate-blocking-key"  # noqa: S105 - a label, not a secret
+_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # the fold wants times; these rows keep none
+
+_DDL = [
+    f"""CREATE TABLE IF NOT EXISTS {KEYS} (
+        key_hash {{blob}} NOT NULL,
+        customer_id TEXT NOT NULL,
+        PRIMARY KEY (key_hash, customer_id)
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {KEYS}_by_customer ON {KEYS} (customer_id)",
+    f"""CREATE TABLE IF NOT EXISTS {RECORDS} (
+        customer_id TEXT PRIMARY KEY,
+        version {{bigint}} NOT NULL,
+        status TEXT NOT NULL,
+        owner TEXT,
+        personal {{blob}}
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {RECORDS}_by_owner ON {RECORDS} (owner, status)",
+    f"""CREATE TABLE IF NOT EXISTS {MODEL} (
+        name TEXT PRIMARY KEY,
+        model TEXT NOT NULL
+    )""",
+]
+
+
+def blocking_keyer(index_key: IndexKey) -> BlockingKeyer:
+    return BlockingKeyer(index_key.digest(BLOCKING_SECRET_KIND, ""))
+
+
+class DuplicateIndexProjection(Projection):
+    name = "duplicate_index"
+    description = "blocking keys (keyed hashes) of active customers, for duplicate detection"
+    schema_version = 1
+
+    def __init__(self, keys: KeyRing, index_key: IndexKey) -> None:
+        self.sealer = RowSealer(keys, RECORDS)
+        self.keyer = blocking_keyer(index_key)
+        self._engine = DuplicateIndex(self.keyer)  # key derivation only; holds no rows
+
+    def tables(self) -> Sequence[str]:
+        return (KEYS, RECORDS, MODEL)
+
+    def create(self, tx: Tx) -> None:
+        for statement in _DDL:
+            tx.execute(statement)
+
+    def drop(self, tx: Tx) -> None:
+        """Keys and records are rebuilt from the log; the model is not a function of the
+        log (it is estimated from the data) and holds no personal data, so it stays."""
+        for table in (KEYS, RECORDS):
+            tx.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+        ids = list(dict.fromkeys(e.customer_id for e in events))
+        states: dict[UUID, CustomerState | None] = dict(self.load(tx, ids))
+        changed: dict[UUID, CustomerState] = {}
+        for positioned in events:
+            before = states.get(positioned.customer_id)
+            after = fold(before, positioned.event)
+            if after is not None and after is not before:
+                states[positioned.customer_id] = after
+                changed[positioned.customer_id] = after
+        self.write(tx, list(changed.values()))
+
+    def purge(self, tx: Tx, tombstone: Tombstone) -> None:
+        clear_caches()  # memoised canonical names are copies too (DESIGN invariant 3)
+        self.write(
+            tx,
+            [CustomerState.tombstone(tombstone.customer_id, tombstone.version, _NO_TIME, _NO_TIME)],
+        )
+
+    # Rows -----------------------------------------------------------------------------------
+
+    def load(self, tx: Tx, ids: Sequence[UUID]) -> dict[UUID, CustomerState]:
+        states: dict[UUID, CustomerState] = {}
+        for chunk in chunks([str(i) for i in ids]):
+            where, params = tx.is_in("customer_id", chunk)
+            rows = tx.rows(
+                f"SELECT {', '.join(RECORD_COLUMNS)} FROM {RECORDS} WHERE {where}", params
+            )
+            for customer_id, version, status, owner, blob in rows:
+                uid = UUID(str(customer_id))
+                personal = self.sealer.open(
+                    uid, int(version), None if blob is None else bytes(blob)
+                )
+                states[uid] = CustomerState(
+                    customer_id=uid,
+                    version=int(version),
+                    status=str(status),
+                    personal=personal if isinstance(personal, dict) else None,
+                    owner=None if owner is None else str(owner),
+                    locale=None,
+                    tags=[],
+                    merged_into=None,
+                    created_at=_NO_TIME,
+                    updated_at=_NO_TIME,
+                )
+        return states
+
+    def write(self, tx: Tx, states: Sequence[CustomerState]) -> None:
+        if not states:
+            return
+        rows = []
+        keys: list[tuple[bytes, str]] = []
+        for state in states:
+            sealed = None
+            if state.personal is not None and not state.is_erased:
+                sealed = self.sealer.seal(state.customer_id, state.version, state.personal)
+            owner = None if state.is_erased else state.owner
+            rows.append((str(state.customer_id), state.version, state.status, owner, sealed))
+            if state.status == ACTIVE and sealed is not None and state.personal is not None:
+                digests = self._engine.keys_for(state.personal)
+                keys += [(digest, str(state.customer_id)) for digest in sorted(digests)]
+        tx.insert(RECORDS, RECORD_COLUMNS, rows, upsert_on="customer_id", types=RECORD_TYPES)
+        for chunk in chunks([str(state.customer_id) for state in states]):
+            where, params = tx.is_in("customer_id", chunk)
+            tx.execute(f"DELETE FROM {KEYS} WHERE {where}", params)
+        tx.insert(KEYS, ("key_hash", "customer_id"), keys, types={"key_hash": "bytea"})
+
+
+# Reading the tables: the engine's `KeyStore` and `RecordSource` ------------------------------
+
+
+class TableKeyStore:
+    """`KeyStore` over `duplicate_keys`, read-only: the projection writes the rows (in the
+    runner's transaction), queries only read them."""
+
+    def __init__(self, db: ProjectionDatabase) -> None:
+        self.db = db
+
+    def put(self, customer_id: str, keys: Collection[bytes]) -> None:
+        raise TypeError("the duplicate index is written by its projection only")
+
+    def delete(self, customer_id: str) -> None:
+        raise TypeError("the duplicate index is written by its projection only")
+
+    def members(self, keys: Collection[bytes], max_block: int) -> dict[bytes, Collection[str]]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        found: dict[bytes, list[str]] = {}
+        with self.db.reading() as tx:  # one statement: the blocks small enough, and members
+            where, params = tx.is_in("key_hash", wanted)
+            rows = tx.rows(
+                f"SELECT key_hash, customer_id FROM {KEYS} WHERE key_hash IN ("
+                f" SELECT key_hash FROM {KEYS} WHERE {where}"
+                " GROUP BY key_hash HAVING COUNT(*) <= ?)",
+                [*params, max_block],
+            )
+        for key_hash, customer_id in rows:
+            found.setdefault(bytes(key_hash), []).append(str(customer_id))
+        return dict(found)
+
+    def shared_blocks(self, max_block: int) -> Iterable[Collection[str]]:
+        with self.db.reading(snapshot=True) as tx:
+            rows = tx.rows(
+                f"SELECT k.key_hash, k.customer_id FROM {KEYS} k JOIN ("
+                f" SELECT key_hash FROM {KEYS} GROUP BY key_hash"
+                "  HAVING COUNT(*) BETWEEN 2 AND ?) shared ON shared.key_hash = k.key_hash",
+                (max_block,),
+            )
+        blocks: dict[bytes, list[str]] = {}
+        for key_hash, customer_id in rows:
+            blocks.setdefault(bytes(key_hash), []).append(str(customer_id))
+        return list(blocks.values())
+
+    def some_customers(self, limit: int) -> list[str]:
+        with self.db.reading() as tx:
+            rows = tx.rows(
+                f"SELECT customer_id FROM {RECORDS} WHERE status = ? ORDER BY customer_id LIMIT ?",
+                (ACTIVE, limit),
+            )
+        return [str(row[0]) for row in rows]
+
+    def __len__(self) -> int:
+        with self.db.reading() as tx:
+            row = tx.one(f"SELECT COUNT(*) FROM {RECORDS} WHERE status = ?", (ACTIVE,))
+        return int(row[0]) if row else 0
+
+
+class SealedRecords:
+    """`RecordSource` over `duplicate_records`: opens each active customer's sealed fields
+    under its key and prepares the canonical record. With `owner`, only that owner's
+    customers exist for the caller (a salesperson never scores, nor learns of, another
+    owner's customers). Decrypted data lives in memory for one call only; `load_all`
+    (batch runs) keeps it for the run, in an object the caller drops afterwards."""
+
+    def __init__(self, db: ProjectionDatabase, keys: KeyRing, *, owner: str | None = None) -> None:
+        self.db = db
+        self.keys = keys
+        self.sealer = RowSealer(keys, RECORDS)
+        self.owner = owner
+        self._held: dict[str, Record] | None = None
+        self._personal: dict[str, dict[str, Any]] = {}
+
+    def records(self, customer_ids: Collection[str]) -> Mapping[str, Record]:
+        if self._held is not None:
+            held = self._held
+            return {i: r for i in customer_ids if (r := held.get(i)) is not None}
+        return {i: prepare(p) for i, p in self.personal(customer_ids).items()}
+
+    def personal(self, customer_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The readable personal fields of those of `customer_ids` that are active (and the
+        owner's, with `owner`)."""
+        wanted = sorted(set(customer_ids))
+        found: dict[str, dict[str, Any]] = {}
+        if not wanted:
+            return found
+        self.keys.prefetch([UUID(i) for i in wanted])
+        with self.db.reading(snapshot=True) as tx:
+            for chunk in chunks(wanted):
+                where, params = tx.is_in("customer_id", chunk)
+                query = (
+                    f"SELECT customer_id, version, personal FROM {RECORDS}"
+                    f" WHERE {where} AND status = ?"
+                )
+                params.append(ACTIVE)
+                if self.owner is not None:
+                    query += " AND owner = ?"
+                    params.append(self.owner)
+                found.update(self._opened(tx.rows(query, params)))
+        return found
+
+    def load_all(self) -> int:
+        """Hold every active customer's record in memory (a batch run compares most of
+        them, many times over). Returns how many."""
+        query = f"SELECT customer_id, version, personal FROM {RECORDS} WHERE status = ?"
+        params: list[Any] = [ACTIVE]
+        if self.owner is not None:
+            query += " AND owner = ?"
+            params.append(self.owner)
+        with self.db.reading(snapshot=True) as tx:
+            rows = tx.rows(query + " ORDER BY customer_id", params)
+        self.keys.prefetch([UUID(str(row[0])) for row in rows])
+        self._personal = self._opened(rows)
+        self._held = {i: prepare(p) for i, p in self._personal.items()}
+        return len(self._held)
+
+    def held_personal(self, customer_id: str) -> dict[str, Any] | None:
+        return self._personal.get(customer_id)
+
+    def _opened(self, rows: Iterable[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+        opened: dict[str, dict[str, Any]] = {}
+        for customer_id, version, blob in rows:
+            if blob is None:
+                continue
+            personal = self.sealer.open(UUID(str(customer_id)), int(version), bytes(blob))
+            if isinstance(personal, dict):
+                opened[str(customer_id)] = personal
+        return opened
+
+
+def load_model(db: ProjectionDatabase) -> Model | None:
+    with db.reading() as tx:
+        row = tx.one(f"SELECT model FROM {MODEL} WHERE name = ?", (MODEL_NAME,))
+    return None if row is None else Model.from_dict(json.loads(str(row[0])))
+
+
+def save_model(db: ProjectionDatabase, model: Model) -> None:
+    text = json.dumps(model.as_dict(), sort_keys=True)
+    with db.transaction() as tx:
+        tx.insert(MODEL, ("name", "model"), [(MODEL_NAME, text)], upsert_on="name")

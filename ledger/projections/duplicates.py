@@ -1,0 +1,199 @@
+"""Duplicate queries over the duplicate index projection: real-time candidates of one
+record, the batch report (`ledger duplicates`), re-estimating the model, and the
+registration policy (LEDGER_DUPLICATE_POLICY).
+
+Results carry customer ids, scores and per-field explanations (similarities, agreement
+levels, weights): no personal values. The batch report adds each customer's external ids,
+which are personal data: callers that print them record the read in the access log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from ledger.crypto_shred.keyring import KeyRing
+from ledger.domain.errors import LikelyDuplicate
+from ledger.projections.dedup import (
+    DEFAULT_MAX_BLOCK,
+    BlockingKeyer,
+    DuplicateIndex,
+    DuplicateReport,
+    Match,
+    Model,
+    Profile,
+    find_duplicates,
+    starting_model,
+)
+from ledger.projections.duplicate_index import (
+    SealedRecords,
+    TableKeyStore,
+    load_model,
+    save_model,
+)
+from ledger.projections.store import ProjectionDatabase
+
+DEFAULT_LIMIT = 10
+# Below this many candidate pairs EM has too little to go on: the stored (or starting)
+# model is kept rather than re-estimated from a handful of pairs.
+MIN_FIT_PAIRS = 100
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DuplicatesResult:
+    """The batch report and the external ids of every customer it names."""
+
+    report: DuplicateReport
+    external_ids: Mapping[str, Mapping[str, str]]
+
+    @property
+    def customer_ids(self) -> list[str]:
+        named = {c for cluster in self.report.clusters for c in cluster.customer_ids}
+        named |= {c for pair in self.report.pairs for c in (pair.first, pair.second)}
+        return sorted(named)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = self.report.as_dict()
+        data["external_ids"] = {c: dict(self.external_ids.get(c, {})) for c in self.customer_ids}
+        return data
+
+
+class _RememberedBlocks(TableKeyStore):
+    """A batch run reads the shared blocks twice (count, then pairs): once is enough."""
+
+    def __init__(self, db: ProjectionDatabase) -> None:
+        super().__init__(db)
+        self._blocks: dict[int, list[Any]] = {}
+
+    def shared_blocks(self, max_block: int) -> list[Any]:
+        if max_block not in self._blocks:
+            self._blocks[max_block] = list(super().shared_blocks(max_block))
+        return self._blocks[max_block]
+
+
+class DuplicateQueries:
+    def __init__(
+        self,
+        db: ProjectionDatabase,
+        keys: KeyRing,
+        keyer: BlockingKeyer,
+        *,
+        threshold: float,
+        max_block: int = DEFAULT_MAX_BLOCK,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.keyer = keyer
+        self.threshold = threshold
+        self.max_block = max_block
+        self._model: Model | None = None
+
+    @property
+    def model(self) -> Model:
+        """The persisted model, or the vague starting one before any fit."""
+        if self._model is None:
+            self._model = load_model(self.db) or starting_model()
+        return self._model
+
+    def _index(self, records: SealedRecords, store: TableKeyStore | None = None) -> DuplicateIndex:
+        return DuplicateIndex(
+            self.keyer,
+            store=store or TableKeyStore(self.db),
+            records=records,
+            model=self.model,
+            max_block=self.max_block,
+        )
+
+    # Real time ------------------------------------------------------------------------------
+
+    def candidates(
+        self,
+        profile: Profile,
+        min_score: float | None = None,
+        limit: int = DEFAULT_LIMIT,
+        owner: str | None = None,
+    ) -> list[Match]:
+        """Likely duplicates of a (new) profile, best first. With `owner`, only that
+        owner's customers are considered at all."""
+        index = self._index(SealedRecords(self.db, self.keys, owner=owner))
+        return index.lookup(profile, limit=limit, min_score=self._min(min_score))
+
+    def candidates_of(
+        self,
+        customer_id: UUID | str,
+        min_score: float | None = None,
+        limit: int = DEFAULT_LIMIT,
+        owner: str | None = None,
+    ) -> list[Match]:
+        """Likely duplicates of a customer in the index (none when it is not active)."""
+        wanted = str(customer_id)
+        record = SealedRecords(self.db, self.keys).records((wanted,)).get(wanted)
+        if record is None:
+            return []
+        index = self._index(SealedRecords(self.db, self.keys, owner=owner))
+        return index.lookup(record, limit=limit, min_score=self._min(min_score), exclude=(wanted,))
+
+    def _min(self, min_score: float | None) -> float:
+        return self.threshold if min_score is None else min_score
+
+    # Batch ----------------------------------------------------------------------------------
+
+    def report(
+        self, min_score: float | None = None, *, progress: Progress | None = None
+    ) -> DuplicatesResult:
+        """Every likely-duplicate pair and cluster. The model is re-estimated on this run's
+        candidate pairs (when there are enough) and kept for real-time look-ups."""
+        records = SealedRecords(self.db, self.keys)
+        customers = records.load_all()
+        store = _RememberedBlocks(self.db)
+        index = self._index(records, store)
+        refit = len(index.candidate_pairs()) >= MIN_FIT_PAIRS
+        report = find_duplicates(
+            index,
+            min_score=self._min(min_score),
+            refit=refit,
+            progress=progress,
+            customers=customers,
+        )
+        if refit:
+            self._keep(report.model)
+        result = DuplicatesResult(report, {})
+        external = {}
+        for customer_id in result.customer_ids:
+            personal = records.held_personal(customer_id) or {}
+            external[customer_id] = dict(personal.get("external_ids") or {})
+        return DuplicatesResult(report, external)
+
+    def refit(self) -> Model:
+        """Re-estimate the model by EM on the index's own candidate pairs (no labels) and
+        keep it, unless there are too few pairs to learn from."""
+        records = SealedRecords(self.db, self.keys)
+        records.load_all()
+        index = self._index(records, _RememberedBlocks(self.db))
+        if len(index.candidate_pairs()) < MIN_FIT_PAIRS:
+            return self.model
+        return self._keep(index.refit())
+
+    def _keep(self, model: Model) -> Model:
+        save_model(self.db, model)
+        self._model = model
+        return model
+
+    # Registration policy --------------------------------------------------------------------
+
+    def check_registration(
+        self, profile: Profile, *, policy: str, owner: str | None = None
+    ) -> list[Match]:
+        """The likely duplicates of a profile about to be registered, above the threshold:
+        `refuse` raises `LikelyDuplicate` naming their ids, `warn` returns them for the
+        caller to pass on, `off` looks nothing up."""
+        if policy == "off":
+            return []
+        found = self.candidates(profile, owner=owner)
+        if found and policy == "refuse":
+            raise LikelyDuplicate([(m.customer_id, m.score) for m in found])
+        return found
