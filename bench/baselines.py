@@ -28,7 +28,10 @@ class PlainApp(Application[UUID]):
 
 
 def plain_application(env: dict[str, str]) -> PlainApp:
-    return PlainApp(env=env)
+    """The library's own recorder (no Merkle leaves): the plain application as anyone
+    would write it, in its own tables beside the ledger's."""
+    plain = {k: v for k, v in env.items() if k != "APPLICATION_RECORDER_TOPIC"}
+    return PlainApp(env=plain)
 
 
 def plain_registrations_per_second(
