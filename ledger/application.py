@@ -97,6 +97,12 @@ class CustomerLedger(Application[UUID]):
 
     def close(self) -> None:
         self.committer.close()
+        if self.committer.batches:
+            log.info(
+                "group commit: %d writes in %d transactions",
+                self.committer.writes,
+                self.committer.batches,
+            )
         if not self.closing.is_set() and getattr(self, "_signs_on_close", False):
             self._issue_tree_head_if_grown()
         if self.projections is not None:
@@ -105,6 +111,13 @@ class CustomerLedger(Application[UUID]):
         self.keys.store.close()
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        # On the group committer's thread the hooks would hold up the next batch; each
+        # command runs them itself once its batch is committed (`_after_commit`).
+        if self.committer.in_committer():
+            return
+        self._after_commit()
+
+    def _after_commit(self) -> None:
         for hook in self.after_save:
             hook()
 
@@ -145,6 +158,22 @@ class CustomerLedger(Application[UUID]):
         """`customer_id`: an id the caller reserved (idempotent API retries). A live key left
         by an interrupted attempt with that id is reused; a destroyed one never is, and a
         second registration under the same id fails (RecordConflictError)."""
+        return self._register(profile, actor, reason, customer_id).id
+
+    def register_view(
+        self, profile: Mapping[str, Any], *, actor: str, reason: str | None = None
+    ) -> CustomerView:
+        """`register`, answering with the new customer as stored — without reading it
+        back: the aggregate just committed is that state."""
+        return CustomerView.of(self._register(profile, actor, reason, None))
+
+    def _register(
+        self,
+        profile: Mapping[str, Any],
+        actor: str,
+        reason: str | None,
+        customer_id: UUID | None,
+    ) -> Customer:
         _check_actor(actor, reason)
         validated = validate_registration(profile, default_region=self.settings.default_region)
         if customer_id is None:
@@ -154,8 +183,9 @@ class CustomerLedger(Application[UUID]):
             new_key = customer_id if self.keys.get(customer_id) is None else None
         customer = Customer.register(customer_id, validated, actor, reason)
         self.committer.commit(Write(customer.collect_events(), new_key_for=new_key))
+        self._after_commit()
         log.info("registered customer %s", customer_id)
-        return customer_id
+        return customer
 
     def register_many(
         self,
@@ -453,6 +483,7 @@ class CustomerLedger(Application[UUID]):
         except RecordConflictError:
             actual = self._load(customer.id).version
             raise StaleVersion(customer.id, expected_version or customer.version, actual) from None
+        self._after_commit()
 
     def _refuse_to_orphan_merged(self, customer: Customer) -> None:
         """Customers merged into this one are the same person, and hidden behind it: erasing

@@ -12,8 +12,9 @@ Guarantees each caller relies on:
 - a command that conflicts (another command on the same customer at the same version, in
   this batch or elsewhere) fails alone with `StaleVersion`: on a conflict the batch is
   retried one command at a time, and the others still commit.
-Data keys of newly registered customers are created first, in one key-store transaction;
-should the events then fail, those keys are orphans that protect nothing (harmless).
+Data keys of newly registered customers are created first, in one key-store transaction per
+batch, while the previous batch's events are being written (see `GroupCommitter`); should
+the events then fail, those keys are orphans that protect nothing (harmless).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ class Write:
 
 
 class GroupCommitter:
+    """Two threads in a pipeline: the key stage creates the data keys of a batch (one
+    key-store transaction) and hands it on; the event stage writes the events of every
+    batch handed on meanwhile in one transaction. So the next batch's keys are created
+    while this batch's events commit, and a command's key is always durable before its
+    events (the order a crash needs: events never refer to a key that was not stored)."""
+
     def __init__(
         self,
         save: Callable[[Sequence[Any]], object],
@@ -54,9 +61,12 @@ class GroupCommitter:
         self._create_keys = create_keys
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._keyed: queue.SimpleQueue[list[Write] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._closed = False
+        self._ready = 0  # writes keyed and waiting for the event stage
+        self._ready_lock = threading.Lock()
         self.batches = 0
         self.writes = 0
 
@@ -69,28 +79,43 @@ class GroupCommitter:
         write.done.result()
 
     def close(self) -> None:
-        """Finish what is queued, then stop the committer thread."""
+        """Finish what is queued, then stop the committer threads."""
         with self._start_lock:
             self._closed = True
-            thread = self._thread
-        if thread is not None:
+            threads = list(self._threads)
+        if threads:
             self._queue.put(None)
-            thread.join()
+            for thread in threads:
+                thread.join()
+
+    def ready(self) -> int:
+        """How many writes have their keys and wait for the event stage (tests use it to
+        know that a batch is fully formed)."""
+        with self._ready_lock:
+            return self._ready
+
+    def in_committer(self) -> bool:
+        """True on a committer thread (hooks that must not delay the next batch check)."""
+        return threading.current_thread() in self._threads
 
     def _ensure_started(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
         with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="ledger-group-commit", daemon=True
-                )
-                self._thread.start()
+            if not self._threads:
+                threads = [
+                    threading.Thread(target=self._run_keys, name="ledger-commit-keys", daemon=True),
+                    threading.Thread(target=self._run_events, name="ledger-commit", daemon=True),
+                ]
+                for thread in threads:
+                    thread.start()
+                self._threads = threads
 
-    def _run(self) -> None:
+    def _run_keys(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
+                self._keyed.put(None)
                 return
             batch = [first]
             stop = False
@@ -103,6 +128,39 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(item)
+            new_keys = [w.new_key_for for w in batch if w.new_key_for is not None]
+            try:
+                if new_keys:
+                    self._create_keys(new_keys)
+            except BaseException as exc:
+                for write in batch:
+                    write.done.set_exception(exc)
+            else:
+                with self._ready_lock:
+                    self._ready += len(batch)
+                self._keyed.put(batch)
+            if stop:
+                self._keyed.put(None)
+                return
+
+    def _run_events(self) -> None:
+        while True:
+            first = self._keyed.get()
+            if first is None:
+                return
+            batch = list(first)
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._keyed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.extend(more)
+            with self._ready_lock:
+                self._ready -= len(batch)
             self._commit_batch(batch)
             if stop:
                 return
@@ -111,9 +169,6 @@ class GroupCommitter:
         self.batches += 1
         self.writes += len(batch)
         try:
-            new_keys = [w.new_key_for for w in batch if w.new_key_for is not None]
-            if new_keys:
-                self._create_keys(new_keys)
             self._save([event for w in batch for event in w.events])
         except RecordConflictError:
             if len(batch) == 1:

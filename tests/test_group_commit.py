@@ -56,7 +56,7 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
 
 def wait_queued(ledger: CustomerLedger, count: int) -> None:
     deadline = time.monotonic() + 10
-    while ledger.committer._queue.qsize() < count:
+    while ledger.committer.ready() < count:
         assert time.monotonic() < deadline, "commands did not queue"
         time.sleep(0.005)
 

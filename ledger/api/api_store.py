@@ -60,6 +60,7 @@ class ApiStore(ABC):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._closed = False
 
     @abstractmethod
     def _cursor(self, *, write: bool = True) -> AbstractContextManager[Any]:
@@ -174,6 +175,10 @@ class PostgresApiStore(ApiStore):
         super().__init__()
         self._dsn = dsn
         self._conn = psycopg.connect(dsn, autocommit=True)
+        # Reads (the revocation check on every call) use one connection per server thread:
+        # on the shared connection they queued behind each other, one round trip at a time.
+        self._readers = threading.local()
+        self._reader_connections: list[psycopg.Connection[Any]] = []
         with self._cursor() as cur:
             # Several servers may start at once: CREATE IF NOT EXISTS is not race-free.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('ledger_api_tables'))")
@@ -185,19 +190,34 @@ class PostgresApiStore(ApiStore):
 
     @contextmanager
     def _cursor(self, *, write: bool = True) -> Iterator[Any]:
+        if not write:
+            with self._reader().cursor() as cur:
+                yield cur
+            return
         with self._lock:
             if self._conn.closed or self._conn.broken:
                 self._conn = psycopg.connect(self._dsn, autocommit=True)
-            if not write:
-                with self._conn.cursor() as cur:
-                    yield cur
-                return
             with self._conn.transaction(), self._conn.cursor() as cur:
                 yield cur
 
+    def _reader(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._readers, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the API store is closed")
+                conn = psycopg.connect(self._dsn, autocommit=True)
+                self._reader_connections.append(conn)
+            self._readers.conn = conn
+        return conn
+
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()
+            for conn in self._reader_connections:
+                conn.close()
+            self._reader_connections.clear()
 
 
 def open_api_store(settings: Settings) -> ApiStore:
