@@ -128,20 +128,40 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(item)
-            new_keys = [w.new_key_for for w in batch if w.new_key_for is not None]
-            try:
-                if new_keys:
-                    self._create_keys(new_keys)
-            except BaseException as exc:
-                for write in batch:
-                    write.done.set_exception(exc)
-            else:
+            keyed = self._create_batch_keys(batch)
+            if keyed:
                 with self._ready_lock:
-                    self._ready += len(batch)
-                self._keyed.put(batch)
+                    self._ready += len(keyed)
+                self._keyed.put(keyed)
             if stop:
                 self._keyed.put(None)
                 return
+
+    def _create_batch_keys(self, batch: list[Write]) -> list[Write]:
+        """The writes whose keys now exist. A failure (a key that exists already, under a
+        reserved id) retries the batch one write at a time, so it fails that write alone."""
+        new_keys = [w.new_key_for for w in batch if w.new_key_for is not None]
+        if not new_keys:
+            return batch
+        try:
+            self._create_keys(new_keys)
+            return batch
+        except BaseException as exc:
+            if len(new_keys) == 1:
+                for write in batch:
+                    if write.new_key_for is not None:
+                        write.done.set_exception(exc)
+                return [w for w in batch if w.new_key_for is None]
+        keyed = []
+        for write in batch:
+            try:
+                if write.new_key_for is not None:
+                    self._create_keys([write.new_key_for])
+            except BaseException as exc:
+                write.done.set_exception(exc)
+            else:
+                keyed.append(write)
+        return keyed
 
     def _run_events(self) -> None:
         while True:
