@@ -119,7 +119,9 @@ def create_load(
     start = ctx.Event()
     results = ctx.Queue()
     share = [list(profiles[i::processes]) for i in range(processes)]
-    threads = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    threads = [
+        clients // processes + (1 if i < clients % processes else 0) for i in range(processes)
+    ]
     workers = [
         ctx.Process(
             target=_client_process,

@@ -48,7 +48,7 @@ class ServerProcess:
         self, store_url: str, data_dir: Path, *, log: IO[bytes] | None = None, **env: str
     ) -> None:
         self.env = server_env(store_url, data_dir, **env)
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
             [*LEDGER, "serve", "--listen", "127.0.0.1:0", "--json"],
             env=self.env,
             stdout=subprocess.PIPE,

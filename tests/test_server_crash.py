@@ -72,9 +72,7 @@ def test_sigkill_of_the_server_process_under_load_loses_no_acknowledged_create(
 
     with store.open() as ledger:
         events = ledger.recorder.select_notifications(start=1, limit=1_000_000)
-        customer_ids = {
-            n.originator_id for n in events if n.topic.endswith("Customer.Registered")
-        }
+        customer_ids = {n.originator_id for n in events if n.topic.endswith("Customer.Registered")}
         assert {UUID(name.split("/")[1]) for name in acked} <= customer_ids
         # No partial batch: each customer in the log has its key and its whole first event.
         for customer_id in customer_ids:

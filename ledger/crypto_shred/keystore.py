@@ -599,6 +599,8 @@ class PostgresKeyStore(SqlKeyStore):
         prefix = _identifier(table_prefix, "table_prefix")
         self.schema = None if schema is None else _identifier(schema, "schema")
         self.commits_before_events = False
+        self._vacuum_conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._vacuum_lock = threading.Lock()
         self._dsn = dsn
         self._closed = False
         self._conn = self._connect()
@@ -678,12 +680,16 @@ class PostgresKeyStore(SqlKeyStore):
         VACUUM does and does not guarantee).
 
         On a connection of its own (autocommit: VACUUM cannot run in a transaction), so
-        other threads keep reading keys meanwhile. Errors propagate: `destroy` is
+        other threads keep reading keys meanwhile; kept open between erasures (connecting
+        cost more than the VACUUM of a small table). Errors propagate: `destroy` is
         idempotent, so a retry finishes the clean-up.
         """
-        if self._closed:
-            raise KeyStoreError("the key store is closed")
-        with psycopg.connect(self._dsn, autocommit=True) as conn:
+        with self._vacuum_lock:
+            if self._closed:
+                raise KeyStoreError("the key store is closed")
+            conn = self._vacuum_conn
+            if conn is None or conn.closed or conn.broken:
+                conn = self._vacuum_conn = psycopg.connect(self._dsn, autocommit=True)
             conn.execute(f"VACUUM {self.keys_table}")
 
     def _reconnect_if_broken(self) -> None:
@@ -696,6 +702,9 @@ class PostgresKeyStore(SqlKeyStore):
         with self._lock:
             self._closed = True
             self._conn.close()
+        with self._vacuum_lock:
+            if self._vacuum_conn is not None:
+                self._vacuum_conn.close()
 
     def __repr__(self) -> str:
         return f"PostgresKeyStore(keys_table={self.keys_table!r})"
