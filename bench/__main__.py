@@ -114,7 +114,9 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run(store_url: str, workdir: Path, plan: Plan, postgres_dsn: str | None) -> list[Figure]:
+def run(
+    store_url: str, workdir: Path, plan: Plan, postgres_dsn: str | None, notes: list[str]
+) -> list[Figure]:
     settings = Settings(store_url=store_url, data_dir=workdir / "data", key_cache_seconds=5)
     settings.resolved_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     figures: list[Figure] = []
@@ -162,7 +164,11 @@ def run(store_url: str, workdir: Path, plan: Plan, postgres_dsn: str | None) -> 
             if result.failures:
                 raise RuntimeError(f"{result.failures} creates failed; see {log_path}")
             ours[count] = result.rate
-            say(f"  {result.rate:,.0f}/s; server process used {server_cpu:.2f} cores")
+            notes.append(
+                f"{count} clients: {result.rate:,.0f}/s; the server process used "
+                f"{server_cpu:.2f} cores meanwhile"
+            )
+            say("  " + notes[-1])
             figures.append(
                 Figure(
                     f"CreateCustomer/s via API, {count} clients",
@@ -216,7 +222,7 @@ def run(store_url: str, workdir: Path, plan: Plan, postgres_dsn: str | None) -> 
         with LedgerClient(server.target, token=token) as client:
             client.get_customer(names[0])
             get_ms = latencies_ms(client.get_customer, names)
-            base_ms = latencies_ms(plain.repository.get, plain_reads)
+            base_ms = latencies_ms(lambda i: plain.repository.get(i), plain_reads)
             for pct in (50, 99):
                 figures.append(
                     Figure(
@@ -251,6 +257,9 @@ def run(store_url: str, workdir: Path, plan: Plan, postgres_dsn: str | None) -> 
                 )
         peak_kib = server.status("VmHWM")
         server.stop()
+    for line in log_path.read_text(errors="replace").splitlines():
+        if "group commit:" in line:
+            notes.append("server: " + line.split("group commit:", 1)[1].strip())
     plain.close()
 
     say("projection rebuild ...")
@@ -412,15 +421,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan.reads} reads; {plan.erasures} erasures",
         flush=True,
     )
+    notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if args.store == "sqlite":
-            figures = run(f"sqlite:///{workdir / 'data' / 'ledger.db'}", workdir, plan, None)
+            figures = run(f"sqlite:///{workdir / 'data' / 'ledger.db'}", workdir, plan, None, notes)
         else:
             base = os.environ.get("LEDGER_BENCH_POSTGRES_DSN", DEFAULT_DSN)
             with fresh_database(base) as dsn:
-                figures = run(dsn, workdir, plan, dsn)
+                figures = run(dsn, workdir, plan, dsn, notes)
     print(table(figures))
+    for note in dict.fromkeys(notes):  # the server logs its summary once per close
+        print(note)
     load = os.getloadavg()
     print(
         f"took {time.perf_counter() - started:.0f}s; load average at the end "

@@ -71,7 +71,7 @@ class ServerProcess:
     def _wait_serving(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         with grpc.insecure_channel(self.target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+            stub: Any = health_pb2_grpc.HealthStub(channel)  # untyped generated stub
             while True:
                 try:
                     reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
