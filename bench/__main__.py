@@ -408,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--client-processes",
         type=int,
-        default=2,
-        help="processes the API clients run in (threads within each); default 2",
+        default=4,
+        help="processes the API clients run in (threads within each); default 4",
     )
     args = parser.parse_args(argv)
     plan = Plan.of(args)
