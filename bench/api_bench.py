@@ -106,13 +106,14 @@ def main() -> int:
                 _fill(ledger, args.events)
                 total = ledger.recorder.max_notification_id() or 0
                 start = time.perf_counter()
-                streamed = sum(1 for _ in client.stream_events())
+                # The replay's own reads are logged as it goes: count the log as it stood.
+                streamed = sum(1 for e in client.stream_events() if e.position <= total)
                 api_rate = streamed / (time.perf_counter() - start)
                 start = time.perf_counter()
                 position, read = 0, 0
                 while True:
                     batch = ledger.recorder.select_notifications(
-                        start=position, limit=500, inclusive_of_start=False
+                        start=position, limit=500, stop=total, inclusive_of_start=False
                     )
                     if not batch:
                         break

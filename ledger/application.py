@@ -27,6 +27,7 @@ from ledger.crypto_shred.keyring import KeyRing
 from ledger.crypto_shred.mapper import EncryptingMapper
 from ledger.domain.customer import Customer
 from ledger.domain.errors import (
+    ConcurrentChange,
     CustomerNotFound,
     FieldViolation,
     HistoryNotFound,
@@ -90,8 +91,11 @@ class CustomerLedger(Application[UUID]):
             create_keys=self.keys.create_many,
             after_commit=self._after_commit,
         )
-        # Reads of personal data are recorded as events in this same log (ledger.audit).
-        self.access_log = AccessLog(self)
+        # Reads of personal data are recorded as events in this same log (ledger.audit),
+        # through the group committer: concurrent reads share one transaction.
+        self.access_log = AccessLog(
+            self, commit=lambda events: self.committer.commit(Write(events))
+        )
         self._signs_on_close = True
 
     def construct_mapper(self) -> Mapper[UUID]:
@@ -283,15 +287,18 @@ class CustomerLedger(Application[UUID]):
         actor: str,
         take: Collection[str] = (),
         reason: str | None = None,
+        expected_version: int | None = None,
+        expected_source_version: int | None = None,
     ) -> list[str]:
         """Merge `source_id` into `target_id`: the target absorbs the source's values (see
         `Customer.absorb`), the source becomes merged-into-target. Both events in one
-        transaction. Returns the target's fields that changed."""
+        transaction. Returns the target's fields that changed. The expected versions (the
+        API's etags) refuse the merge with StaleVersion if either side changed since read."""
         _check_actor(actor, reason)
         if target_id == source_id:
             raise MergeRefused(f"customer {target_id} cannot be merged into itself")
-        target = self._load_for_command(target_id, None)
-        source = self._load_for_command(source_id, None)
+        target = self._load_for_command(target_id, expected_version)
+        source = self._load_for_command(source_id, expected_source_version)
         changed = target.absorb(source, take, actor, reason)
         source.merge_into(target.id, actor, reason)
         self._save_all(target, source)
@@ -299,7 +306,12 @@ class CustomerLedger(Application[UUID]):
         return changed
 
     def unmerge(
-        self, source_id: UUID, *, actor: str, reason: str | None = None
+        self,
+        source_id: UUID,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_target_version: int | None = None,
     ) -> tuple[UUID, list[str], list[str]]:
         """Undo the merge of `source_id`: it is a customer of its own again and the
         customer it was merged into gets back the values it had before. Returns (that
@@ -307,7 +319,7 @@ class CustomerLedger(Application[UUID]):
         _check_actor(actor, reason)
         source = self._load(source_id)
         target_id = source.unmerge(actor, reason)
-        target = self._load_for_command(target_id, None)
+        target = self._load_for_command(target_id, expected_target_version)
         restored, kept = target.undo_absorb(source.id, actor, reason)
         self._save_all(target, source)
         log.info("unmerged customer %s from %s", source_id, target_id)
@@ -317,7 +329,7 @@ class CustomerLedger(Application[UUID]):
         try:
             self.save(*customers)
         except RecordConflictError:
-            raise MergeRefused(
+            raise ConcurrentChange(
                 "one of the customers changed meanwhile; nothing was written, try again"
             ) from None
 
@@ -420,14 +432,18 @@ class CustomerLedger(Application[UUID]):
 
     def read(self, customer_id: UUID, *, principal: str, purpose: str) -> CustomerView:
         view = self.get(customer_id)
-        self.access_log.record(principal, purpose, [customer_id], PERSONAL_FIELDS)
+        self.access_log.record(
+            principal, purpose, [customer_id], PERSONAL_FIELDS, method="ledger.read"
+        )
         return view
 
     def read_history(
         self, customer_id: UUID, *, principal: str, purpose: str
     ) -> list[HistoryEntry]:
         entries = self.history(customer_id)
-        self.access_log.record(principal, purpose, [customer_id], PERSONAL_FIELDS)
+        self.access_log.record(
+            principal, purpose, [customer_id], PERSONAL_FIELDS, method="ledger.read_history"
+        )
         return entries
 
     def read_as_of(
@@ -440,7 +456,9 @@ class CustomerLedger(Application[UUID]):
         at: datetime | None = None,
     ) -> CustomerView:
         view = self.as_of(customer_id, version=version, at=at)
-        self.access_log.record(principal, purpose, [customer_id], PERSONAL_FIELDS)
+        self.access_log.record(
+            principal, purpose, [customer_id], PERSONAL_FIELDS, method="ledger.read_as_of"
+        )
         return view
 
     def read_field_history(
@@ -450,7 +468,9 @@ class CustomerLedger(Application[UUID]):
         the field is personal; owner, locale and tags are not)."""
         changes = field_history(self._events(customer_id), field)
         if is_personal(field):
-            self.access_log.record(principal, purpose, [customer_id], [field])
+            self.access_log.record(
+                principal, purpose, [customer_id], [field], method="ledger.read_field_history"
+            )
         return changes
 
     # Internals ----------------------------------------------------------------------------

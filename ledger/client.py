@@ -13,6 +13,7 @@ helpers do not cover; errors are `grpc.RpcError`, and `error_details` unpacks th
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -153,6 +154,84 @@ class LedgerClient:
         )
         return self.customers.MarkVerified(request, **self.call_options)
 
+    def list_customers(
+        self,
+        *,
+        filter: str = "",
+        order_by: str = "",
+        page_size: int = 0,
+        read_mask: Sequence[str] = (),
+        show_erased: bool = False,
+    ) -> Iterator[resources_pb2.Customer]:
+        """Every customer matching `filter` (AIP-160, e.g. 'owner = "sales.uk" AND
+        tags:"vip"'), in `order_by` order, following page tokens."""
+        for page in self.list_customer_pages(
+            filter=filter,
+            order_by=order_by,
+            page_size=page_size,
+            read_mask=read_mask,
+            show_erased=show_erased,
+        ):
+            yield from page.customers
+
+    def list_customer_pages(
+        self,
+        *,
+        filter: str = "",
+        order_by: str = "",
+        page_size: int = 0,
+        read_mask: Sequence[str] = (),
+        show_erased: bool = False,
+    ) -> Iterator[customer_service_pb2.ListCustomersResponse]:
+        """The raw pages of a listing (for callers that keep the page tokens themselves)."""
+        token = ""
+        while True:
+            request = customer_service_pb2.ListCustomersRequest(
+                filter=filter,
+                order_by=order_by,
+                page_size=page_size,
+                page_token=token,
+                read_mask=field_mask_pb2.FieldMask(paths=list(read_mask)),
+                show_erased=show_erased,
+            )
+            response = self.customers.ListCustomers(request, **self.call_options)
+            yield response
+            token = response.next_page_token
+            if not token:
+                return
+
+    def merge_customers(
+        self,
+        survivor: str,
+        source: str,
+        *,
+        etag: str = "",
+        source_etag: str = "",
+        take_from_source: Sequence[str] = (),
+        reason: str = "",
+        request_id: str = "",
+    ) -> resources_pb2.Customer:
+        """Merge `source` into `survivor`; returns the survivor."""
+        request = customer_service_pb2.MergeCustomersRequest(
+            name=_name(survivor),
+            source=_name(source),
+            etag=etag,
+            source_etag=source_etag,
+            reason=reason,
+            request_id=request_id,
+            take_from_source=field_mask_pb2.FieldMask(paths=list(take_from_source)),
+        )
+        return self.customers.MergeCustomers(request, **self.call_options)
+
+    def unmerge_customer(
+        self, customer: str, *, etag: str = "", reason: str = ""
+    ) -> resources_pb2.Customer:
+        """Undo the merge of `customer` (`etag`: the survivor's, as read); returns it."""
+        request = customer_service_pb2.UnmergeCustomerRequest(
+            name=_name(customer), etag=etag, reason=reason
+        )
+        return self.customers.UnmergeCustomer(request, **self.call_options)
+
     # AuditService -----------------------------------------------------------------------------
 
     def stream_events(
@@ -207,6 +286,65 @@ class LedgerClient:
             if not token:
                 return changes
 
+    def get_tree_head(self, tree_size: int = 0) -> audit_service_pb2.TreeHead:
+        """A signed tree head (0: the latest; the server signs the log as it stands first)."""
+        request = audit_service_pb2.GetTreeHeadRequest(tree_size=tree_size)
+        return self.audit.GetTreeHead(request, **self.call_options)
+
+    def get_inclusion_proof(
+        self, position: int = 0, *, leaf_index: int | None = None, tree_size: int = 0
+    ) -> audit_service_pb2.GetInclusionProofResponse:
+        """The proof that the event at `position` (or leaf `leaf_index`) is in the signed
+        tree of `tree_size` (0: the latest). Check it with `inclusion_document`."""
+        request = audit_service_pb2.GetInclusionProofRequest(position=position, tree_size=tree_size)
+        if leaf_index is not None:
+            request.leaf_index = leaf_index
+        return self.audit.GetInclusionProof(request, **self.call_options)
+
+    def get_consistency_proof(
+        self, first_tree_size: int, second_tree_size: int = 0
+    ) -> audit_service_pb2.GetConsistencyProofResponse:
+        """The proof that the signed tree of `second_tree_size` (0: the latest) extends the
+        one of `first_tree_size`. Check it with `consistency_document`."""
+        request = audit_service_pb2.GetConsistencyProofRequest(
+            first_tree_size=first_tree_size, second_tree_size=second_tree_size
+        )
+        return self.audit.GetConsistencyProof(request, **self.call_options)
+
+    def list_access_log(
+        self, filter: str = "", *, page_size: int = 500, read_mask: Sequence[str] = ()
+    ) -> Iterator[audit_service_pb2.AccessRecord]:
+        """Every access record matching `filter` (AIP-160, e.g. `principal = "sales.uk"`,
+        `customer = "customers/{id}"`, `outcome = DENIED`), oldest first, following tokens."""
+        token = ""
+        while True:
+            request = audit_service_pb2.ListAccessLogRequest(
+                filter=filter,
+                page_size=page_size,
+                page_token=token,
+                read_mask=field_mask_pb2.FieldMask(paths=list(read_mask)),
+            )
+            response = self.audit.ListAccessLog(request, **self.call_options)
+            yield from response.records
+            token = response.next_page_token
+            if not token:
+                return
+
+    def list_access_alerts(
+        self, filter: str = "", *, page_size: int = 500
+    ) -> Iterator[audit_service_pb2.AccessAlert]:
+        """Every read-rate alert (optionally `principal = "…"`), oldest first."""
+        token = ""
+        while True:
+            request = audit_service_pb2.ListAccessAlertsRequest(
+                filter=filter, page_size=page_size, page_token=token
+            )
+            response = self.audit.ListAccessAlerts(request, **self.call_options)
+            yield from response.alerts
+            token = response.next_page_token
+            if not token:
+                return
+
     # ComplianceService ------------------------------------------------------------------------
 
     def erase_customer(
@@ -221,6 +359,54 @@ class LedgerClient:
         """The portable JSON document (UTF-8 bytes)."""
         request = compliance_service_pb2.ExportCustomerDataRequest(name=_name(customer))
         return self.compliance.ExportCustomerData(request, **self.call_options).document
+
+
+# Proof documents for the standalone checker -------------------------------------------------
+# `ledger/audit/client_check.py` checks JSON documents with the ledger's public key alone; these
+# turn the API's answers into them, so a client need trust nothing the server says.
+
+TREE_HEAD_TYPE = "ledger.tree-head.v1"
+
+
+def tree_head_document(head: audit_service_pb2.TreeHead) -> dict[str, Any]:
+    """A signed tree head as `client_check.verify_tree_head` takes it."""
+    timestamp_ms = head.sign_time.seconds * 1000 + head.sign_time.nanos // 1_000_000
+    return {
+        "type": TREE_HEAD_TYPE,
+        "tree_size": head.tree_size,
+        "root_hash": head.root_hash.hex(),
+        "timestamp_ms": timestamp_ms,
+        "key_id": head.key_id,
+        "signature": base64.b64encode(head.signature).decode("ascii"),
+    }
+
+
+def inclusion_document(proof: audit_service_pb2.GetInclusionProofResponse) -> dict[str, Any]:
+    """An inclusion proof as `client_check.check_inclusion_document` takes it."""
+    return {
+        "type": "ledger.inclusion-proof.v1",
+        "leaf_index": proof.leaf_index,
+        "position": proof.position,
+        "leaf": base64.b64encode(proof.leaf).decode("ascii"),
+        "leaf_hash": proof.leaf_hash.hex(),
+        "tree_size": proof.tree_size,
+        "proof": [h.hex() for h in proof.hashes],
+        "tree_head": tree_head_document(proof.tree_head),
+    }
+
+
+def consistency_document(
+    proof: audit_service_pb2.GetConsistencyProofResponse,
+) -> dict[str, Any]:
+    """A consistency proof as `client_check.check_consistency_document` takes it."""
+    return {
+        "type": "ledger.consistency-proof.v1",
+        "old_size": proof.first_tree_size,
+        "new_size": proof.second_tree_size,
+        "proof": [h.hex() for h in proof.hashes],
+        "old_tree_head": tree_head_document(proof.first_tree_head),
+        "new_tree_head": tree_head_document(proof.second_tree_head),
+    }
 
 
 def error_details(error: grpc.RpcError) -> dict[str, Any]:

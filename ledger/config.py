@@ -86,6 +86,11 @@ class Settings:
     signing_key_file: Path | None = None
     default_region: str | None = None
     key_cache_seconds: float = 5.0
+    # The access-audit anomaly rule (ledger.audit.read_alerts): a principal that reads more
+    # than `read_alert_rate` distinct customers within `read_alert_window_seconds` is
+    # flagged; 0 turns the rule off.
+    read_alert_rate: int = 200
+    read_alert_window_seconds: float = 60.0
     actor: str = "cli"
     api: ApiSettings = field(default_factory=lambda: ApiSettings())
     index_key_file: Path | None = None
@@ -120,6 +125,8 @@ class Settings:
             signing_key_file=path("LEDGER_SIGNING_KEY_FILE"),
             default_region=region.upper() if region else None,
             key_cache_seconds=cache_seconds,
+            read_alert_rate=_whole(env, "LEDGER_READ_ALERT_RATE", 200),
+            read_alert_window_seconds=_number(env, "LEDGER_READ_ALERT_WINDOW", 60, minimum=0),
             actor=env.get("LEDGER_ACTOR") or f"cli:{getpass.getuser()}",
             api=ApiSettings.from_env(env),
             index_key_file=path("LEDGER_INDEX_KEY_FILE"),
@@ -202,6 +209,13 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if value not in ("1", "0", "true", "false", "yes", "no"):
         raise ConfigError(f"{name}: expected true or false")
     return value in ("1", "true", "yes")
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    text = (env.get(name) or str(default)).strip()
+    if not text.isdigit():
+        raise ConfigError(f"{name}: not a whole number (0 or more)")
+    return int(text)
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:

@@ -102,6 +102,11 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
     def fresh() -> str:
         return admin.create_customer(customer(owner="sales.alice")).name
 
+    def merged() -> str:
+        source = fresh()
+        admin.merge_customers(fresh(), source)
+        return source
+
     return {
         "CreateCustomer": (
             "customers",
@@ -120,8 +125,11 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
             lambda: customers.AssignOwnerRequest(name=owned, owner="sales.alice"),
         ),
         "MarkVerified": ("customers", lambda: customers.MarkVerifiedRequest(name=owned)),
-        "MergeCustomers": ("customers", customers.MergeCustomersRequest),
-        "UnmergeCustomer": ("customers", customers.UnmergeCustomerRequest),
+        "MergeCustomers": (
+            "customers",
+            lambda: customers.MergeCustomersRequest(name=fresh(), source=fresh()),
+        ),
+        "UnmergeCustomer": ("customers", lambda: customers.UnmergeCustomerRequest(name=merged())),
         "FindDuplicates": ("customers", customers.FindDuplicatesRequest),
         "StreamEvents": ("audit", audit.StreamEventsRequest),
         "ListCustomerEvents": ("audit", lambda: audit.ListCustomerEventsRequest(parent=owned)),
@@ -131,9 +139,15 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
             lambda: audit.GetFieldHistoryRequest(name=owned, field="tags"),
         ),
         "GetTreeHead": ("audit", audit.GetTreeHeadRequest),
-        "GetInclusionProof": ("audit", audit.GetInclusionProofRequest),
-        "GetConsistencyProof": ("audit", audit.GetConsistencyProofRequest),
+        "GetInclusionProof": ("audit", lambda: audit.GetInclusionProofRequest(position=1)),
+        "GetConsistencyProof": (
+            "audit",
+            lambda: audit.GetConsistencyProofRequest(
+                first_tree_size=api.ledger.issue_tree_head().tree_size
+            ),
+        ),
         "ListAccessLog": ("audit", audit.ListAccessLogRequest),
+        "ListAccessAlerts": ("audit", audit.ListAccessAlertsRequest),
         "EraseCustomer": (
             "compliance",
             lambda: compliance.EraseCustomerRequest(
@@ -178,7 +192,9 @@ def test_each_role_is_allowed_exactly_the_methods_of_the_table(api: Api) -> None
                 denials += 1
     records = denied_records(api)
     assert len(records) == denials
-    assert {(r.principal, r.method) for r in records} >= {("auditor.one", "CreateCustomer")}
+    assert {(r.principal, r.method) for r in records} >= {
+        ("auditor.one", "/ledger.v1.CustomerService/CreateCustomer")
+    }
 
 
 # The owner rule for sales -------------------------------------------------------------------

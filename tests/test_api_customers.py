@@ -6,6 +6,7 @@ import uuid
 
 import grpc
 
+from ledger.audit.access_log import RECORDED_TOPIC
 from ledger.client import LedgerClient
 from ledger.v1 import customer_service_pb2, resources_pb2
 from tests.api_support import Api, api, customer, fails
@@ -17,7 +18,10 @@ PDS = resources_pb2.PersonalDataState
 
 
 def events_written(api: Api) -> int:
-    return api.ledger.recorder.max_notification_id() or 0
+    """Events other than access records (every response carrying personal data, a retried
+    create's included, is itself recorded as a read)."""
+    notifications = api.ledger.recorder.select_notifications(start=1, limit=1_000_000)
+    return sum(1 for n in notifications if n.topic != RECORDED_TOPIC)
 
 
 def test_create_get_update_assign_verify(api: Api) -> None:
@@ -184,12 +188,7 @@ def test_not_found_and_erased(api: Api) -> None:
 def test_methods_of_the_other_branches_are_unimplemented_with_a_reason(api: Api) -> None:
     client = api.client("root", "admin")
     stub = client.customers
-    for call, request in (
-        (stub.ListCustomers, customer_service_pb2.ListCustomersRequest()),
-        (stub.MergeCustomers, customer_service_pb2.MergeCustomersRequest()),
-        (stub.UnmergeCustomer, customer_service_pb2.UnmergeCustomerRequest()),
-        (stub.FindDuplicates, customer_service_pb2.FindDuplicatesRequest()),
-    ):
+    for call, request in ((stub.FindDuplicates, customer_service_pb2.FindDuplicatesRequest()),):
         details = fails(lambda c=call, r=request: c(r, **client.call_options), Code.UNIMPLEMENTED)
         assert details["reason"] == "NOT_YET_AVAILABLE"
 

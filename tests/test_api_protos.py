@@ -40,6 +40,7 @@ def test_every_service_of_the_issue_is_declared() -> None:
     assert methods(audit_service_pb2, "AuditService") == {
         "StreamEvents", "ListCustomerEvents", "GetCustomerAsOf", "GetFieldHistory",
         "GetTreeHead", "GetInclusionProof", "GetConsistencyProof", "ListAccessLog",
+        "ListAccessAlerts",
     }  # fmt: skip
     assert methods(compliance_service_pb2, "ComplianceService") == {
         "EraseCustomer", "ExportCustomerData",

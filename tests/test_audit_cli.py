@@ -23,6 +23,7 @@ run, run_json = test_cli.run, test_cli.run_json
 
 AUDIT_COMMANDS = [
     "verify", "tree-head", "prove", "consistency", "events", "field-history", "access-log",
+    "access-alerts",
 ]  # fmt: skip
 
 

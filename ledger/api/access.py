@@ -1,11 +1,11 @@
 """The access-audit hook: every API response carrying personal data, and every refused
 attempt, goes through one `AccessLog` before the caller hears back.
 
-The servicers only ever call `record_access` and `record_denied`; what stands behind them is
-chosen once, in `ledger.api.server.build_server`. For now `LogDeniedAttempts` writes refused
-attempts as `AccessAttempt.Denied` events through the application (so they sit in the
-ledger's append-only log, under the same tamper evidence as everything else) and leaves
-granted reads to the audit log that replaces it.
+The servicers only ever call `record_access` and `record_denied` (through their `Call`);
+what stands behind them is chosen once, in `ledger.api.server.build_server`: `AuditedAccess`,
+which writes granted reads as `AccessRecord.Recorded` events (ledger.audit.access_log) and
+refused attempts as `AccessAttempt.Denied` events, both in the ledger's append-only log under
+the same tamper evidence as everything else, and raises read-rate alerts.
 
 Nothing recorded here is personal data: principals are staff or service ids, customers are
 ids, fields are field names, and the purpose is a short code checked by `check_purpose`.
@@ -13,6 +13,7 @@ ids, fields are field names, and the purpose is a short code checked by `check_p
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
@@ -21,9 +22,14 @@ from uuid import uuid4
 from eventsourcing.domain import Aggregate
 
 from ledger.application import CustomerLedger
+from ledger.audit.access_log import DEFAULT_PURPOSE, MAX_CUSTOMERS
+from ledger.audit.read_alerts import ReadRateMonitor
 from ledger.domain.errors import FieldViolation, ValidationFailed
 
+log = logging.getLogger("ledger.api")
+
 PURPOSE_METADATA = "ledger-purpose"
+CUSTOMER_PREFIX = "customers/"
 _PURPOSE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")
 
 
@@ -94,11 +100,47 @@ class AccessAttempt(Aggregate):
         return cls._create(cls.Denied, id=uuid4(), **attributes)
 
 
-class LogDeniedAttempts:
-    """The interim access log: refused attempts as events; granted reads not yet recorded."""
+class AuditedAccess:
+    """The access log of the API (the default in `build_server`): every response carrying
+    personal data and every refused attempt is recorded, durably, before the caller hears
+    back. It is the one place handlers go through; a handler never writes records itself.
 
-    def __init__(self, ledger: CustomerLedger) -> None:
+    How a handler uses it — through its `Call` (ledger.api.rpc), right before returning:
+
+        call.record_access(customer_ids, fields)
+            customer_ids: Sequence[str] — the customers whose personal data the response
+                carries, as resource names ("customers/{id}") or bare ids;
+            fields: Sequence[str] — the personal field names it carries (e.g. from
+                `convert.personal_fields_shown(message)`); when empty nothing is recorded,
+                since masked responses carry no personal data.
+        call.record_customers(messages)
+            for list and search responses (ListCustomers, FindDuplicates): the `Customer`
+            messages about to be sent; one record names every customer whose personal
+            fields are shown, with the union of those fields.
+
+    Both return only when the record is committed and raise when it could not be (the
+    handler then fails, so no unrecorded personal data leaves). Principal, method
+    ("/ledger.v1.CustomerService/GetCustomer") and purpose (`ledger-purpose` metadata) come
+    from the call. Refusals are recorded by the gate (`record_denied`), not by handlers.
+
+    Underneath, `record_access(*, principal, method, customer_ids, fields, purpose)` and
+    `record_denied(*, principal, method, customer_ids, reason, purpose)` implement the
+    `AccessLog` protocol above. Records go through the ledger's group committer, so N
+    concurrent reads cost about one commit between them while each still waits for its own
+    record to be durable. Each granted read is also counted by the read-rate monitor
+    (ledger.audit.read_alerts); an alert it raises is stored in the same transaction as the
+    record that crossed the threshold.
+    """
+
+    def __init__(self, ledger: CustomerLedger, monitor: ReadRateMonitor | None = None) -> None:
         self.ledger = ledger
+        self.monitor = (
+            monitor
+            if monitor is not None
+            else ReadRateMonitor(
+                ledger.settings.read_alert_rate, ledger.settings.read_alert_window_seconds
+            )
+        )
 
     def record_access(
         self,
@@ -109,7 +151,35 @@ class LogDeniedAttempts:
         fields: Sequence[str],
         purpose: str,
     ) -> None:
-        """Granted reads are recorded by the audit log (issue 3), which replaces this class."""
+        ids = sorted({c.removeprefix(CUSTOMER_PREFIX) for c in customer_ids})
+        if not ids or not fields:
+            return
+        access_log = self.ledger.access_log
+        events: list[Any] = []
+        for start in range(0, len(ids), MAX_CUSTOMERS):
+            record = access_log.new_record(
+                principal,
+                purpose or DEFAULT_PURPOSE,
+                ids[start : start + MAX_CUSTOMERS],
+                fields,
+                method=method,
+            )
+            events += record.collect_events()
+        alert = self.monitor.observe(principal, ids)
+        if alert is not None:
+            events += alert.collect_events()
+            log.warning(
+                "read-rate alert: %s read more than %d customers within %gs",
+                principal,
+                self.monitor.rate,
+                self.monitor.window_seconds,
+            )
+        try:
+            self._commit(events)
+        except BaseException:
+            if alert is not None:  # not stored: the next read past the rate raises it again
+                self.monitor.rearm(principal)
+            raise
 
     def record_denied(
         self,
@@ -120,12 +190,15 @@ class LogDeniedAttempts:
         reason: str,
         purpose: str,
     ) -> None:
-        self.ledger.save(
-            AccessAttempt.denied(
-                principal=principal,
-                method=method,
-                customer_ids=list(customer_ids),
-                reason=reason,
-                purpose=purpose,
-            )
+        attempt = AccessAttempt.denied(
+            principal=principal,
+            method=method,
+            customer_ids=[c.removeprefix(CUSTOMER_PREFIX) for c in customer_ids],
+            reason=reason,
+            purpose=purpose,
         )
+        self._commit(attempt.collect_events())
+
+    def _commit(self, events: Sequence[Any]) -> None:
+        """Durable when it returns: the ledger's group committer (shared transactions)."""
+        self.ledger.access_log.commit(events)

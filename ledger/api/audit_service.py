@@ -1,5 +1,5 @@
 """AuditService: the log in order, one customer's events, its past states, one field's
-history. The Merkle proofs and the access log arrive with the audit log (issue 3).
+history, the Merkle log's signed tree heads and proofs, the access log and its alerts.
 
 Auditors get every event's metadata; personal data only with a role that reads it. Replay
 decodes events without unsealing them when the caller may not see personal data, so an
@@ -17,11 +17,15 @@ from eventsourcing.utils import get_topic
 
 from ledger.api import convert
 from ledger.api.access import AccessAttempt
+from ledger.api.access_listing import AccessListing
 from ledger.api.customer_access import CustomerAccess
 from ledger.api.errors import ApiError, renamed
 from ledger.api.paging import decode_token, encode_token, page_size
+from ledger.api.proofs_api import Proofs
 from ledger.api.rpc import Call
 from ledger.application import CustomerLedger
+from ledger.audit.access_log import AccessRecord
+from ledger.audit.read_alerts import AccessAlert
 from ledger.domain.customer import Customer
 from ledger.domain.erased import ErasedValue
 from ledger.domain.errors import ValidationFailed
@@ -41,7 +45,7 @@ def _event_classes() -> list[type]:
     customer_events = [
         c for c in vars(Customer).values() if isinstance(c, type) and issubclass(c, Customer.Event)
     ]
-    return [*customer_events, AccessAttempt.Denied]
+    return [*customer_events, AccessAttempt.Denied, AccessRecord.Recorded, AccessAlert.Raised]
 
 
 EVENT_TOPICS: dict[str, str] = {cls.__name__: get_topic(cls) for cls in _event_classes()}
@@ -52,6 +56,8 @@ class AuditService:
         self.ledger = ledger
         self.access = CustomerAccess(ledger)
         self.stopping = stopping
+        self.proofs = Proofs(ledger)
+        self.listing = AccessListing(ledger)
 
     # Replay -------------------------------------------------------------------------------
 
@@ -168,19 +174,32 @@ class AuditService:
             token = encode_token("GetFieldHistory", query, offset + size)
         return pb.GetFieldHistoryResponse(changes=page, next_page_token=token)
 
-    # Backed by the audit log (issue 3) --------------------------------------------------------
+    # Tamper evidence (ledger.api.proofs_api) -------------------------------------------------
 
-    def GetTreeHead(self, request: pb.GetTreeHeadRequest, call: Call) -> object:
-        raise ApiError.unimplemented("GetTreeHead", "the audit log (Merkle tree heads)")
+    def GetTreeHead(self, request: pb.GetTreeHeadRequest, call: Call) -> pb.TreeHead:
+        return self.proofs.tree_head(request)
 
-    def GetInclusionProof(self, request: pb.GetInclusionProofRequest, call: Call) -> object:
-        raise ApiError.unimplemented("GetInclusionProof", "the audit log (Merkle proofs)")
+    def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, call: Call
+    ) -> pb.GetInclusionProofResponse:
+        return self.proofs.inclusion(request)
 
-    def GetConsistencyProof(self, request: pb.GetConsistencyProofRequest, call: Call) -> object:
-        raise ApiError.unimplemented("GetConsistencyProof", "the audit log (Merkle proofs)")
+    def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, call: Call
+    ) -> pb.GetConsistencyProofResponse:
+        return self.proofs.consistency(request)
 
-    def ListAccessLog(self, request: pb.ListAccessLogRequest, call: Call) -> object:
-        raise ApiError.unimplemented("ListAccessLog", "the audit log (access log)")
+    # The access log and its alerts (ledger.api.access_listing) ----------------------------------
+
+    def ListAccessLog(
+        self, request: pb.ListAccessLogRequest, call: Call
+    ) -> pb.ListAccessLogResponse:
+        return self.listing.list_access_log(request)
+
+    def ListAccessAlerts(
+        self, request: pb.ListAccessAlertsRequest, call: Call
+    ) -> pb.ListAccessAlertsResponse:
+        return self.listing.list_access_alerts(request)
 
 
 def field_changes(

@@ -50,8 +50,8 @@ METHOD_ACCESS: dict[str, dict[Role, Scope]] = {
     "UpdateCustomer": {S: ALL, SA: OWN, AD: ALL},
     "AssignOwner": {S: ALL, AD: ALL},
     "MarkVerified": {S: ALL, C: ALL, AD: ALL},
-    "MergeCustomers": {S: ALL, AD: ALL},
-    "UnmergeCustomer": {S: ALL, AD: ALL},
+    "MergeCustomers": {S: ALL, SA: OWN, AD: ALL},
+    "UnmergeCustomer": {S: ALL, SA: OWN, AD: ALL},
     "FindDuplicates": {S: ALL, SA: OWN, C: ALL, AD: ALL},
     # AuditService
     "StreamEvents": {S: ALL, AU: ALL, AD: ALL},
@@ -62,6 +62,7 @@ METHOD_ACCESS: dict[str, dict[Role, Scope]] = {
     "GetInclusionProof": {S: ALL, AU: ALL, C: ALL, AD: ALL},
     "GetConsistencyProof": {S: ALL, AU: ALL, C: ALL, AD: ALL},
     "ListAccessLog": {AU: ALL, C: ALL, AD: ALL},
+    "ListAccessAlerts": {AU: ALL, AD: ALL},
     # ComplianceService
     "EraseCustomer": {C: ALL, AD: ALL},
     "ExportCustomerData": {C: ALL, AD: ALL},

@@ -48,6 +48,7 @@ IGNORED_IN_MASK = frozenset(
         "update_time",
         "verify_time",
         "erase_time",
+        "merged_into",
     }
 )
 
@@ -99,19 +100,26 @@ def _date(text: str) -> date_pb2.Date:
     return date_pb2.Date(year=year, month=month, day=day)
 
 
+def _state(view: CustomerView) -> resources_pb2.Customer.State.ValueType:
+    if view.is_erased:
+        return Customer.ERASED
+    return Customer.MERGED if view.merged_into else Customer.ACTIVE
+
+
 def customer_message(view: CustomerView, *, personal: bool) -> resources_pb2.Customer:
     message = Customer(
         name=customer_name(view.id),
         locale=view.locale or "",
         tags=view.tags,
         owner=view.owner or "",
-        state=Customer.ERASED if view.is_erased else Customer.ACTIVE,
+        state=_state(view),
         version=view.version,
         etag=str(view.version),
         create_time=timestamp(view.created_at),
         update_time=timestamp(view.updated_at),
         verify_time=timestamp(view.verified_at),
         erase_time=timestamp(view.erased_at),
+        merged_into=customer_name(view.merged_into) if view.merged_into else "",
     )
     if view.is_erased:
         message.personal_data_state = PDS.PERSONAL_DATA_STATE_ERASED

@@ -4,6 +4,7 @@ Every servicer that returns a customer goes through here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -53,3 +54,28 @@ class CustomerAccess:
             message = convert.apply_read_mask(message, read_mask)
         call.record_access([convert.customer_name(view.id)], convert.personal_fields_shown(message))
         return message
+
+    def respond_many(
+        self,
+        call: Call,
+        views: Sequence[CustomerView],
+        read_mask: field_mask_pb2.FieldMask | None = None,
+    ) -> list[resources_pb2.Customer]:
+        """A page of customers, each masked for the caller; the page's reads are recorded
+        as one access record (the customers whose personal fields it carries, and those
+        fields) before it is sent."""
+        messages = []
+        customer_ids: list[str] = []
+        fields: set[str] = set()
+        for view in views:
+            personal = call.grant.may_read_personal(view.owner)
+            message = convert.customer_message(view, personal=personal)
+            if read_mask is not None:
+                message = convert.apply_read_mask(message, read_mask)
+            shown = convert.personal_fields_shown(message)
+            if shown:
+                customer_ids.append(convert.customer_name(view.id))
+                fields.update(shown)
+            messages.append(message)
+        call.record_access(customer_ids, sorted(fields))
+        return messages

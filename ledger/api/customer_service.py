@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 import grpc
 from eventsourcing.persistence import RecordConflictError
 
-from ledger.api import convert
+from ledger.api import convert, list_query, paging
 from ledger.api.api_store import ApiStore
 from ledger.api.authz import AccessDenied
 from ledger.api.customer_access import CustomerAccess
@@ -21,12 +21,48 @@ from ledger.api.errors import ApiError, customer_field, renamed
 from ledger.api.rpc import Call
 from ledger.application import CustomerLedger
 from ledger.crypto_shred.keystore import KeyAlreadyExists
-from ledger.domain.errors import CustomerNotFound, ValidationFailed
+from ledger.domain.customer import MERGEABLE_FIELDS
+from ledger.domain.errors import CustomerErasedError, CustomerNotFound, ValidationFailed
+from ledger.projections.queries import MAX_PAGE_SIZE, CustomerRecord
+from ledger.projections.wiring import customer_queries, runner_of
 from ledger.v1 import customer_service_pb2 as pb
 from ledger.v1 import resources_pb2
+from ledger.views import CustomerView
 
 MAX_REQUEST_ID = 128
 MAX_REASON = 500
+LIST_DEFAULT = 50
+
+
+def _view(record: CustomerRecord) -> CustomerView:
+    return CustomerView(
+        id=record.id,
+        version=record.version,
+        status=record.status,
+        personal=record.personal,
+        locale=record.locale,
+        tags=record.tags,
+        owner=record.owner,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        verified_at=record.verified_at,
+        erased_at=record.erased_at,
+        merged_into=str(record.merged_into) if record.merged_into else None,
+    )
+
+
+def _take_fields(request: pb.MergeCustomersRequest) -> list[str]:
+    paths = list(request.take_from_source.paths)
+    for index, path in enumerate(paths):
+        if path not in MERGEABLE_FIELDS:
+            raise ApiError.invalid(
+                f"take_from_source.paths[{index}]", "not a field a merge can take"
+            )
+    return paths
+
+
+def _take_field(field: str) -> str:
+    return "take_from_source" if field == "take" else customer_field(field)
 
 
 def check_request_id(request_id: str, field: str = "request_id") -> str:
@@ -165,18 +201,112 @@ class CustomerService:
         )
         return self.access.respond(call, self.ledger.get(customer_id))
 
-    # Backed by the projections (issue 4): list with filters and page tokens, duplicate
-    # detection, merge and unmerge. For List and FindDuplicates, `call.grant.owner_filter`
-    # is the restriction to put into the projection query for owner-limited callers.
+    def ListCustomers(
+        self, request: pb.ListCustomersRequest, call: Call
+    ) -> pb.ListCustomersResponse:
+        """AIP-132 over the current view. A caller limited to its own customers (sales) gets
+        `owner = principal` put into the query itself, so pages stay full and nothing about
+        other owners' customers (not even their number) leaks; a filter naming another
+        owner is refused (PERMISSION_DENIED, recorded) rather than answered empty, so the
+        attempt shows up in the access log."""
+        query = list_query.parse_filter(request.filter, show_erased=request.show_erased)
+        order_by, descending = list_query.parse_order(request.order_by)
+        size = paging.page_size(request.page_size, default=LIST_DEFAULT, maximum=MAX_PAGE_SIZE)
+        mask = request.read_mask if request.HasField("read_mask") else None
+        if mask is not None and mask.paths:
+            convert.apply_read_mask(resources_pb2.Customer(), mask)  # refuse a bad mask early
+        if len(request.page_token) > paging.MAX_TOKEN * 2:
+            raise ApiError.invalid("page_token", "not a page token of this API")
+        owner = call.grant.owner_filter
+        if owner is not None:
+            if query.filters.owner not in (None, owner):
+                raise AccessDenied("a sales principal lists only the customers it owns")
+            query = list_query.restricted_to(query, owner)
+        if self.ledger.settings.projection_mode == "inline":
+            runner_of(self.ledger).catch_up_quietly()  # read what this process just wrote
+        page = customer_queries(self.ledger).list_customers(
+            query.filters,
+            order_by=order_by,
+            descending=descending,
+            page_size=size,
+            page_token=request.page_token or None,
+        )
+        records = [r for r in page.records if not (query.hide_merged and r.merged_into)]
+        for record in records:  # the query is restricted; this only guards against a bug
+            call.grant.check_record(str(record.id), record.owner)
+        customers = self.access.respond_many(call, [_view(r) for r in records], mask)
+        return pb.ListCustomersResponse(
+            customers=customers, next_page_token=page.next_page_token or ""
+        )
 
-    def ListCustomers(self, request: pb.ListCustomersRequest, call: Call) -> object:
-        raise ApiError.unimplemented("ListCustomers", "the projections (current view)")
+    def MergeCustomers(
+        self, request: pb.MergeCustomersRequest, call: Call
+    ) -> resources_pb2.Customer:
+        """Both customers are loaded under the record-level rule (a sales principal merges
+        only customers it owns, both of them). The etags are checked by the ledger in the
+        same step as the write; a retry with the same `request_id` after the merge was done
+        returns the survivor instead of FAILED_PRECONDITION."""
+        target_id = convert.parse_name(request.name)
+        source_id = convert.parse_name(request.source, "source")
+        expected = convert.parse_etag(request.etag, "etag")
+        source_expected = convert.parse_etag(request.source_etag, "source_etag")
+        take = _take_fields(request)
+        request_id = check_request_id(request.request_id)
+        if target_id == source_id:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "MERGE_INTO_ITSELF",
+                "a customer cannot be merged into itself",
+                metadata={"customer": convert.customer_name(target_id)},
+            )
+        self.access.load(call, target_id)
+        source = self.access.load(call, source_id)
+        if request_id:
+            principal = call.principal.name
+            bound = self.store.reserve(principal, "MergeCustomers", request_id, source_id)
+            if bound != source_id:
+                raise ApiError.invalid("request_id", "already used for another merge")
+            if source.merged_into == str(target_id):
+                return self.access.respond(call, self.ledger.get(target_id))
+        try:
+            self.ledger.merge(
+                target_id,
+                source_id,
+                actor=call.principal.name,
+                take=take,
+                reason=reason_of(request.reason),
+                expected_version=expected,
+                expected_source_version=source_expected,
+            )
+        except ValidationFailed as error:
+            raise renamed(error, _take_field) from None
+        return self.access.respond(call, self.ledger.get(target_id))
 
-    def MergeCustomers(self, request: pb.MergeCustomersRequest, call: Call) -> object:
-        raise ApiError.unimplemented("MergeCustomers", "the projections (merge and unmerge)")
-
-    def UnmergeCustomer(self, request: pb.UnmergeCustomerRequest, call: Call) -> object:
-        raise ApiError.unimplemented("UnmergeCustomer", "the projections (merge and unmerge)")
+    def UnmergeCustomer(
+        self, request: pb.UnmergeCustomerRequest, call: Call
+    ) -> resources_pb2.Customer:
+        """Restores the merged customer `name` and the survivor's earlier values; the
+        caller must reach both (sales: own both)."""
+        source_id = convert.parse_name(request.name)
+        expected = convert.parse_etag(request.etag, "etag")
+        source = self.access.load(call, source_id)
+        if source.merged_into is None:
+            if source.is_erased:
+                raise CustomerErasedError(source_id)
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "NOT_MERGED",
+                f"customer {source_id} is not merged into another customer",
+                metadata={"customer": convert.customer_name(source_id)},
+            )
+        self.access.load(call, UUID(source.merged_into))
+        self.ledger.unmerge(
+            source_id,
+            actor=call.principal.name,
+            reason=reason_of(request.reason),
+            expected_target_version=expected,
+        )
+        return self.access.respond(call, self.ledger.get(source_id))
 
     def FindDuplicates(self, request: pb.FindDuplicatesRequest, call: Call) -> object:
         raise ApiError.unimplemented("FindDuplicates", "the projections (duplicate index)")

@@ -27,13 +27,19 @@ from grpc_status import rpc_status
 
 from ledger.api.authz import AccessDenied
 from ledger.api.tokens import TokenError
+from ledger.audit.proofs import ProofUnavailable
+from ledger.audit.storage import AuditStoreError
+from ledger.audit.tree_heads import RefusedToSign
 from ledger.crypto_shred.keystore import KeyStoreError
 from ledger.crypto_shred.mapper import SealError
 from ledger.domain.errors import (
+    ConcurrentChange,
     CustomerErasedError,
+    CustomerMergedError,
     CustomerNotFound,
     FieldViolation,
     HistoryNotFound,
+    MergeRefused,
     StaleVersion,
     ValidationFailed,
 )
@@ -186,6 +192,27 @@ def status_of(error: BaseException) -> status_pb2.Status:
         return _status(
             code.FAILED_PRECONDITION, "CUSTOMER_ERASED", str(error), {"customer": name}, [failure]
         )
+    if isinstance(error, CustomerMergedError):
+        name = f"customers/{error.customer_id}"
+        into = f"customers/{error.target_id}"
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type="MERGED", subject=name, description=f"merged into {into}"
+                )
+            ]
+        )
+        return _status(
+            code.FAILED_PRECONDITION,
+            "CUSTOMER_MERGED",
+            str(error),
+            {"customer": name, "merged_into": into},
+            [failure],
+        )
+    if isinstance(error, ConcurrentChange):
+        return _status(code.ABORTED, "CONCURRENT_CHANGE", str(error))
+    if isinstance(error, MergeRefused):
+        return _status(code.FAILED_PRECONDITION, "MERGE_REFUSED", str(error))
     if isinstance(error, StaleVersion):
         return _status(
             code.ABORTED,
@@ -197,6 +224,11 @@ def status_of(error: BaseException) -> status_pb2.Status:
                 "current_etag": str(error.actual),
             },
         )
+    if isinstance(error, AuditStoreError | RefusedToSign):
+        log.error("audit integrity failure: %s", error)
+        return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))
+    if isinstance(error, ProofUnavailable):
+        return _status(code.NOT_FOUND, "PROOF_UNAVAILABLE", str(error))
     if isinstance(error, SealError):
         log.error("integrity failure: %s", error)
         return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))

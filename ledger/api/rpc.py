@@ -25,8 +25,10 @@ from google.protobuf.message import DecodeError, Message
 from ledger.api.access import PURPOSE_METADATA, AccessLog, check_purpose
 from ledger.api.auth import Authenticator, Principal
 from ledger.api.authz import AccessDenied, Grant
+from ledger.api.convert import personal_fields_shown
 from ledger.api.errors import ApiError, grpc_status
 from ledger.domain.errors import ValidationFailed
+from ledger.v1 import resources_pb2
 
 log = logging.getLogger("ledger.api")
 
@@ -45,20 +47,37 @@ class Call:
     purpose: str
     context: grpc.ServicerContext
     access_log: AccessLog
+    # The full method ("/ledger.v1.CustomerService/GetCustomer"), as the access log names it.
+    path: str = ""
 
     def record_access(self, customer_ids: Sequence[str], fields: Sequence[str]) -> None:
-        """Before returning personal data: durable when this returns."""
-        if fields:
+        """Before returning personal data of `customer_ids` (resource names or ids) in
+        `fields`: durable when this returns (see `ledger.api.access.AuditedAccess`)."""
+        if fields and customer_ids:
             self.access_log.record_access(
                 principal=self.principal.name,
-                method=self.method,
+                method=self.path or self.method,
                 customer_ids=list(customer_ids),
                 fields=sorted(set(fields)),
                 purpose=self.purpose,
             )
 
+    def record_customers(self, customers: Sequence[resources_pb2.Customer]) -> None:
+        """Before returning a list or search response: one record naming every customer
+        whose personal fields are shown, with the union of those fields."""
+        names: list[str] = []
+        fields: set[str] = set()
+        for customer in customers:
+            shown = personal_fields_shown(customer)
+            if shown:
+                names.append(customer.name)
+                fields.update(shown)
+        self.record_access(names, sorted(fields))
+
     def record_denied(self, error: AccessDenied) -> None:
-        _record_denied(self.access_log, self.principal.name, self.method, error, self.purpose)
+        _record_denied(
+            self.access_log, self.principal.name, self.path or self.method, error, self.purpose
+        )
 
 
 def _record_denied(
@@ -81,7 +100,8 @@ class Gate:
         self.authenticator = authenticator
         self.access_log = access_log
 
-    def open(self, context: grpc.ServicerContext, method: str) -> Call:
+    def open(self, context: grpc.ServicerContext, method: str, path: str = "") -> Call:
+        """`method`: the short name (authorisation); `path`: the full one (access log)."""
         principal = self.authenticator.authenticate(context)
         purposes = [
             v.decode("latin-1") if isinstance(v, bytes) else v
@@ -97,11 +117,11 @@ class Gate:
         try:
             grant = Grant.for_call(method, principal.name, principal.roles)
         except AccessDenied as denied:
-            _record_denied(self.access_log, principal.name, method, denied, purpose)
+            _record_denied(self.access_log, principal.name, path or method, denied, purpose)
             raise
         if purpose_error is not None:
             raise purpose_error
-        return Call(principal, grant, method, purpose, context, self.access_log)
+        return Call(principal, grant, method, purpose, context, self.access_log, path)
 
 
 def _abort(context: grpc.ServicerContext, call: Call | None, error: Exception) -> NoReturn:
@@ -126,10 +146,11 @@ def _handler(
 ) -> grpc.RpcMethodHandler[Any, Any]:
     request_cls = message_factory.GetMessageClass(method.input_type)
     name = method.name
+    path = f"/{method.containing_service.full_name}/{name}"
     run: Callable[[Any, Call], Any] | None = getattr(implementation, name, None)
 
     def prepare(request: Message | Malformed, context: grpc.ServicerContext) -> Call:
-        call = gate.open(context, name)
+        call = gate.open(context, name, path)
         if isinstance(request, Malformed):
             raise ApiError.invalid("request", f"not a valid {method.input_type.full_name}")
         if run is None:  # declared in the proto, not served by this build

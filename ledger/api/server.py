@@ -26,7 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ledger.api.access import AccessLog, LogDeniedAttempts
+from ledger.api.access import AccessLog, AuditedAccess
 from ledger.api.api_store import ApiStore, open_api_store
 from ledger.api.audit_service import AuditService
 from ledger.api.auth import Authenticator
@@ -36,6 +36,7 @@ from ledger.api.customer_service import CustomerService
 from ledger.api.rpc import Gate, service_handler
 from ledger.api.tokens import TokenVerifier
 from ledger.application import CustomerLedger
+from ledger.audit.read_alerts import ReadRateMonitor
 from ledger.bootstrap import open_ledger
 from ledger.config import ConfigError, Settings
 from ledger.signing import LedgerSigner
@@ -126,9 +127,12 @@ def build_server(
     token_signer = LedgerSigner.load_or_create(settings.resolved_token_key_file)
     store = open_api_store(settings)
     stopping = threading.Event()
+    default_access = AuditedAccess(
+        ledger, ReadRateMonitor(settings.read_alert_rate, settings.read_alert_window_seconds)
+    )
     gate = Gate(
         Authenticator(TokenVerifier(token_signer.public_key_pem(), ROLES), store),
-        access_log if access_log is not None else LogDeniedAttempts(ledger),
+        access_log if access_log is not None else default_access,
     )
     implementations: dict[str, object] = {
         "CustomerService": CustomerService(ledger, store),

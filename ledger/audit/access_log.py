@@ -13,7 +13,7 @@ receives personal data whose read is not on record (a failed record fails the re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,15 +43,29 @@ class AccessRecord(Aggregate):
         purpose: str
         customer_ids: list[str]
         fields: list[str]
+        # The API method that returned the data ("/ledger.v1.CustomerService/GetCustomer"),
+        # or "cli:<command>"; records written before it existed read as "".
+        method: str
         personal_attributes: ClassVar[tuple[str, ...]] = ()
+        class_version: ClassVar[int] = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["method"] = ""
 
     def __init__(
-        self, principal: str, purpose: str, customer_ids: list[str], fields: list[str]
+        self,
+        principal: str,
+        purpose: str,
+        customer_ids: list[str],
+        fields: list[str],
+        method: str,
     ) -> None:
         self.principal = principal
         self.purpose = purpose
         self.customer_ids = customer_ids
         self.fields = fields
+        self.method = method
 
 
 RECORDED_TOPIC = get_topic(AccessRecord.Recorded)
@@ -66,6 +80,7 @@ class AccessEntry:
     purpose: str
     customer_ids: list[str]
     fields: list[str]
+    method: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +88,7 @@ class AccessEntry:
             "record_id": str(self.record_id),
             "at": self.at.isoformat(),
             "principal": self.principal,
+            "method": self.method,
             "purpose": self.purpose,
             "customer_ids": self.customer_ids,
             "fields": self.fields,
@@ -90,8 +106,17 @@ class AccessLog:
     """Records reads and lists them. Works on any eventsourcing application whose mapper
     stores events without `personal_attributes` in the clear (ours does)."""
 
-    def __init__(self, app: Application[UUID]) -> None:
+    def __init__(
+        self,
+        app: Application[UUID],
+        commit: Callable[[Sequence[Any]], object] | None = None,
+    ) -> None:
+        """`commit` stores a list of events durably (default: one `save` each call); the
+        ledger passes its group committer, so concurrent readers share one transaction."""
         self.app = app
+        self.commit: Callable[[Sequence[Any]], object] = commit or (
+            lambda events: app.save(*events)
+        )
 
     def record(
         self,
@@ -99,7 +124,25 @@ class AccessLog:
         purpose: str,
         customer_ids: Iterable[UUID | str],
         fields: Iterable[str],
+        *,
+        method: str = "",
     ) -> UUID:
+        """Durable when it returns."""
+        record = self.new_record(principal, purpose, customer_ids, fields, method=method)
+        self.commit(record.collect_events())
+        return record.id
+
+    def new_record(
+        self,
+        principal: str,
+        purpose: str,
+        customer_ids: Iterable[UUID | str],
+        fields: Iterable[str],
+        *,
+        method: str = "",
+    ) -> AccessRecord:
+        """A checked record, not yet stored: for callers that commit it together with other
+        events (an alert it triggers) in one transaction."""
         violations: list[FieldViolation] = []
         _label("principal", principal, violations)
         _label("purpose", purpose, violations)
@@ -108,11 +151,11 @@ class AccessLog:
             violations.append(
                 FieldViolation("customer_ids", f"must name 1 to {MAX_CUSTOMERS} customers")
             )
+        if len(method) > MAX_LABEL:
+            violations.append(FieldViolation("method", f"at most {MAX_LABEL} characters"))
         if violations:
             raise ValidationFailed(violations)
-        record = AccessRecord(principal, purpose, ids, sorted(set(fields)))
-        self.app.save(record)
-        return record.id
+        return AccessRecord(principal, purpose, ids, sorted(set(fields)), method)
 
     def entries(
         self,
@@ -153,6 +196,7 @@ class AccessLog:
                     purpose=event.purpose,
                     customer_ids=list(event.customer_ids),
                     fields=list(event.fields),
+                    method=event.method,
                 )
             if len(batch) < PAGE:
                 return

@@ -83,6 +83,13 @@ def inclusion_proof(
     position = store.position_of(originator_id, version)
     if position is None:
         raise ProofUnavailable(f"no event {originator_id} v{version}")
+    return inclusion_proof_at(store, position, tree_size)
+
+
+def inclusion_proof_at(
+    store: AuditStore, position: int, tree_size: int | None = None
+) -> InclusionProof:
+    """The inclusion proof of the event at a log position (the API's way of naming it)."""
     index = store.leaf_index_of(position)
     event = store.event_at(position)
     if index is None or event is None:

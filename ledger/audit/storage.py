@@ -288,6 +288,11 @@ class AuditStore(ABC):
         rows = self._rows(f"SELECT leaf_index FROM {TREE_TABLE} WHERE position = ?", [position])
         return int(rows[0][0]) if rows else None
 
+    def position_at(self, leaf_index: int) -> int | None:
+        """The log position of the event that is leaf `leaf_index` (None: no such leaf)."""
+        rows = self._rows(f"SELECT position FROM {TREE_TABLE} WHERE leaf_index = ?", [leaf_index])
+        return int(rows[0][0]) if rows else None
+
     @abstractmethod
     def position_of(self, originator_id: UUID, version: int) -> int | None: ...
 

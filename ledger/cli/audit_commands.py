@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ledger.audit.access_log import DEFAULT_PURPOSE
 from ledger.audit.proofs import consistency_proof, inclusion_proof
+from ledger.audit.read_alerts import alerts
 from ledger.audit.storage import AuditStore, AuditStoreError
 from ledger.audit.tree_heads import RefusedToSign, TreeHead, TreeHeadFormatError
 from ledger.audit.verifier import Report, verify
@@ -237,10 +238,25 @@ def cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
         )
     lines = [
         f"{e.position:>8}  {e.at.isoformat(timespec='seconds')}  {e.principal}  "
-        f"purpose={e.purpose}  customers={','.join(e.customer_ids)}  fields={','.join(e.fields)}"
+        f"method={e.method or '-'}  purpose={e.purpose}  customers={','.join(e.customer_ids)}  "
+        f"fields={','.join(e.fields)}"
         for e in entries
     ]
     emit(args, [e.to_json() for e in entries], "\n".join(lines) or "no reads recorded")
+    return 0
+
+
+def cmd_access_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    with open_for(settings) as ledger:
+        found = list(alerts(ledger, principal=args.principal))
+    lines = [
+        f"{a.position:>8}  {a.at.isoformat(timespec='seconds')}  {a.principal}  read "
+        f"{a.distinct_customers} customers in {a.window_seconds:g}s (threshold {a.threshold}) "
+        f"between {a.first_access.isoformat(timespec='seconds')} and "
+        f"{a.last_access.isoformat(timespec='seconds')}"
+        for a in found
+    ]
+    emit(args, [a.to_json() for a in found], "\n".join(lines) or "no alerts raised")
     return 0
 
 
@@ -314,6 +330,14 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--principal", metavar="NAME")
     p.add_argument("--since", metavar="ISO8601")
     p.add_argument("--until", metavar="ISO8601")
+
+    p = add(
+        "access-alerts",
+        cmd_access_alerts,
+        "list read-rate alerts: principals that read more than LEDGER_READ_ALERT_RATE "
+        "distinct customers within LEDGER_READ_ALERT_WINDOW seconds through the API",
+    )
+    p.add_argument("--principal", metavar="NAME", help="only this principal's alerts")
 
 
 def purpose_option(parser: argparse.ArgumentParser) -> None:

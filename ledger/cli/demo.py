@@ -1,22 +1,41 @@
-"""`ledger demo`: the product's story end to end on the configured store.
+"""`ledger demo`: the product's story end to end, through its real interface.
 
-Registers a few customers, changes one, shows its history, erases one and shows that its
-history still replays (with erased values) while the others stay intact, and finally looks
-at the raw store bytes to show that no personal value is stored in plaintext.
+It starts the gRPC server in-process on a free loopback port, issues bearer tokens for a
+service, a salesperson, an auditor and a compliance officer, and drives every step through
+`ledger.client` — so what it shows is what a caller of the API gets, authorisation and
+masking included. Afterwards it verifies the tamper-evident log and searches the raw store
+files for the customers' names and emails.
+
+The story is the list `STEPS`: each step is a heading and a function of the shared `Story`,
+so adding one (for instance a method that lands later) is a few lines. Only the fictional
+sample below ever appears in the output.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from ledger.api.server import ApiServer, build_server
+from ledger.api.tokens import issue_token
 from ledger.audit.storage import AuditStore
 from ledger.audit.verifier import verify
 from ledger.bootstrap import open_ledger
-from ledger.cli.render import customer_text, history_text
+from ledger.client import LedgerClient, error_details
 from ledger.config import Settings
+from ledger.crypto_shred.certificate import SignedCertificate
 from ledger.signing import LedgerSigner
+from ledger.v1 import resources_pb2
+
+PDS = resources_pb2.PersonalDataState
 
 PEOPLE: list[dict[str, Any]] = [
     {
@@ -24,7 +43,7 @@ PEOPLE: list[dict[str, Any]] = [
         "family_name": "Lovelace",
         "emails": ["ada@example.org"],
         "phones": ["+44 20 7946 0018"],
-        "birth_date": "1985-12-10",
+        "birth_date": {"year": 1985, "month": 12, "day": 10},
         "addresses": [
             {
                 "street_number": "12",
@@ -34,7 +53,6 @@ PEOPLE: list[dict[str, Any]] = [
                 "country": "GB",
             }
         ],
-        "external_ids": {"CRM": "A-1001"},
         "locale": "en-GB",
         "owner": "sales.emea",
     },
@@ -64,11 +82,271 @@ PEOPLE: list[dict[str, Any]] = [
         "addresses": [{"locality": "Lyon", "country": "FR"}],
         "owner": "sales.emea",
     },
+    {  # Grace entered a second time by another system: the duplicate merged below.
+        "given_name": "Grace B.",
+        "family_name": "Hopper",
+        "emails": ["g.hopper@example.com"],
+        "addresses": [{"locality": "Arlington", "country": "US"}],
+        "owner": "sales.amer",
+        "tags": ["conference"],
+    },
 ]
+KEYS = ("ada", "grace", "zhang", "emile", "grace_again")
+PRINCIPALS = {
+    "service": ("crm-sync", "service"),
+    "sales": ("sales.emea", "sales"),
+    "auditor": ("auditor.eve", "auditor"),
+    "compliance": ("dpo", "compliance"),
+}
+
+
+@dataclass
+class Story:
+    """What the steps share: one client per principal, and what earlier steps made."""
+
+    settings: Settings
+    server: ApiServer
+    clients: dict[str, LedgerClient]
+    people: list[dict[str, Any]]
+    customers: dict[str, resources_pb2.Customer] = field(default_factory=dict)
+    request_ids: dict[str, str] = field(default_factory=dict)
+    certificate_valid: bool = False
+
+    def name(self, key: str) -> str:
+        return self.customers[key].name
+
+    @property
+    def service(self) -> LedgerClient:
+        return self.clients["service"]
+
+    @property
+    def sales(self) -> LedgerClient:
+        return self.clients["sales"]
+
+    @property
+    def auditor(self) -> LedgerClient:
+        return self.clients["auditor"]
+
+    @property
+    def compliance(self) -> LedgerClient:
+        return self.clients["compliance"]
+
+
+# Output ---------------------------------------------------------------------------------
 
 
 def _heading(text: str) -> None:
     print(f"\n== {text}")
+
+
+def _list(values: Iterable[object]) -> str:
+    shown = ", ".join(str(v) for v in values)
+    return shown or "-"
+
+
+def _state(customer: resources_pb2.Customer) -> str:
+    state = resources_pb2.Customer.State.Name(customer.state).lower()
+    personal = PDS.Name(customer.personal_data_state).removeprefix("PERSONAL_DATA_STATE_")
+    return f"{state}, personal data {personal.lower()}"
+
+
+def _customer(customer: resources_pb2.Customer) -> str:
+    lines = [f"  {customer.name}  (etag {customer.etag}, {_state(customer)})"]
+    if customer.personal_data_state == PDS.PERSONAL_DATA_STATE_AVAILABLE:
+        lines.append(f"    name      {customer.given_name} {customer.family_name}")
+        lines.append(f"    emails    {_list(customer.emails)}")
+        lines.append(f"    phones    {_list(customer.phones)}")
+    lines.append(f"    owner     {customer.owner or '-'}   tags {_list(customer.tags)}")
+    if customer.merged_into:
+        lines.append(f"    merged into {customer.merged_into}")
+    return "\n".join(lines)
+
+
+def _refused(error: grpc.RpcError) -> str:
+    code: grpc.StatusCode = error.code()
+    details = error_details(error)
+    reason = "" if details["reason"] == code.name else f" {details['reason']}"
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(details["metadata"].items()))
+    return f"  refused: {code.name}{reason}" + (f" ({extra})" if extra else "")
+
+
+def _expect_refusal(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except grpc.RpcError as error:
+        print(_refused(error))
+    else:
+        raise RuntimeError("the demo expected this call to be refused")
+
+
+# The steps ----------------------------------------------------------------------------------
+
+
+def register(story: Story) -> None:
+    for key, person in zip(KEYS, story.people, strict=True):
+        request_id = str(uuid.uuid4())
+        story.request_ids[key] = request_id
+        made = story.service.create_customer(
+            resources_pb2.Customer(**person), request_id=request_id, reason="demo-onboarding"
+        )
+        story.customers[key] = made
+        print(f"  {made.name}  {made.given_name} {made.family_name}  (owner {made.owner})")
+
+
+def retry_register(story: Story) -> None:
+    again = story.service.create_customer(
+        resources_pb2.Customer(**story.people[0]), request_id=story.request_ids["ada"]
+    )
+    print(f"  same customer as the first attempt: {again.name == story.name('ada')}")
+    print(f"  customers listed: {len(list(story.service.list_customers()))}")
+
+
+def update_with_etag(story: Story) -> None:
+    ada = story.customers["ada"]
+    changed = story.service.update_customer(
+        ada.name,
+        resources_pb2.Customer(emails=["ada.lovelace@example.org"], phones=["+44 20 7946 0999"]),
+        update_mask=["emails", "phones"],
+        etag=ada.etag,
+        reason="customer-request",
+    )
+    changed = story.service.assign_owner(
+        ada.name, "sales.uk", etag=changed.etag, reason="territory-change"
+    )
+    changed = story.service.mark_verified(ada.name, etag=changed.etag, reason="kyc-review")
+    story.customers["ada"] = changed
+    print(_customer(changed))
+    print(f"  a change still carrying etag {ada.etag} (Ada is at {changed.etag}):")
+    _expect_refusal(
+        lambda: story.service.update_customer(
+            ada.name, resources_pb2.Customer(tags=["late"]), etag=ada.etag
+        )
+    )
+
+
+def list_customers(story: Story) -> None:
+    query = 'country = "US" AND tags:"vip"'
+    print(f"  filter {query}:")
+    for found in story.service.list_customers(filter=query):
+        print(f"    {found.name}  {found.given_name} {found.family_name}")
+    print("  order_by update_time desc, 2 per page:")
+    for number, page in enumerate(
+        story.service.list_customer_pages(order_by="update_time desc", page_size=2), start=1
+    ):
+        shown = ", ".join(f"{c.given_name} {c.family_name}" for c in page.customers)
+        print(f"    page {number}: {shown}")
+
+
+def sales_sees_its_own(story: Story) -> None:
+    principal = PRINCIPALS["sales"][0]
+    mine = [f"{c.given_name} {c.family_name}" for c in story.sales.list_customers()]
+    print(f"  {principal} lists: {_list(mine)}")
+    print(f"  {principal} reads Grace (owned by sales.amer):")
+    _expect_refusal(lambda: story.sales.get_customer(story.name("grace")))
+    print(f"  {principal} lists sales.amer's customers:")
+    _expect_refusal(lambda: list(story.sales.list_customers(filter='owner = "sales.amer"')))
+
+
+def merge_and_unmerge(story: Story) -> None:
+    grace, again = story.customers["grace"], story.customers["grace_again"]
+    merged = story.service.merge_customers(
+        grace.name,
+        again.name,
+        etag=grace.etag,
+        source_etag=again.etag,
+        reason="duplicate",
+    )
+    print("  merged the second Grace into the first:")
+    print(_customer(merged))
+    print(_customer(story.service.get_customer(again.name)))
+    print(f"  listed now: {len(list(story.service.list_customers()))} customers")
+    restored = story.service.unmerge_customer(
+        again.name, etag=merged.etag, reason="not-the-same-person"
+    )
+    back = story.service.get_customer(grace.name)
+    print("  unmerged: both are as they were before")
+    print(f"    first Grace's emails: {_list(back.emails)}; tags: {_list(back.tags)}")
+    print(f"    second Grace: {_state(restored)}")
+
+
+def auditor_reads_history(story: Story) -> None:
+    ada = story.name("ada")
+    print(f"  {PRINCIPALS['auditor'][0]} lists Ada's events (metadata only):")
+    for event in story.auditor.list_customer_events(ada):
+        state = PDS.Name(event.personal_data_state).removeprefix("PERSONAL_DATA_STATE_")
+        reason = f" ({event.reason})" if event.reason else ""
+        print(
+            f"    v{event.stream_version} {event.event_type:<15} by {event.actor}{reason}"
+            f"  personal data {state.lower()}"
+        )
+    first = story.auditor.get_customer_as_of(ada, version=1)
+    print(f"  as of version 1: owner {first.owner}, {_state(first)}")
+    owners = [
+        f"v{c.version} {c.value.string_value}"
+        for c in story.auditor.get_field_history(ada, "owner")
+    ]
+    print(f"  owner history: {_list(owners)}")
+    print("  the auditor reads Ada's profile:")
+    print(_customer(story.auditor.get_customer(ada)))
+    streamed = sum(1 for _ in story.auditor.stream_events(1))
+    print(f"  StreamEvents from position 1: {streamed} events")
+
+
+def erase(story: Story) -> None:
+    ada = story.name("ada")
+    response = story.compliance.erase_customer(
+        ada, legal_basis="GDPR Art. 17(1)(a)", reason="subject-request"
+    )
+    print(response.certificate_json)
+    public_key = LedgerSigner.load_or_create(story.settings.resolved_signing_key_file)
+    valid = SignedCertificate.from_json(response.certificate_json).verify(
+        public_key.public_key_pem()
+    )
+    story.certificate_valid = valid
+    print(f"  certificate verifies with the ledger's public key: {valid}")
+    print(_customer(story.service.get_customer(ada)))
+    print("  a new change to Ada:")
+    _expect_refusal(
+        lambda: story.service.update_customer(ada, resources_pb2.Customer(tags=["again"]))
+    )
+
+
+def export_after_erasure(story: Story) -> None:
+    document = story.compliance.export_customer_data(story.name("ada"))
+    data = json.loads(document)
+    customer = data["customer"]
+    history = data.get("history", [])
+    print(f"  {len(document):,} bytes; customer.personal_data: {customer['personal_data']}")
+    print(f"  history: {len(history)} events ({', '.join(e['event_type'] for e in history)})")
+    ada = story.people[0]
+    values = [ada["given_name"], ada["family_name"], *ada["emails"], "ada.lovelace@example.org"]
+    leaked = [v for v in values if v.encode() in document]
+    print(f"  any of Ada's personal values in it: {'YES' if leaked else 'none'}")
+    if leaked:
+        raise RuntimeError("the export after erasure holds personal data")
+
+
+def others_intact(story: Story) -> None:
+    for key in ("grace", "zhang", "emile"):
+        print(_customer(story.service.get_customer(story.name(key))))
+
+
+Step = tuple[str, Callable[[Story], None]]
+STEPS: list[Step] = [
+    ("Registering 5 customers (CustomerService.CreateCustomer, as crm-sync)", register),
+    ("Retrying Ada's registration with the same request_id creates nothing", retry_register),
+    ("Changing Ada with her etag; a stale etag is refused", update_with_etag),
+    ("Listing customers with a filter, an order and page tokens", list_customers),
+    ("A salesperson sees and reads only the customers it owns", sales_sees_its_own),
+    ("Merging a duplicate, then undoing the merge", merge_and_unmerge),
+    ("An auditor reads history and metadata, never personal data", auditor_reads_history),
+    ("Erasing Ada (ComplianceService.EraseCustomer, as dpo)", erase),
+    ("Exporting Ada's data after erasure: only non-personal data is left", export_after_erasure),
+    ("The others are intact", others_intact),
+]
+
+
+# Running it ---------------------------------------------------------------------------------
 
 
 def _store_files(settings: Settings) -> list[Path]:
@@ -79,77 +357,61 @@ def _store_files(settings: Settings) -> list[Path]:
     return sorted(p for p in folder.glob("*.db*") if p.is_file())
 
 
+def _loopback(settings: Settings) -> Settings:
+    """The demo's server is plain loopback, whatever TLS the environment configures."""
+    api = replace(settings.api, tls_cert_file=None, tls_key_file=None, tls_client_ca_file=None)
+    return replace(settings, api=api)
+
+
+def _clients(settings: Settings, server: ApiServer) -> dict[str, LedgerClient]:
+    signer = LedgerSigner.load_or_create(settings.resolved_token_key_file)
+    target = f"127.0.0.1:{server.port}"
+    return {
+        role: LedgerClient(
+            target,
+            token=issue_token(signer, principal, [granted], timedelta(minutes=30)),
+            purpose="demo",
+        )
+        for role, (principal, granted) in PRINCIPALS.items()
+    }
+
+
+def run_story(settings: Settings, steps: list[Step], people: list[dict[str, Any]]) -> Story:
+    with open_ledger(settings) as ledger:
+        server = build_server(ledger, settings, listen="127.0.0.1:0")
+        clients = _clients(settings, server)
+        story = Story(settings, server, clients, people)
+        print(f"ledger demo: gRPC server on 127.0.0.1:{server.port}, store {settings.store_url}")
+        print(f"principals: {', '.join(f'{p} ({r})' for p, r in PRINCIPALS.values())}")
+        try:
+            for heading, step in steps:
+                _heading(heading)
+                step(story)
+        finally:
+            for client in clients.values():
+                client.close()
+            server.stop(grace=5)
+    return story
+
+
 def run_demo(settings: Settings) -> int:
-    actor = "demo"
+    settings = _loopback(settings)
     # A fresh suffix keeps the demo's searches honest when it runs again on the same store.
     run = secrets.token_hex(3)
     people = [dict(p, external_ids={"DEMO": f"{run}-{i}"}) for i, p in enumerate(PEOPLE)]
-    with open_ledger(settings) as ledger:
-        _heading(f"Registering {len(people)} customers on {settings.store_url}")
-        ids = []
-        for person in people:
-            customer_id = ledger.register(person, actor=actor, reason="demo-onboarding")
-            ids.append(customer_id)
-            print(f"  {customer_id}  {person['given_name']} {person['family_name']}")
-        ada, grace, zhang, emile = ids
+    story = run_story(settings, STEPS, people)
 
-        _heading("Changing Ada's email and phone (one event carrying only what changed)")
-        changed = ledger.change(
-            ada,
-            {"emails": ["ada.lovelace@example.org"], "phones": ["+44 20 7946 0999"]},
-            actor=actor,
-            expected_version=1,
-            reason="customer-request",
-        )
-        print(f"  changed: {', '.join(changed)}")
-        ledger.assign_owner(ada, "sales.uk", actor=actor, reason="territory-change")
-        ledger.mark_verified(ada, actor=actor, reason="kyc-review")
-        print(customer_text(ledger.read(ada, principal=actor, purpose="demo")))
-
-        _heading("Ada's history")
-        print(history_text(ledger.read_history(ada, principal=actor, purpose="demo")))
-
-        _heading("A stale change is refused (expected version 1, Ada is at 4)")
-        try:
-            ledger.change(ada, {"tags": ["late"]}, actor=actor, expected_version=1)
-        except Exception as exc:
-            print(f"  refused: {exc}")
-
-        _heading("Erasing Ada (GDPR Art. 17): the key is destroyed, a certificate is signed")
-        certificate = ledger.erase(
-            ada, actor=actor, legal_basis="GDPR Art. 17(1)(a)", reason="subject-request"
-        )
-        print(certificate.to_json())
-        public_key = LedgerSigner.load_or_create(
-            settings.resolved_signing_key_file
-        ).public_key_pem()
-        print(
-            f"  certificate verifies with the ledger's public key: {certificate.verify(public_key)}"
-        )
-
-        _heading("Ada after erasure: the history replays, personal data is gone")
-        print(customer_text(ledger.read(ada, principal=actor, purpose="demo")))
-        print(history_text(ledger.read_history(ada, principal=actor, purpose="demo")))
-        try:
-            ledger.change(ada, {"tags": ["again"]}, actor=actor)
-        except Exception as exc:
-            print(f"  new command refused: {exc}")
-
-        _heading("The others are intact")
-        for customer_id in (grace, zhang, emile):
-            print(customer_text(ledger.read(customer_id, principal=actor, purpose="demo")))
-        reads = len(list(ledger.access_log.entries()))
-
-    _heading("The log is tamper-evident (Merkle tree, signed tree heads, access log)")
+    _heading("The log is tamper-evident (Merkle tree, signed tree heads)")
+    public_key = LedgerSigner.load_or_create(settings.resolved_signing_key_file).public_key_pem()
     with AuditStore.open(settings) as store:
         report = verify(store, public_key)
     print(
         f"  ledger verify: {report.events} events checked against {report.tree_heads} signed "
-        f"tree head(s), {reads} recorded reads of personal data: "
-        f"{'OK' if report.ok else 'FAILED'}"
+        f"tree head(s): {'OK' if report.ok else 'FAILED'}"
     )
 
     files = _store_files(settings)
+    found: list[str] = []
     if files:
         _heading("Raw store bytes: is any personal value stored in plaintext?")
         blob = b"".join(p.read_bytes() for p in files)
@@ -161,7 +423,7 @@ def run_demo(settings: Settings) -> int:
             f"  searched {len(files)} files ({len(blob):,} bytes) for {len(needles)} names "
             f"and emails: {'FOUND ' + str(len(found)) if found else 'none found'}"
         )
-        if found:
-            return 1
+    if found or not report.ok or not story.certificate_valid:
+        return 1
     print("\ndemo finished")
     return 0

@@ -81,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     for group in COMMAND_GROUPS:
         group.add_commands(add)
-    add("demo", cmd_demo, "run the whole story once on the configured (default: embedded) store")
+    add(
+        "demo",
+        cmd_demo,
+        "run the whole story through the gRPC API (an in-process server on a loopback port) "
+        "on the configured (default: embedded) store",
+    )
     return parser
 
 

@@ -83,3 +83,8 @@ class CustomerMergedError(LedgerError):
 class MergeRefused(LedgerError):
     """A merge, an unmerge, or an erasure that would break a merge, is not possible as
     asked; the message says why and what to do (ids only)."""
+
+
+class ConcurrentChange(MergeRefused):
+    """A merge or unmerge lost a race: one of its customers changed between reading and
+    writing. Nothing was written; reading both again and retrying is safe."""

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.api import client_pb2 as google_dot_api_dot_client__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from ledger.v1 import resources_pb2 as ledger_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dledger/v1/audit_service.proto\x12\tledger.v1\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ledger/v1/resources.proto\"R\n\x13StreamEventsRequest\x12\x16\n\x0estart_position\x18\x01 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\">\n\x14StreamEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.ledger.v1.LedgerEvent\"u\n\x19ListCustomerEventsRequest\x12\x31\n\x06parent\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x1aListCustomerEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.ledger.v1.LedgerEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc5\x01\n\x16GetCustomerAsOfRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12/\n\tread_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12-\n\tread_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x07\n\x05point\"\x85\x01\n\x16GetFieldHistoryRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x13\n\x05\x66ield\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xdc\x01\n\x0b\x46ieldChange\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0b\x63hange_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x31\n\x0bvalue_state\x18\x06 \x01(\x0e\x32\x1c.ledger.v1.PersonalDataState\x12%\n\x05value\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\"[\n\x17GetFieldHistoryResponse\x12\'\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x16.ledger.v1.FieldChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x12GetTreeHeadRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x03\"\x82\x01\n\x08TreeHead\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\x12-\n\tsign_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"E\n\x18GetInclusionProofRequest\x12\x16\n\x08position\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"\x8d\x01\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x11\n\tleaf_hash\x18\x04 \x01(\x0c\x12&\n\ttree_head\x18\x05 \x01(\x0b\x32\x13.ledger.v1.TreeHead\"U\n\x1aGetConsistencyProofRequest\x12\x1d\n\x0f\x66irst_tree_size\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x03\"`\n\x1bGetConsistencyProofResponse\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x03\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"\xd1\x02\n\x0c\x41\x63\x63\x65ssRecord\x12\x10\n\x08position\x18\x01 \x01(\x03\x12/\n\x0b\x61\x63\x63\x65ss_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x11\n\tcustomers\x18\x05 \x03(\t\x12\x0e\n\x06\x66ields\x18\x06 \x03(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x30\n\x07outcome\x18\x08 \x01(\x0e\x32\x1f.ledger.v1.AccessRecord.Outcome\x12\x0e\n\x06reason\x18\t \x01(\t\x12(\n\x07\x64\x65tails\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\";\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07GRANTED\x10\x01\x12\n\n\x06\x44\x45NIED\x10\x02\"|\n\x14ListAccessLogRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12-\n\tread_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"Z\n\x15ListAccessLogResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.ledger.v1.AccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xf3\x05\n\x0c\x41uditService\x12S\n\x0cStreamEvents\x12\x1e.ledger.v1.StreamEventsRequest\x1a\x1f.ledger.v1.StreamEventsResponse\"\x00\x30\x01\x12l\n\x12ListCustomerEvents\x12$.ledger.v1.ListCustomerEventsRequest\x1a%.ledger.v1.ListCustomerEventsResponse\"\t\xda\x41\x06parent\x12R\n\x0fGetCustomerAsOf\x12!.ledger.v1.GetCustomerAsOfRequest\x1a\x13.ledger.v1.Customer\"\x07\xda\x41\x04name\x12g\n\x0fGetFieldHistory\x12!.ledger.v1.GetFieldHistoryRequest\x1a\".ledger.v1.GetFieldHistoryResponse\"\r\xda\x41\nname,field\x12\x43\n\x0bGetTreeHead\x12\x1d.ledger.v1.GetTreeHeadRequest\x1a\x13.ledger.v1.TreeHead\"\x00\x12`\n\x11GetInclusionProof\x12#.ledger.v1.GetInclusionProofRequest\x1a$.ledger.v1.GetInclusionProofResponse\"\x00\x12\x66\n\x13GetConsistencyProof\x12%.ledger.v1.GetConsistencyProofRequest\x1a&.ledger.v1.GetConsistencyProofResponse\"\x00\x12T\n\rListAccessLog\x12\x1f.ledger.v1.ListAccessLogRequest\x1a .ledger.v1.ListAccessLogResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dledger/v1/audit_service.proto\x12\tledger.v1\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ledger/v1/resources.proto\"R\n\x13StreamEventsRequest\x12\x16\n\x0estart_position\x18\x01 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\">\n\x14StreamEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.ledger.v1.LedgerEvent\"u\n\x19ListCustomerEventsRequest\x12\x31\n\x06parent\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x1aListCustomerEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.ledger.v1.LedgerEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc5\x01\n\x16GetCustomerAsOfRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12/\n\tread_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12-\n\tread_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x07\n\x05point\"\x85\x01\n\x16GetFieldHistoryRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x13\n\x05\x66ield\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xdc\x01\n\x0b\x46ieldChange\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12/\n\x0b\x63hange_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x31\n\x0bvalue_state\x18\x06 \x01(\x0e\x32\x1c.ledger.v1.PersonalDataState\x12%\n\x05value\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\"[\n\x17GetFieldHistoryResponse\x12\'\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x16.ledger.v1.FieldChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x12GetTreeHeadRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x03\"\x82\x01\n\x08TreeHead\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\x12-\n\tsign_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"g\n\x18GetInclusionProofRequest\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x17\n\nleaf_index\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_leaf_index\"\xad\x01\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x11\n\tleaf_hash\x18\x04 \x01(\x0c\x12&\n\ttree_head\x18\x05 \x01(\x0b\x32\x13.ledger.v1.TreeHead\x12\x0c\n\x04leaf\x18\x06 \x01(\x0c\x12\x10\n\x08position\x18\x07 \x01(\x03\"U\n\x1aGetConsistencyProofRequest\x12\x1d\n\x0f\x66irst_tree_size\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x03\"\xbd\x01\n\x1bGetConsistencyProofResponse\x12\x17\n\x0f\x66irst_tree_size\x18\x01 \x01(\x03\x12\x18\n\x10second_tree_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12,\n\x0f\x66irst_tree_head\x18\x04 \x01(\x0b\x32\x13.ledger.v1.TreeHead\x12-\n\x10second_tree_head\x18\x05 \x01(\x0b\x32\x13.ledger.v1.TreeHead\"\xd1\x02\n\x0c\x41\x63\x63\x65ssRecord\x12\x10\n\x08position\x18\x01 \x01(\x03\x12/\n\x0b\x61\x63\x63\x65ss_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x11\n\tcustomers\x18\x05 \x03(\t\x12\x0e\n\x06\x66ields\x18\x06 \x03(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x30\n\x07outcome\x18\x08 \x01(\x0e\x32\x1f.ledger.v1.AccessRecord.Outcome\x12\x0e\n\x06reason\x18\t \x01(\t\x12(\n\x07\x64\x65tails\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\";\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07GRANTED\x10\x01\x12\n\n\x06\x44\x45NIED\x10\x02\"|\n\x14ListAccessLogRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12-\n\tread_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"Z\n\x15ListAccessLogResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.ledger.v1.AccessRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xce\x02\n\x0b\x41\x63\x63\x65ssAlert\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x10\n\x08\x61lert_id\x18\x02 \x01(\t\x12.\n\nalert_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x1a\n\x12\x64istinct_customers\x18\x05 \x01(\x03\x12\x11\n\tthreshold\x18\x06 \x01(\x03\x12)\n\x06window\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x11\x66irst_access_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_access_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcustomers\x18\n \x03(\t\"P\n\x17ListAccessAlertsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"[\n\x18ListAccessAlertsResponse\x12&\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x16.ledger.v1.AccessAlert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xd2\x06\n\x0c\x41uditService\x12S\n\x0cStreamEvents\x12\x1e.ledger.v1.StreamEventsRequest\x1a\x1f.ledger.v1.StreamEventsResponse\"\x00\x30\x01\x12l\n\x12ListCustomerEvents\x12$.ledger.v1.ListCustomerEventsRequest\x1a%.ledger.v1.ListCustomerEventsResponse\"\t\xda\x41\x06parent\x12R\n\x0fGetCustomerAsOf\x12!.ledger.v1.GetCustomerAsOfRequest\x1a\x13.ledger.v1.Customer\"\x07\xda\x41\x04name\x12g\n\x0fGetFieldHistory\x12!.ledger.v1.GetFieldHistoryRequest\x1a\".ledger.v1.GetFieldHistoryResponse\"\r\xda\x41\nname,field\x12\x43\n\x0bGetTreeHead\x12\x1d.ledger.v1.GetTreeHeadRequest\x1a\x13.ledger.v1.TreeHead\"\x00\x12`\n\x11GetInclusionProof\x12#.ledger.v1.GetInclusionProofRequest\x1a$.ledger.v1.GetInclusionProofResponse\"\x00\x12\x66\n\x13GetConsistencyProof\x12%.ledger.v1.GetConsistencyProofRequest\x1a&.ledger.v1.GetConsistencyProofResponse\"\x00\x12T\n\rListAccessLog\x12\x1f.ledger.v1.ListAccessLogRequest\x1a .ledger.v1.ListAccessLogResponse\"\x00\x12]\n\x10ListAccessAlerts\x12\".ledger.v1.ListAccessAlertsRequest\x1a#.ledger.v1.ListAccessAlertsResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,8 +47,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETFIELDHISTORYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\032\n\030ledger.internal/Customer'
   _globals['_GETFIELDHISTORYREQUEST'].fields_by_name['field']._loaded_options = None
   _globals['_GETFIELDHISTORYREQUEST'].fields_by_name['field']._serialized_options = b'\342A\001\002'
-  _globals['_GETINCLUSIONPROOFREQUEST'].fields_by_name['position']._loaded_options = None
-  _globals['_GETINCLUSIONPROOFREQUEST'].fields_by_name['position']._serialized_options = b'\342A\001\002'
   _globals['_GETCONSISTENCYPROOFREQUEST'].fields_by_name['first_tree_size']._loaded_options = None
   _globals['_GETCONSISTENCYPROOFREQUEST'].fields_by_name['first_tree_size']._serialized_options = b'\342A\001\002'
   _globals['_AUDITSERVICE'].methods_by_name['ListCustomerEvents']._loaded_options = None
@@ -56,42 +55,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITSERVICE'].methods_by_name['GetCustomerAsOf']._serialized_options = b'\332A\004name'
   _globals['_AUDITSERVICE'].methods_by_name['GetFieldHistory']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['GetFieldHistory']._serialized_options = b'\332A\nname,field'
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=253
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=335
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=337
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=399
-  _globals['_LISTCUSTOMEREVENTSREQUEST']._serialized_start=401
-  _globals['_LISTCUSTOMEREVENTSREQUEST']._serialized_end=518
-  _globals['_LISTCUSTOMEREVENTSRESPONSE']._serialized_start=520
-  _globals['_LISTCUSTOMEREVENTSRESPONSE']._serialized_end=613
-  _globals['_GETCUSTOMERASOFREQUEST']._serialized_start=616
-  _globals['_GETCUSTOMERASOFREQUEST']._serialized_end=813
-  _globals['_GETFIELDHISTORYREQUEST']._serialized_start=816
-  _globals['_GETFIELDHISTORYREQUEST']._serialized_end=949
-  _globals['_FIELDCHANGE']._serialized_start=952
-  _globals['_FIELDCHANGE']._serialized_end=1172
-  _globals['_GETFIELDHISTORYRESPONSE']._serialized_start=1174
-  _globals['_GETFIELDHISTORYRESPONSE']._serialized_end=1265
-  _globals['_GETTREEHEADREQUEST']._serialized_start=1267
-  _globals['_GETTREEHEADREQUEST']._serialized_end=1306
-  _globals['_TREEHEAD']._serialized_start=1309
-  _globals['_TREEHEAD']._serialized_end=1439
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1441
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1510
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1513
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1654
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1656
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1741
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1743
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1839
-  _globals['_ACCESSRECORD']._serialized_start=1842
-  _globals['_ACCESSRECORD']._serialized_end=2179
-  _globals['_ACCESSRECORD_OUTCOME']._serialized_start=2120
-  _globals['_ACCESSRECORD_OUTCOME']._serialized_end=2179
-  _globals['_LISTACCESSLOGREQUEST']._serialized_start=2181
-  _globals['_LISTACCESSLOGREQUEST']._serialized_end=2305
-  _globals['_LISTACCESSLOGRESPONSE']._serialized_start=2307
-  _globals['_LISTACCESSLOGRESPONSE']._serialized_end=2397
-  _globals['_AUDITSERVICE']._serialized_start=2400
-  _globals['_AUDITSERVICE']._serialized_end=3155
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=285
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=367
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=369
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=431
+  _globals['_LISTCUSTOMEREVENTSREQUEST']._serialized_start=433
+  _globals['_LISTCUSTOMEREVENTSREQUEST']._serialized_end=550
+  _globals['_LISTCUSTOMEREVENTSRESPONSE']._serialized_start=552
+  _globals['_LISTCUSTOMEREVENTSRESPONSE']._serialized_end=645
+  _globals['_GETCUSTOMERASOFREQUEST']._serialized_start=648
+  _globals['_GETCUSTOMERASOFREQUEST']._serialized_end=845
+  _globals['_GETFIELDHISTORYREQUEST']._serialized_start=848
+  _globals['_GETFIELDHISTORYREQUEST']._serialized_end=981
+  _globals['_FIELDCHANGE']._serialized_start=984
+  _globals['_FIELDCHANGE']._serialized_end=1204
+  _globals['_GETFIELDHISTORYRESPONSE']._serialized_start=1206
+  _globals['_GETFIELDHISTORYRESPONSE']._serialized_end=1297
+  _globals['_GETTREEHEADREQUEST']._serialized_start=1299
+  _globals['_GETTREEHEADREQUEST']._serialized_end=1338
+  _globals['_TREEHEAD']._serialized_start=1341
+  _globals['_TREEHEAD']._serialized_end=1471
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1473
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1576
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1579
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1752
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1754
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1839
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1842
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=2031
+  _globals['_ACCESSRECORD']._serialized_start=2034
+  _globals['_ACCESSRECORD']._serialized_end=2371
+  _globals['_ACCESSRECORD_OUTCOME']._serialized_start=2312
+  _globals['_ACCESSRECORD_OUTCOME']._serialized_end=2371
+  _globals['_LISTACCESSLOGREQUEST']._serialized_start=2373
+  _globals['_LISTACCESSLOGREQUEST']._serialized_end=2497
+  _globals['_LISTACCESSLOGRESPONSE']._serialized_start=2499
+  _globals['_LISTACCESSLOGRESPONSE']._serialized_end=2589
+  _globals['_ACCESSALERT']._serialized_start=2592
+  _globals['_ACCESSALERT']._serialized_end=2926
+  _globals['_LISTACCESSALERTSREQUEST']._serialized_start=2928
+  _globals['_LISTACCESSALERTSREQUEST']._serialized_end=3008
+  _globals['_LISTACCESSALERTSRESPONSE']._serialized_start=3010
+  _globals['_LISTACCESSALERTSRESPONSE']._serialized_end=3101
+  _globals['_AUDITSERVICE']._serialized_start=3104
+  _globals['_AUDITSERVICE']._serialized_end=3954
 # @@protoc_insertion_point(module_scope)

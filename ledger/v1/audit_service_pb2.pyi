@@ -5,6 +5,7 @@ Replay, history and proofs, for auditors and for services that follow the log.""
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -355,27 +356,33 @@ Global___TreeHead: _TypeAlias = TreeHead  # noqa: Y015
 
 @_typing.final
 class GetInclusionProofRequest(_message.Message):
-    """Request for GetInclusionProof."""
+    """Request for GetInclusionProof: give exactly one of `position` and `leaf_index`."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     POSITION_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     """The event's position in the log (1-based)."""
     tree_size: _builtins.int
     """The size of the tree to prove inclusion in (0: the latest signed head)."""
+    leaf_index: _builtins.int
+    """The leaf's index in the Merkle tree (0-based), instead of `position`."""
     def __init__(
         self,
         *,
         position: _builtins.int = ...,
         tree_size: _builtins.int = ...,
+        leaf_index: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_leaf_index", b"_leaf_index", "leaf_index", b"leaf_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_leaf_index", b"_leaf_index", "leaf_index", b"leaf_index", "position", b"position", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__leaf_index: _TypeAlias = _typing.Literal["leaf_index"]  # noqa: Y015
+    _WhichOneofArgType__leaf_index: _TypeAlias = _typing.Literal["_leaf_index", b"_leaf_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__leaf_index) -> _WhichOneofReturnType__leaf_index | None: ...
 
 Global___GetInclusionProofRequest: _TypeAlias = GetInclusionProofRequest  # noqa: Y015
 
@@ -390,12 +397,20 @@ class GetInclusionProofResponse(_message.Message):
     HASHES_FIELD_NUMBER: _builtins.int
     LEAF_HASH_FIELD_NUMBER: _builtins.int
     TREE_HEAD_FIELD_NUMBER: _builtins.int
+    LEAF_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     leaf_index: _builtins.int
     """The leaf index (position - 1)."""
     tree_size: _builtins.int
     """The tree size the proof is for."""
     leaf_hash: _builtins.bytes
     """The leaf hash of the event."""
+    leaf: _builtins.bytes
+    """The leaf itself: the stored (encrypted) event in the ledger's leaf encoding, so the
+    caller can recompute `leaf_hash` and see which event it is.
+    """
+    position: _builtins.int
+    """The event's position in the log."""
     @_builtins.property
     def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The audit path, leaf to root."""
@@ -412,10 +427,12 @@ class GetInclusionProofResponse(_message.Message):
         hashes: _abc.Iterable[_builtins.bytes] | None = ...,
         leaf_hash: _builtins.bytes = ...,
         tree_head: Global___TreeHead | None = ...,
+        leaf: _builtins.bytes = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tree_head", b"tree_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashes", b"hashes", "leaf_hash", b"leaf_hash", "leaf_index", b"leaf_index", "tree_head", b"tree_head", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashes", b"hashes", "leaf", b"leaf", "leaf_hash", b"leaf_hash", "leaf_index", b"leaf_index", "position", b"position", "tree_head", b"tree_head", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -456,6 +473,8 @@ class GetConsistencyProofResponse(_message.Message):
     FIRST_TREE_SIZE_FIELD_NUMBER: _builtins.int
     SECOND_TREE_SIZE_FIELD_NUMBER: _builtins.int
     HASHES_FIELD_NUMBER: _builtins.int
+    FIRST_TREE_HEAD_FIELD_NUMBER: _builtins.int
+    SECOND_TREE_HEAD_FIELD_NUMBER: _builtins.int
     first_tree_size: _builtins.int
     """The smaller tree's size."""
     second_tree_size: _builtins.int
@@ -464,16 +483,26 @@ class GetConsistencyProofResponse(_message.Message):
     def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The consistency proof (RFC 9162, section 2.1.4)."""
 
+    @_builtins.property
+    def first_tree_head(self) -> Global___TreeHead:
+        """The signed head of the smaller tree."""
+
+    @_builtins.property
+    def second_tree_head(self) -> Global___TreeHead:
+        """The signed head of the larger tree."""
+
     def __init__(
         self,
         *,
         first_tree_size: _builtins.int = ...,
         second_tree_size: _builtins.int = ...,
         hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+        first_tree_head: Global___TreeHead | None = ...,
+        second_tree_head: Global___TreeHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_tree_head", b"first_tree_head", "second_tree_head", b"second_tree_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_tree_size", b"first_tree_size", "hashes", b"hashes", "second_tree_size", b"second_tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_tree_head", b"first_tree_head", "first_tree_size", b"first_tree_size", "hashes", b"hashes", "second_tree_head", b"second_tree_head", "second_tree_size", b"second_tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -583,7 +612,11 @@ class ListAccessLogRequest(_message.Message):
     page_token: _builtins.str
     """The `next_page_token` of the previous page."""
     filter: _builtins.str
-    """An AIP-160 filter, e.g. `principal = "sales.uk" AND outcome = DENIED`."""
+    """An AIP-160 filter: comparisons joined by AND, on `principal`, `customer`
+    ("customers/{id}" or the id), `method` (full or short name), `purpose`, `outcome`
+    (GRANTED or DENIED) with `=`, and `access_time` (RFC 3339) with `<`, `<=`, `>`, `>=`;
+    e.g. `principal = "sales.uk" AND outcome = DENIED`.
+    """
     @_builtins.property
     def read_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to return for each record (all when empty)."""
@@ -631,3 +664,131 @@ class ListAccessLogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAccessLogResponse: _TypeAlias = ListAccessLogResponse  # noqa: Y015
+
+@_typing.final
+class AccessAlert(_message.Message):
+    """An alert: a principal read more distinct customers within the window than the rate allows.
+    It names no personal data: the principal, counts, times and customer ids only.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    ALERT_TIME_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    DISTINCT_CUSTOMERS_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    FIRST_ACCESS_TIME_FIELD_NUMBER: _builtins.int
+    LAST_ACCESS_TIME_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """The alert's position in the ledger's log."""
+    alert_id: _builtins.str
+    """The alert's id."""
+    principal: _builtins.str
+    """Who read."""
+    distinct_customers: _builtins.int
+    """How many distinct customers it had read within the window."""
+    threshold: _builtins.int
+    """The rate in force: at most this many distinct customers per window."""
+    @_builtins.property
+    def alert_time(self) -> _timestamp_pb2.Timestamp:
+        """When the alert was raised (the read that crossed the threshold)."""
+
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """The window."""
+
+    @_builtins.property
+    def first_access_time(self) -> _timestamp_pb2.Timestamp:
+        """The earliest read still within the window."""
+
+    @_builtins.property
+    def last_access_time(self) -> _timestamp_pb2.Timestamp:
+        """The read that crossed the threshold."""
+
+    @_builtins.property
+    def customers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The customers read within the window (the latest 1000 at most)."""
+
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        alert_id: _builtins.str = ...,
+        alert_time: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
+        distinct_customers: _builtins.int = ...,
+        threshold: _builtins.int = ...,
+        window: _duration_pb2.Duration | None = ...,
+        first_access_time: _timestamp_pb2.Timestamp | None = ...,
+        last_access_time: _timestamp_pb2.Timestamp | None = ...,
+        customers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert_time", b"alert_time", "first_access_time", b"first_access_time", "last_access_time", b"last_access_time", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "alert_time", b"alert_time", "customers", b"customers", "distinct_customers", b"distinct_customers", "first_access_time", b"first_access_time", "last_access_time", b"last_access_time", "position", b"position", "principal", b"principal", "threshold", b"threshold", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessAlert: _TypeAlias = AccessAlert  # noqa: Y015
+
+@_typing.final
+class ListAccessAlertsRequest(_message.Message):
+    """Request for ListAccessAlerts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many alerts per page (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page."""
+    filter: _builtins.str
+    """An AIP-160 filter on `principal`, e.g. `principal = "sales.uk"`."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        filter: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccessAlertsRequest: _TypeAlias = ListAccessAlertsRequest  # noqa: Y015
+
+@_typing.final
+class ListAccessAlertsResponse(_message.Message):
+    """Response for ListAccessAlerts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Send as `page_token` to get the next page; empty on the last page."""
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessAlert]:
+        """One page of alerts, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        alerts: _abc.Iterable[Global___AccessAlert] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccessAlertsResponse: _TypeAlias = ListAccessAlertsResponse  # noqa: Y015

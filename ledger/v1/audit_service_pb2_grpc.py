@@ -80,6 +80,11 @@ class AuditServiceStub:
                 request_serializer=ledger_dot_v1_dot_audit__service__pb2.ListAccessLogRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_audit__service__pb2.ListAccessLogResponse.FromString,
                 _registered_method=True)
+        self.ListAccessAlerts = channel.unary_unary(
+                '/ledger.v1.AuditService/ListAccessAlerts',
+                request_serializer=ledger_dot_v1_dot_audit__service__pb2.ListAccessAlertsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_audit__service__pb2.ListAccessAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -147,6 +152,14 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccessAlerts(self, request, context):
+        """Lists the alerts raised when a principal read far more customers than usual in a short
+        window (LEDGER_READ_ALERT_RATE customers per LEDGER_READ_ALERT_WINDOW seconds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +202,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ListAccessLog,
                     request_deserializer=ledger_dot_v1_dot_audit__service__pb2.ListAccessLogRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_audit__service__pb2.ListAccessLogResponse.SerializeToString,
+            ),
+            'ListAccessAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccessAlerts,
+                    request_deserializer=ledger_dot_v1_dot_audit__service__pb2.ListAccessAlertsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_audit__service__pb2.ListAccessAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,6 +430,33 @@ class AuditService:
             '/ledger.v1.AuditService/ListAccessLog',
             ledger_dot_v1_dot_audit__service__pb2.ListAccessLogRequest.SerializeToString,
             ledger_dot_v1_dot_audit__service__pb2.ListAccessLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccessAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AuditService/ListAccessAlerts',
+            ledger_dot_v1_dot_audit__service__pb2.ListAccessAlertsRequest.SerializeToString,
+            ledger_dot_v1_dot_audit__service__pb2.ListAccessAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

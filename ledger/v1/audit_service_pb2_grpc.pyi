@@ -57,6 +57,10 @@ class AuditServiceStub:
     """The proof that a smaller tree is a prefix of a larger one."""
     ListAccessLog: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.ListAccessLogRequest, _audit_service_pb2.ListAccessLogResponse]
     """Lists the access log: who read or was refused which customers' data, when and why."""
+    ListAccessAlerts: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.ListAccessAlertsRequest, _audit_service_pb2.ListAccessAlertsResponse]
+    """Lists the alerts raised when a principal read far more customers than usual in a short
+    window (LEDGER_READ_ALERT_RATE customers per LEDGER_READ_ALERT_WINDOW seconds).
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -86,6 +90,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """The proof that a smaller tree is a prefix of a larger one."""
     ListAccessLog: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.ListAccessLogRequest, _audit_service_pb2.ListAccessLogResponse]  # type: ignore[assignment]
     """Lists the access log: who read or was refused which customers' data, when and why."""
+    ListAccessAlerts: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.ListAccessAlertsRequest, _audit_service_pb2.ListAccessAlertsResponse]  # type: ignore[assignment]
+    """Lists the alerts raised when a principal read far more customers than usual in a short
+    window (LEDGER_READ_ALERT_RATE customers per LEDGER_READ_ALERT_WINDOW seconds).
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads the log and the history behind each customer, and serves the tamper evidence
@@ -160,5 +168,15 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.ListAccessLogResponse, _abc.Awaitable[_audit_service_pb2.ListAccessLogResponse]]:
         """Lists the access log: who read or was refused which customers' data, when and why."""
+
+    @_abc_1.abstractmethod
+    def ListAccessAlerts(
+        self,
+        request: _audit_service_pb2.ListAccessAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.ListAccessAlertsResponse, _abc.Awaitable[_audit_service_pb2.ListAccessAlertsResponse]]:
+        """Lists the alerts raised when a principal read far more customers than usual in a short
+        window (LEDGER_READ_ALERT_RATE customers per LEDGER_READ_ALERT_WINDOW seconds).
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -95,15 +95,28 @@ class ListCustomersRequest(_message.Message):
     READ_MASK_FIELD_NUMBER: _builtins.int
     SHOW_ERASED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """At most this many customers per page (default 50, at most 1000)."""
+    """At most this many customers per page (default 50, at most 1000). A page may hold fewer
+    even when more follow; the last page has an empty `next_page_token`.
+    """
     page_token: _builtins.str
-    """The `next_page_token` of the previous page."""
+    """The `next_page_token` of the previous page, sent with the same `filter`, `order_by` and
+    `show_erased` (a token of another query is refused with INVALID_ARGUMENT).
+    """
     filter: _builtins.str
-    """An AIP-160 filter, e.g. `owner = "sales.uk" AND state = ACTIVE`."""
+    """An AIP-160 filter: comparisons joined by AND, each field at most once:
+    `owner = "sales.uk"`, `country = "GB"`, `tags = "vip"` (or `tags:"vip"`),
+    `state = ACTIVE|MERGED|ERASED|ANY` (default ACTIVE),
+    `update_time >= "2026-01-01T00:00:00Z"`. Example:
+    `owner = "sales.uk" AND tags:"vip" AND update_time >= "2026-01-01T00:00:00Z"`.
+    """
     order_by: _builtins.str
-    """An AIP-132 ordering, e.g. "update_time desc"."""
+    """An AIP-132 ordering by one of `update_time` (default), `create_time` or `name`,
+    ascending unless followed by ` desc`, e.g. "update_time desc".
+    """
     show_erased: _builtins.bool
-    """Include erased customers (they are left out by default)."""
+    """Include erased customers (as tombstones without personal data) with the active ones,
+    when the filter does not name a `state`.
+    """
     @_builtins.property
     def read_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to return for each customer (all when empty)."""
@@ -138,7 +151,7 @@ class ListCustomersResponse(_message.Message):
     next_page_token: _builtins.str
     """Send as `page_token` to get the next page; empty on the last page."""
     total_size: _builtins.int
-    """The number of customers that match the filter (may be an estimate)."""
+    """Not computed by this server (always 0): counting would cost a second scan per page."""
     @_builtins.property
     def customers(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Customer]:
         """One page of customers."""
@@ -271,16 +284,29 @@ class MergeCustomersRequest(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_ETAG_FIELD_NUMBER: _builtins.int
+    TAKE_FROM_SOURCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The customer that stays (`customers/{customer}`)."""
     source: _builtins.str
     """The duplicate merged into it (`customers/{customer}`)."""
     etag: _builtins.str
-    """The surviving customer's etag as read."""
+    """The surviving customer's etag as read; refused (ABORTED) if it changed since."""
     reason: _builtins.str
     """A non-personal reason code, stored readable with the events."""
     request_id: _builtins.str
-    """A client-chosen id that makes retries safe (AIP-155)."""
+    """A client-chosen id that makes retries safe (AIP-155): a retry of a merge that was done
+    returns the surviving customer as it is now.
+    """
+    source_etag: _builtins.str
+    """The source's etag as read; refused (ABORTED) if it changed since."""
+    @_builtins.property
+    def take_from_source(self) -> _field_mask_pb2.FieldMask:
+        """Fields whose value is taken from the source instead of kept (e.g. "given_name",
+        "phones"). Without them the survivor keeps its own values, fills the fields it lacks
+        from the source, and unites emails, phones, external ids and tags.
+        """
+
     def __init__(
         self,
         *,
@@ -289,10 +315,12 @@ class MergeCustomersRequest(_message.Message):
         etag: _builtins.str = ...,
         reason: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        source_etag: _builtins.str = ...,
+        take_from_source: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["take_from_source", b"take_from_source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "reason", b"reason", "request_id", b"request_id", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "reason", b"reason", "request_id", b"request_id", "source", b"source", "source_etag", b"source_etag", "take_from_source", b"take_from_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

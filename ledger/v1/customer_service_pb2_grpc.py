@@ -141,15 +141,17 @@ class CustomerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MergeCustomers(self, request, context):
-        """Merges a duplicate (`source`) into the customer `name`; the source stays in the log and
-        can be restored with UnmergeCustomer.
+        """Merges a duplicate (`source`) into the customer `name` and returns the survivor. Both
+        events are written in one transaction; the source stays in the log (state MERGED,
+        `merged_into` naming the survivor) and UnmergeCustomer restores both exactly.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnmergeCustomer(self, request, context):
-        """Undoes a merge: restores the customer `name` that was merged into another.
+        """Undoes a merge: restores the customer `name` that was merged into another, and the
+        survivor's values as they were before the merge; returns the restored customer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -58,11 +58,14 @@ class CustomerServiceStub:
     MarkVerified: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.MarkVerifiedRequest, _resources_pb2.Customer]
     """Records that a review confirmed the customer's data."""
     MergeCustomers: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.MergeCustomersRequest, _resources_pb2.Customer]
-    """Merges a duplicate (`source`) into the customer `name`; the source stays in the log and
-    can be restored with UnmergeCustomer.
+    """Merges a duplicate (`source`) into the customer `name` and returns the survivor. Both
+    events are written in one transaction; the source stays in the log (state MERGED,
+    `merged_into` naming the survivor) and UnmergeCustomer restores both exactly.
     """
     UnmergeCustomer: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.UnmergeCustomerRequest, _resources_pb2.Customer]
-    """Undoes a merge: restores the customer `name` that was merged into another."""
+    """Undoes a merge: restores the customer `name` that was merged into another, and the
+    survivor's values as they were before the merge; returns the restored customer.
+    """
     FindDuplicates: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.FindDuplicatesRequest, _customer_service_pb2.FindDuplicatesResponse]
     """Finds customers that are probably the same person as a candidate record, with a score
     and a per-field explanation.
@@ -97,11 +100,14 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     MarkVerified: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.MarkVerifiedRequest, _resources_pb2.Customer]  # type: ignore[assignment]
     """Records that a review confirmed the customer's data."""
     MergeCustomers: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.MergeCustomersRequest, _resources_pb2.Customer]  # type: ignore[assignment]
-    """Merges a duplicate (`source`) into the customer `name`; the source stays in the log and
-    can be restored with UnmergeCustomer.
+    """Merges a duplicate (`source`) into the customer `name` and returns the survivor. Both
+    events are written in one transaction; the source stays in the log (state MERGED,
+    `merged_into` naming the survivor) and UnmergeCustomer restores both exactly.
     """
     UnmergeCustomer: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.UnmergeCustomerRequest, _resources_pb2.Customer]  # type: ignore[assignment]
-    """Undoes a merge: restores the customer `name` that was merged into another."""
+    """Undoes a merge: restores the customer `name` that was merged into another, and the
+    survivor's values as they were before the merge; returns the restored customer.
+    """
     FindDuplicates: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.FindDuplicatesRequest, _customer_service_pb2.FindDuplicatesResponse]  # type: ignore[assignment]
     """Finds customers that are probably the same person as a candidate record, with a score
     and a per-field explanation.
@@ -175,8 +181,9 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _customer_service_pb2.MergeCustomersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Customer, _abc.Awaitable[_resources_pb2.Customer]]:
-        """Merges a duplicate (`source`) into the customer `name`; the source stays in the log and
-        can be restored with UnmergeCustomer.
+        """Merges a duplicate (`source`) into the customer `name` and returns the survivor. Both
+        events are written in one transaction; the source stays in the log (state MERGED,
+        `merged_into` naming the survivor) and UnmergeCustomer restores both exactly.
         """
 
     @_abc_1.abstractmethod
@@ -185,7 +192,9 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _customer_service_pb2.UnmergeCustomerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Customer, _abc.Awaitable[_resources_pb2.Customer]]:
-        """Undoes a merge: restores the customer `name` that was merged into another."""
+        """Undoes a merge: restores the customer `name` that was merged into another, and the
+        survivor's values as they were before the merge; returns the restored customer.
+        """
 
     @_abc_1.abstractmethod
     def FindDuplicates(

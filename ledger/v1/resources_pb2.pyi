@@ -122,6 +122,10 @@ class Customer(_message.Message):
         """The customer can be read and changed."""
         ERASED: Customer._State.ValueType  # 2
         """The customer was erased; its history stays, its personal data is gone."""
+        MERGED: Customer._State.ValueType  # 3
+        """The customer was merged into another one (`merged_into`); it takes no changes
+        until it is unmerged, and lists leave it out unless asked for.
+        """
 
     class State(_State, metaclass=_StateEnumTypeWrapper):
         """The life-cycle state of a customer."""
@@ -132,6 +136,10 @@ class Customer(_message.Message):
     """The customer can be read and changed."""
     ERASED: Customer.State.ValueType  # 2
     """The customer was erased; its history stays, its personal data is gone."""
+    MERGED: Customer.State.ValueType  # 3
+    """The customer was merged into another one (`merged_into`); it takes no changes
+    until it is unmerged, and lists leave it out unless asked for.
+    """
 
     @_typing.final
     class ExternalIdsEntry(_message.Message):
@@ -172,6 +180,7 @@ class Customer(_message.Message):
     VERIFY_TIME_FIELD_NUMBER: _builtins.int
     ERASE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    MERGED_INTO_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name, `customers/{customer}`; the id is a UUID chosen by the server."""
     given_name: _builtins.str
@@ -191,7 +200,7 @@ class Customer(_message.Message):
     state: Global___Customer.State.ValueType
     """Output only ---------------------------------------------------------------------------
 
-    Whether the customer is active or erased.
+    Whether the customer is active, merged into another one, or erased.
     """
     personal_data_state: Global___PersonalDataState.ValueType
     """Whether the personal fields above are filled in, erased or masked for this caller."""
@@ -201,6 +210,10 @@ class Customer(_message.Message):
     """Optimistic concurrency (AIP-154): the customer's version as a decimal string. Send it
     back with a change to have the change refused (ABORTED) if someone changed the customer
     in between.
+    """
+    merged_into: _builtins.str
+    """While `state` is MERGED: the customer this one was merged into (`customers/{customer}`),
+    where its data now lives and changes go.
     """
     @_builtins.property
     def emails(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -264,10 +277,11 @@ class Customer(_message.Message):
         verify_time: _timestamp_pb2.Timestamp | None = ...,
         erase_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        merged_into: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "create_time", b"create_time", "erase_time", b"erase_time", "update_time", b"update_time", "verify_time", b"verify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "birth_date", b"birth_date", "create_time", b"create_time", "emails", b"emails", "erase_time", b"erase_time", "etag", b"etag", "external_ids", b"external_ids", "family_name", b"family_name", "given_name", b"given_name", "locale", b"locale", "name", b"name", "owner", b"owner", "personal_data_state", b"personal_data_state", "phones", b"phones", "state", b"state", "tags", b"tags", "update_time", b"update_time", "verify_time", b"verify_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "birth_date", b"birth_date", "create_time", b"create_time", "emails", b"emails", "erase_time", b"erase_time", "etag", b"etag", "external_ids", b"external_ids", "family_name", b"family_name", "given_name", b"given_name", "locale", b"locale", "merged_into", b"merged_into", "name", b"name", "owner", b"owner", "personal_data_state", b"personal_data_state", "phones", b"phones", "state", b"state", "tags", b"tags", "update_time", b"update_time", "verify_time", b"verify_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
