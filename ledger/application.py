@@ -94,7 +94,7 @@ class CustomerLedger(Application[UUID]):
         # Reads of personal data are recorded as events in this same log (ledger.audit),
         # through the group committer: concurrent reads share one transaction.
         self.access_log = AccessLog(
-            self, commit=lambda events: self.committer.commit(Write(events))
+            self, commit=lambda events: self.committer.commit(Write(events, after_commit=False))
         )
         self._signs_on_close = True
 

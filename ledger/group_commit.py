@@ -44,6 +44,9 @@ class Write:
     new_key_for: UUID | None = None
     done: Future[None] = field(default_factory=Future)
     error: BaseException | None = None  # set by the event stage, reported by the last one
+    # False for writes no after-commit hook cares about (access records: no projection
+    # reads them), so a batch of reads is answered without waiting for a catch-up.
+    after_commit: bool = True
 
 
 class GroupCommitter:
@@ -226,7 +229,9 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.extend(more)
-            if self._after_commit is not None and any(w.error is None for w in batch):
+            if self._after_commit is not None and any(
+                w.error is None and w.after_commit for w in batch
+            ):
                 started = time.perf_counter()
                 try:
                     self._after_commit()
