@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -28,7 +29,13 @@ class PlainApp(Application[UUID]):
 
 
 def plain_application(env: dict[str, str]) -> PlainApp:
-    return PlainApp(env=env)
+    """The library's own recorder (no Merkle leaves): the plain application as anyone
+    would write it, in its own tables beside the ledger's."""
+    plain = {k: v for k, v in env.items() if k != "APPLICATION_RECORDER_TOPIC"}
+    if "SQLITE_DBNAME" in plain:
+        # The library's SQLite tables are not named per application: a file of its own.
+        plain["SQLITE_DBNAME"] = str(Path(plain["SQLITE_DBNAME"]).with_name("plain.db"))
+    return PlainApp(env=plain)
 
 
 def plain_registrations_per_second(

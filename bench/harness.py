@@ -21,6 +21,16 @@ class Figure:
     baseline_name: str
     baseline: float
     higher_is_better: bool = True
+    target: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        """Against the issue's target, where it sets one."""
+        if self.target is None:
+            return ""
+        met = self.value >= self.target if self.higher_is_better else self.value <= self.target
+        sign = ">=" if self.higher_is_better else "<="
+        return f"{'met' if met else 'MISSED'} ({sign} {self.target:,.0f})"
 
     @property
     def ratio(self) -> float:
@@ -71,7 +81,7 @@ def median(values: Sequence[float]) -> float:
 
 
 def table(figures: Sequence[Figure]) -> str:
-    rows = [("figure", "value", "baseline", "baseline value", "ratio")]
+    rows = [("figure", "value", "baseline", "baseline value", "ratio", "target")]
     for f in figures:
         rows.append(
             (
@@ -80,12 +90,13 @@ def table(figures: Sequence[Figure]) -> str:
                 f.baseline_name,
                 f"{f.baseline:,.1f} {f.unit}",
                 f"{f.ratio:.2f}x",
+                f.verdict,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

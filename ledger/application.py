@@ -87,12 +87,14 @@ class CustomerLedger(Application[UUID]):
         self.projections: ProjectionRunner | None = None
         super().__init__(env=settings.eventsourcing_env())
         self.committer = GroupCommitter(
-            save=lambda events: self.save(*events), create_keys=self.keys.create_many
+            save=lambda events: self.save(*events),
+            create_keys=self.keys.create_many,
+            after_commit=self._after_commit,
         )
         # Reads of personal data are recorded as events in this same log (ledger.audit),
         # through the group committer: concurrent reads share one transaction.
         self.access_log = AccessLog(
-            self, commit=lambda events: self.committer.commit(Write(events))
+            self, commit=lambda events: self.committer.commit(Write(events, after_commit=False))
         )
         self._signs_on_close = True
 
@@ -101,6 +103,14 @@ class CustomerLedger(Application[UUID]):
 
     def close(self) -> None:
         self.committer.close()
+        if self.committer.batches:
+            log.info(
+                "group commit: %d writes in %d transactions; seconds in keys %.1f, "
+                "events %.1f, after-commit hooks %.1f",
+                self.committer.writes,
+                self.committer.batches,
+                *self.committer.stage_seconds.values(),
+            )
         if not self.closing.is_set() and getattr(self, "_signs_on_close", False):
             self._issue_tree_head_if_grown()
         if self.projections is not None:
@@ -109,6 +119,13 @@ class CustomerLedger(Application[UUID]):
         self.keys.store.close()
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        # On the group committer's event thread the hooks would hold up the next batch;
+        # its answer stage runs them (`_after_commit`) before the callers hear back.
+        if self.committer.in_committer():
+            return
+        self._after_commit()
+
+    def _after_commit(self) -> None:
         for hook in self.after_save:
             hook()
 
@@ -149,6 +166,22 @@ class CustomerLedger(Application[UUID]):
         """`customer_id`: an id the caller reserved (idempotent API retries). A live key left
         by an interrupted attempt with that id is reused; a destroyed one never is, and a
         second registration under the same id fails (RecordConflictError)."""
+        return self._register(profile, actor, reason, customer_id).id
+
+    def register_view(
+        self, profile: Mapping[str, Any], *, actor: str, reason: str | None = None
+    ) -> CustomerView:
+        """`register`, answering with the new customer as stored — without reading it
+        back: the aggregate just committed is that state."""
+        return CustomerView.of(self._register(profile, actor, reason, None))
+
+    def _register(
+        self,
+        profile: Mapping[str, Any],
+        actor: str,
+        reason: str | None,
+        customer_id: UUID | None,
+    ) -> Customer:
         _check_actor(actor, reason)
         validated = validate_registration(profile, default_region=self.settings.default_region)
         if customer_id is None:
@@ -159,7 +192,7 @@ class CustomerLedger(Application[UUID]):
         customer = Customer.register(customer_id, validated, actor, reason)
         self.committer.commit(Write(customer.collect_events(), new_key_for=new_key))
         log.info("registered customer %s", customer_id)
-        return customer_id
+        return customer
 
     def register_many(
         self,

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ledger.application import CustomerLedger
 from ledger.config import Settings
 from ledger.crypto_shred.kek import LocalKeyFileProvider
 from ledger.crypto_shred.keyring import KeyRing
-from ledger.crypto_shred.keystore import open_key_store
+from ledger.crypto_shred.keystore import PostgresKeyStore, open_key_store
 from ledger.projections.wiring import attach_projections
 from ledger.signing import LedgerSigner
 
 
 def _private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _same_cluster(a: str, b: str) -> bool:
+    """Same PostgreSQL server (host and port): one WAL, flushed in commit order."""
+    left, right = urlsplit(a), urlsplit(b)
+    return (left.hostname, left.port or 5432) == (right.hostname, right.port or 5432)
 
 
 def open_ledger(settings: Settings | None = None) -> CustomerLedger:
@@ -29,6 +36,10 @@ def open_ledger(settings: Settings | None = None) -> CustomerLedger:
         _private_dir(store.sqlite_path.parent)
     provider = LocalKeyFileProvider(settings.resolved_kek_file)
     key_store = open_key_store(settings.resolved_key_store_url, provider)
+    if isinstance(key_store, PostgresKeyStore) and store.kind == "postgresql":
+        key_store.commits_before_events = _same_cluster(
+            settings.resolved_key_store_url, store.postgres_dsn
+        )
     keys = KeyRing(key_store, ttl=settings.key_cache_seconds)
     signer = LedgerSigner.load_or_create(settings.resolved_signing_key_file)
     try:

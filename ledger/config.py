@@ -259,7 +259,7 @@ class ApiSettings:
     tls_client_ca_file: Path | None = None
     allow_plaintext: bool = False
     token_key_file: Path | None = None
-    workers: int = 16
+    workers: int = 64
     shutdown_grace_seconds: float = 30.0
 
     @classmethod
@@ -275,7 +275,7 @@ class ApiSettings:
             tls_client_ca_file=path("LEDGER_TLS_CLIENT_CA_FILE"),
             allow_plaintext=_flag(env, "LEDGER_ALLOW_PLAINTEXT"),
             token_key_file=path("LEDGER_TOKEN_KEY_FILE"),
-            workers=int(_number(env, "LEDGER_API_WORKERS", 16, minimum=1)),
+            workers=int(_number(env, "LEDGER_API_WORKERS", 64, minimum=1)),
             shutdown_grace_seconds=_number(env, "LEDGER_SHUTDOWN_GRACE_SECONDS", 30, minimum=0),
         )
         if (settings.tls_cert_file is None) != (settings.tls_key_file is None):

@@ -12,8 +12,9 @@ Guarantees each caller relies on:
 - a command that conflicts (another command on the same customer at the same version, in
   this batch or elsewhere) fails alone with `StaleVersion`: on a conflict the batch is
   retried one command at a time, and the others still commit.
-Data keys of newly registered customers are created first, in one key-store transaction;
-should the events then fail, those keys are orphans that protect nothing (harmless).
+Data keys of newly registered customers are created first, in one key-store transaction per
+batch, while the previous batch's events are being written (see `GroupCommitter`); should
+the events then fail, those keys are orphans that protect nothing (harmless).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -41,24 +43,44 @@ class Write:
     events: Sequence[Any]
     new_key_for: UUID | None = None
     done: Future[None] = field(default_factory=Future)
+    error: BaseException | None = None  # set by the event stage, reported by the last one
+    # False for writes no after-commit hook cares about (access records: no projection
+    # reads them), so a batch of reads is answered without waiting for a catch-up.
+    after_commit: bool = True
 
 
 class GroupCommitter:
+    """Three threads in a pipeline: the key stage creates the data keys of a batch (one
+    key-store transaction) and hands it on; the event stage writes the events of every
+    batch handed on meanwhile in one transaction; the answer stage runs the after-commit
+    hook (inline projections) and answers the callers. So the next batch's keys are
+    created, and the previous batch projected, while this batch's events commit; a
+    command's key is always durable before its events (events never refer to a key that
+    was not stored), and a caller hears back only after its events are durable."""
+
     def __init__(
         self,
         save: Callable[[Sequence[Any]], object],
         create_keys: Callable[[Sequence[UUID]], object],
         max_batch: int = DEFAULT_MAX_BATCH,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._save = save
         self._create_keys = create_keys
+        self._after_commit = after_commit
+        self._committed: queue.SimpleQueue[list[Write] | None] = queue.SimpleQueue()
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._keyed: queue.SimpleQueue[list[Write] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._closed = False
+        self._ready = 0  # writes keyed and waiting for the event stage
+        self._ready_lock = threading.Lock()
         self.batches = 0
         self.writes = 0
+        # Seconds spent in each stage (reported when the ledger closes).
+        self.stage_seconds = {"keys": 0.0, "events": 0.0, "after_commit": 0.0}
 
     def commit(self, write: Write) -> None:
         """Block until the write is durable; raise what made it fail."""
@@ -69,28 +91,46 @@ class GroupCommitter:
         write.done.result()
 
     def close(self) -> None:
-        """Finish what is queued, then stop the committer thread."""
+        """Finish what is queued, then stop the committer threads."""
         with self._start_lock:
             self._closed = True
-            thread = self._thread
-        if thread is not None:
+            threads = list(self._threads)
+        if threads:
             self._queue.put(None)
-            thread.join()
+            for thread in threads:
+                thread.join()
+
+    def ready(self) -> int:
+        """How many writes have their keys and wait for the event stage (tests use it to
+        know that a batch is fully formed)."""
+        with self._ready_lock:
+            return self._ready
+
+    def in_committer(self) -> bool:
+        """True on a committer thread (hooks that must not delay the next batch check)."""
+        return threading.current_thread() in self._threads
 
     def _ensure_started(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
         with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="ledger-group-commit", daemon=True
-                )
-                self._thread.start()
+            if not self._threads:
+                threads = [
+                    threading.Thread(target=self._run_keys, name="ledger-commit-keys", daemon=True),
+                    threading.Thread(target=self._run_events, name="ledger-commit", daemon=True),
+                    threading.Thread(
+                        target=self._run_answers, name="ledger-commit-answers", daemon=True
+                    ),
+                ]
+                for thread in threads:
+                    thread.start()
+                self._threads = threads
 
-    def _run(self) -> None:
+    def _run_keys(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
+                self._keyed.put(None)
                 return
             batch = [first]
             stop = False
@@ -103,42 +143,139 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(item)
+            keyed = self._create_batch_keys(batch)
+            if keyed:
+                with self._ready_lock:
+                    self._ready += len(keyed)
+                self._keyed.put(keyed)
+            if stop:
+                self._keyed.put(None)
+                return
+
+    def _create_batch_keys(self, batch: list[Write]) -> list[Write]:
+        """The writes whose keys now exist. A failure (a key that exists already, under a
+        reserved id) retries the batch one write at a time, so it fails that write alone."""
+        new_keys = [w.new_key_for for w in batch if w.new_key_for is not None]
+        if not new_keys:
+            return batch
+        started = time.perf_counter()
+        try:
+            return self._create_keys_for(batch, new_keys)
+        finally:
+            self.stage_seconds["keys"] += time.perf_counter() - started
+
+    def _create_keys_for(self, batch: list[Write], new_keys: list[UUID]) -> list[Write]:
+        try:
+            self._create_keys(new_keys)
+            return batch
+        except BaseException as exc:
+            if len(new_keys) == 1:
+                for write in batch:
+                    if write.new_key_for is not None:
+                        write.done.set_exception(exc)
+                return [w for w in batch if w.new_key_for is None]
+        keyed = []
+        for write in batch:
+            try:
+                if write.new_key_for is not None:
+                    self._create_keys([write.new_key_for])
+            except BaseException as exc:
+                write.done.set_exception(exc)
+            else:
+                keyed.append(write)
+        return keyed
+
+    def _run_events(self) -> None:
+        while True:
+            first = self._keyed.get()
+            if first is None:
+                self._committed.put(None)
+                return
+            batch = list(first)
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._keyed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.extend(more)
+            with self._ready_lock:
+                self._ready -= len(batch)
             self._commit_batch(batch)
+            self._committed.put(batch)
+            if stop:
+                self._committed.put(None)
+                return
+
+    def _run_answers(self) -> None:
+        """The last stage: the after-commit hook (in-process projections catch up, once
+        for everything committed meanwhile) while the next batch is being written, then
+        each caller is answered."""
+        while True:
+            first = self._committed.get()
+            if first is None:
+                return
+            batch = list(first)
+            stop = False
+            while True:
+                try:
+                    more = self._committed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.extend(more)
+            if self._after_commit is not None and any(
+                w.error is None and w.after_commit for w in batch
+            ):
+                started = time.perf_counter()
+                try:
+                    self._after_commit()
+                except Exception:  # hooks must not fail commands that are committed
+                    log.exception("after-commit hook failed")
+                self.stage_seconds["after_commit"] += time.perf_counter() - started
+            for write in batch:
+                if write.error is None:
+                    write.done.set_result(None)
+                else:
+                    write.done.set_exception(write.error)
             if stop:
                 return
 
     def _commit_batch(self, batch: list[Write]) -> None:
+        started = time.perf_counter()
+        try:
+            self._commit_events(batch)
+        finally:
+            self.stage_seconds["events"] += time.perf_counter() - started
+
+    def _commit_events(self, batch: list[Write]) -> None:
         self.batches += 1
         self.writes += len(batch)
         try:
-            new_keys = [w.new_key_for for w in batch if w.new_key_for is not None]
-            if new_keys:
-                self._create_keys(new_keys)
             self._save([event for w in batch for event in w.events])
         except RecordConflictError:
             if len(batch) == 1:
-                batch[0].done.set_exception(_conflict())
+                batch[0].error = _conflict()
                 return
             log.info("conflict in a batch of %d; committing one at a time", len(batch))
             for write in batch:
                 self._commit_alone(write)
-            return
         except BaseException as exc:
             for write in batch:
-                write.done.set_exception(exc)
-            return
-        for write in batch:
-            write.done.set_result(None)
+                write.error = exc
 
     def _commit_alone(self, write: Write) -> None:
         try:
             self._save(write.events)
         except RecordConflictError:
-            write.done.set_exception(_conflict())
+            write.error = _conflict()
         except BaseException as exc:
-            write.done.set_exception(exc)
-        else:
-            write.done.set_result(None)
+            write.error = exc
 
 
 class ConflictingWrite(RecordConflictError):

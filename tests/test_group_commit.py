@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.application import CustomerLedger
+from ledger.crypto_shred.keystore import KeyAlreadyExists
 from ledger.domain.errors import StaleVersion
 from tests.helpers import StoreHandle, person
 
@@ -56,7 +57,7 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
 
 def wait_queued(ledger: CustomerLedger, count: int) -> None:
     deadline = time.monotonic() + 10
-    while ledger.committer._queue.qsize() < count:
+    while ledger.committer.ready() < count:
         assert time.monotonic() < deadline, "commands did not queue"
         time.sleep(0.005)
 
@@ -155,3 +156,36 @@ def test_sigkill_during_load_loses_no_acknowledged_command(store: StoreHandle) -
             customer = ledger.get(UUID(str(row[0])))
             assert isinstance(customer.personal, dict)
     print(json.dumps({"acknowledged": len(acknowledged), "stored": len(rows)}))
+
+
+def test_a_bad_command_in_a_batch_fails_alone(store: StoreHandle) -> None:
+    """A registration under a reserved id whose key was destroyed (an erased customer) is
+    refused by the key store inside the batch: it alone fails, with a clear error, and
+    leaves nothing behind; its batch-mates commit."""
+    with store.open() as ledger:
+        erased = ledger.register(person(), actor="t")
+        ledger.erase(erased, actor="t", legal_basis="test")
+        events_before = len(store.event_rows())
+        gate = Gate(ledger)
+        blocker, _ = in_thread(lambda: ledger.register(person(), actor="t"))
+        assert gate.entered.wait(10)
+
+        bad = in_thread(lambda: ledger.register(person(), actor="t", customer_id=erased))
+        good = [
+            in_thread(lambda i=i: ledger.register(person(given_name=f"Mate{i}"), actor="t"))
+            for i in range(4)
+        ]
+        bad[0].join(30)
+        wait_queued(ledger, 4)
+        gate.release.set()
+        for thread, _ in good:
+            thread.join(30)
+        blocker.join(30)
+
+        assert isinstance(bad[1]["error"], KeyAlreadyExists)
+        assert str(erased) in str(bad[1]["error"])
+        assert gate.sizes[1] == 4
+        for _, outcome in good:
+            assert ledger.get(outcome["value"]).version == 1
+        assert ledger.get(erased).is_erased
+        assert len(store.event_rows()) == events_before + 5

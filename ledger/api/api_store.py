@@ -11,6 +11,7 @@ the principal's next call, from whichever server process serves it.
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -53,6 +54,10 @@ _RESERVED = (
 )
 
 
+MAX_READERS = 8  # PostgreSQL connections for the per-call reads of one server process
+READER_WAIT_SECONDS = 30.0
+
+
 class ApiStore(ABC):
     """Thread-safe: one connection behind a lock (every statement here is tiny)."""
 
@@ -60,6 +65,7 @@ class ApiStore(ABC):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._closed = False
 
     @abstractmethod
     def _cursor(self, *, write: bool = True) -> AbstractContextManager[Any]:
@@ -174,6 +180,11 @@ class PostgresApiStore(ApiStore):
         super().__init__()
         self._dsn = dsn
         self._conn = psycopg.connect(dsn, autocommit=True)
+        # Reads (the revocation check on every call) borrow from a few connections of
+        # their own: on the shared one they queued behind each other, one round trip at a
+        # time. Bounded, so that many server threads do not exhaust max_connections.
+        self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
+        self._readers: list[psycopg.Connection[Any]] = []
         with self._cursor() as cur:
             # Several servers may start at once: CREATE IF NOT EXISTS is not race-free.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('ledger_api_tables'))")
@@ -185,19 +196,50 @@ class PostgresApiStore(ApiStore):
 
     @contextmanager
     def _cursor(self, *, write: bool = True) -> Iterator[Any]:
+        if not write:
+            conn = self._borrow()
+            try:
+                with conn.cursor() as cur:
+                    yield cur
+            finally:
+                self._idle.put(conn)
+            return
         with self._lock:
             if self._conn.closed or self._conn.broken:
                 self._conn = psycopg.connect(self._dsn, autocommit=True)
-            if not write:
-                with self._conn.cursor() as cur:
-                    yield cur
-                return
             with self._conn.transaction(), self._conn.cursor() as cur:
                 yield cur
 
+    def _borrow(self) -> psycopg.Connection[Any]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                self._check_open()
+                if len(self._readers) < MAX_READERS:
+                    conn = psycopg.connect(self._dsn, autocommit=True)
+                    self._readers.append(conn)
+                    return conn
+            conn = self._idle.get(timeout=READER_WAIT_SECONDS)
+        if conn.closed or conn.broken:
+            with self._lock:
+                self._check_open()
+                self._readers.remove(conn)
+                conn = psycopg.connect(self._dsn, autocommit=True)
+                self._readers.append(conn)
+        return conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the API store is closed")
+
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
 
 
 def open_api_store(settings: Settings) -> ApiStore:

@@ -100,8 +100,11 @@ class CustomerService:
         request_id = check_request_id(request.request_id)
         reason = reason_of(request.reason)
         if not request_id:
-            customer_id = self._register(profile, call, reason, None)
-            return self.access.respond(call, self.ledger.get(customer_id))
+            try:
+                view = self.ledger.register_view(profile, actor=call.principal.name, reason=reason)
+            except ValidationFailed as error:
+                raise _profile_error(error) from None
+            return self.access.respond(call, view)
         return self._create_once(request_id, profile, call, reason)
 
     def _register(

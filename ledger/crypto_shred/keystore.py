@@ -63,6 +63,11 @@ _INSERT_KEY = (
     "INSERT INTO {keys} (customer_id, key_id, kek_id, wrapped_key, created_at)"
     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (customer_id) DO NOTHING"
 )
+_INSERT_NEW_KEY = (
+    "INSERT INTO {keys} (customer_id, key_id, kek_id, wrapped_key, created_at)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+_SELECT_CREATED = "SELECT 1 FROM {keys} WHERE customer_id = ? AND key_id = ?"
 _SELECT_WRAPPED = "SELECT key_id, kek_id, wrapped_key FROM {keys} WHERE customer_id = ?"
 _SELECT_MANY_WRAPPED = (
     "SELECT customer_id, key_id, kek_id, wrapped_key FROM {keys}"
@@ -216,6 +221,8 @@ class _Cursor(Protocol):
 
     def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
 
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]], /) -> Any: ...
+
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> Any: ...
@@ -294,19 +301,43 @@ class SqlKeyStore(KeyStore):
     def create_many(self, customer_ids: Sequence[UUID]) -> list[DataKey]:
         """One transaction for the whole batch: one commit (one fsync) instead of one per
         customer, which is what makes importing thousands of rows quick."""
+        keys, rows = self._new_keys(customer_ids)
+        return self._insert_keys(keys, rows)
+
+    def _new_keys(
+        self, customer_ids: Sequence[UUID]
+    ) -> tuple[list[DataKey], list[tuple[object, str, str, bytes]]]:
         keys, rows = [], []
         for customer_id in customer_ids:
             key, key_id = AESGCM.generate_key(256), secrets.token_hex(8)
             kek_id, wrapped = self.provider.wrap(key, key_context(customer_id, key_id))
             keys.append(DataKey(customer_id=customer_id, key_id=key_id, key=key))
             rows.append((self._bind_id(customer_id), key_id, kek_id, wrapped))
+        return keys, rows
+
+    def _insert_keys(
+        self, keys: list[DataKey], rows: list[tuple[object, str, str, bytes]]
+    ) -> list[DataKey]:
         now = self._bind_time(_now())
         with self._transaction() as cur:
-            for row in rows:
-                cur.execute(self._sql(_INSERT_KEY), (*row, now))
+            self._before_create(cur)
+            if len(rows) == 1:
+                cur.execute(self._sql(_INSERT_KEY), (*rows[0], now))
                 if cur.rowcount != 1:
-                    raise KeyAlreadyExists(_as_uuid(row[0]))
+                    raise KeyAlreadyExists(_as_uuid(rows[0][0]))
+                return keys
+            # One batched statement (pipelined on PostgreSQL); ON CONFLICT DO NOTHING makes
+            # an existing key show as a missing row count, then found and named.
+            cur.executemany(self._sql(_INSERT_KEY), [(*row, now) for row in rows])
+            if cur.rowcount != len(rows):
+                for row in rows:
+                    cur.execute(self._sql(_SELECT_CREATED), (row[0], row[1]))
+                    if cur.fetchone() is None:
+                        raise KeyAlreadyExists(_as_uuid(row[0]))
         return keys
+
+    def _before_create(self, cur: _Cursor) -> None:
+        """Per-store set-up of a key-creating transaction (see PostgresKeyStore)."""
 
     def get(self, customer_id: UUID) -> DataKey | None:
         with self._transaction(write=False) as cur:
@@ -567,6 +598,9 @@ class PostgresKeyStore(SqlKeyStore):
     ) -> None:
         prefix = _identifier(table_prefix, "table_prefix")
         self.schema = None if schema is None else _identifier(schema, "schema")
+        self.commits_before_events = False
+        self._vacuum_conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._vacuum_lock = threading.Lock()
         self._dsn = dsn
         self._closed = False
         self._conn = self._connect()
@@ -614,18 +648,48 @@ class PostgresKeyStore(SqlKeyStore):
             with self._conn.transaction(), self._conn.cursor() as cur:
                 yield cur
 
+    def _insert_keys(
+        self, keys: list[DataKey], rows: list[tuple[object, str, str, bytes]]
+    ) -> list[DataKey]:
+        """In pipeline mode: the whole transaction in one round trip (group commit creates
+        a batch's keys on every batch). A key that exists already fails the statement and
+        so the transaction; the slower path then finds and names it."""
+        now = self._bind_time(_now())
+        try:
+            with self._lock:
+                self._reconnect_if_broken()
+                with self._conn.pipeline(), self._conn.transaction(), self._conn.cursor() as cur:
+                    self._before_create(cur)
+                    cur.executemany(self._sql(_INSERT_NEW_KEY), [(*row, now) for row in rows])
+        except psycopg.errors.UniqueViolation:
+            return super()._insert_keys(keys, rows)
+        return keys
+
+    def _before_create(self, cur: _Cursor) -> None:
+        """When the events live in the same PostgreSQL cluster, a new key's commit need not
+        wait for its own WAL flush: the events that use the key are committed after it, in
+        the same cluster, synchronously, and WAL is flushed in order — so once the events
+        are durable so is the key (and if they fail, the key was an orphan anyway). Saves
+        one fsync per group-commit batch. Set by `ledger.bootstrap`."""
+        if self.commits_before_events:
+            cur.execute("SET LOCAL synchronous_commit TO OFF")
+
     def _after_destroy(self) -> None:
         """VACUUM the keys table so the dead row version holding the wiped wrapped key is
         removed now, not whenever autovacuum gets to it (see the class docstring for what
         VACUUM does and does not guarantee).
 
         On a connection of its own (autocommit: VACUUM cannot run in a transaction), so
-        other threads keep reading keys meanwhile. Errors propagate: `destroy` is
+        other threads keep reading keys meanwhile; kept open between erasures (connecting
+        cost more than the VACUUM of a small table). Errors propagate: `destroy` is
         idempotent, so a retry finishes the clean-up.
         """
-        if self._closed:
-            raise KeyStoreError("the key store is closed")
-        with psycopg.connect(self._dsn, autocommit=True) as conn:
+        with self._vacuum_lock:
+            if self._closed:
+                raise KeyStoreError("the key store is closed")
+            conn = self._vacuum_conn
+            if conn is None or conn.closed or conn.broken:
+                conn = self._vacuum_conn = psycopg.connect(self._dsn, autocommit=True)
             conn.execute(f"VACUUM {self.keys_table}")
 
     def _reconnect_if_broken(self) -> None:
@@ -638,6 +702,9 @@ class PostgresKeyStore(SqlKeyStore):
         with self._lock:
             self._closed = True
             self._conn.close()
+        with self._vacuum_lock:
+            if self._vacuum_conn is not None:
+                self._vacuum_conn.close()
 
     def __repr__(self) -> str:
         return f"PostgresKeyStore(keys_table={self.keys_table!r})"

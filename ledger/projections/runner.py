@@ -103,6 +103,10 @@ class ProjectionRunner:
         self.last_error: str | None = None
         self._lock = threading.RLock()
         self._customer_topics: dict[str, bool] = {}
+        # Inline catch-ups of concurrent commands are coalesced: see `catch_up_quietly`.
+        self._tickets = 0
+        self._served = 0
+        self._tickets_lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
@@ -258,12 +262,31 @@ class ProjectionRunner:
 
     def catch_up_quietly(self) -> None:
         """The in-process hook after each save: never fails the command (its events are
-        committed); a failure is logged and retried by the next catch-up."""
+        committed); a failure is logged and retried by the next catch-up.
+
+        Concurrent callers share catch-ups: a caller takes a ticket after its events are
+        committed; a catch-up that started after that ticket was taken read a head that
+        includes those events, so the caller returns as soon as such a catch-up is done
+        instead of running one of its own (one catch-up serves a whole batch)."""
+        with self._tickets_lock:
+            self._tickets += 1
+            ticket = self._tickets
+        with self._lock:
+            if self._served >= ticket:
+                return
+            with self._tickets_lock:
+                covers = self._tickets
+            if self._catch_up_quietly():
+                self._served = max(self._served, covers)
+
+    def _catch_up_quietly(self) -> bool:
         try:
             self.catch_up()
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("projections are behind (retried on the next command): %s", exc)
+            return False
+        return True
 
     def run(
         self,

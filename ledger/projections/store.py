@@ -94,7 +94,7 @@ class Tx:
             self._cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}){tail}", rows)
             return
         kinds = types or {}
-        arrays = ", ".join(f"%s::{kinds.get(c, 'text')}[]" for c in columns)
+        arrays = ", ".join(f"%b::{kinds.get(c, 'text')}[]" for c in columns)
         self._cursor.execute(
             f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){tail}",
             [list(column) for column in zip(*rows, strict=True)],
