@@ -14,18 +14,14 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from ledger.api import filters
 from ledger.api.errors import ApiError
 from ledger.domain.customer import ACTIVE, ERASED_STATUS, MERGED_STATUS
 from ledger.domain.errors import ValidationFailed
 from ledger.projections.queries import ListFilter
 
-MAX_FILTER = 1000
+MAX_FILTER = filters.MAX_FILTER
 
-_TERM = re.compile(
-    r"\s*(?P<field>[A-Za-z_][A-Za-z0-9_.]*)\s*(?P<op>>=|=|:)\s*"
-    r'(?P<value>"(?:[^"\\]|\\.)*"|[^\s"()]+)\s*'
-)
-_AND = re.compile(r"AND\s+")
 _ORDER = re.compile(r"\s*(update_time|create_time|name)(?:\s+(asc|desc))?\s*")
 
 STATES = {"ACTIVE": ACTIVE, "MERGED": MERGED_STATUS, "ERASED": ERASED_STATUS, "ANY": "any"}
@@ -48,44 +44,17 @@ class ListQuery:
     hide_merged: bool = False
 
 
-def _unquote(raw: str) -> str:
-    if raw.startswith('"'):
-        return re.sub(r"\\(.)", r"\1", raw[1:-1])
-    return raw
-
-
 def _terms(text: str) -> dict[str, tuple[str, str]]:
-    """field -> (operator, value), in the order given; the grammar only, not the values."""
+    """field -> (operator, value), in the order given; the grammar (shared with the audit
+    listings) only, not the values. Each field at most once: two `owner` terms joined by
+    AND could only ever match nothing, which is more likely a mistake than a question."""
+    allowed = {name: operators for name, (operators, _) in FIELDS.items()}
     terms: dict[str, tuple[str, str]] = {}
-    position = 0
-    while True:
-        term = _TERM.match(text, position)
-        if term is None:
-            raise ApiError.invalid(
-                "filter",
-                f"expected FIELD = VALUE at character {position + 1} "
-                f"(fields: {', '.join(FIELDS)}; joined by AND)",
-            )
-        field, op = term.group("field"), term.group("op")
-        if field not in FIELDS:
-            raise ApiError.invalid(
-                "filter", f"unknown field {field[:40]!r} (fields: {', '.join(FIELDS)})"
-            )
-        if op not in FIELDS[field][0]:
-            allowed = " or ".join(sorted(FIELDS[field][0]))
-            raise ApiError.invalid("filter", f"{field} takes {allowed}")
-        if field in terms:
-            raise ApiError.invalid("filter", f"{field} given more than once")
-        terms[field] = (op, _unquote(term.group("value")))
-        position = term.end()
-        if position == len(text):
-            return terms
-        joined = _AND.match(text, position)
-        if joined is None:
-            raise ApiError.invalid(
-                "filter", f"expected AND at character {position + 1} (OR, NOT are not supported)"
-            )
-        position = joined.end()
+    for comparison in filters.parse_filter(text, allowed):
+        if comparison.field in terms:
+            raise ApiError.invalid("filter", f"{comparison.field} given more than once")
+        terms[comparison.field] = (comparison.op, comparison.value)
+    return terms
 
 
 def _time(value: str) -> datetime:
