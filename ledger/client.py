@@ -234,6 +234,25 @@ class LedgerClient:
 
     # AuditService -----------------------------------------------------------------------------
 
+    def find_duplicates(
+        self,
+        candidate: resources_pb2.Customer | None = None,
+        *,
+        customer: str | None = None,
+        min_score: float = 0.0,
+        page_size: int = 0,
+    ) -> list[customer_service_pb2.DuplicateMatch]:
+        """Likely duplicates, best first, of a record not yet stored (`candidate`) or of a
+        stored `customer`; the first page (`page_size` 0: the server's default)."""
+        request = customer_service_pb2.FindDuplicatesRequest(
+            min_score=min_score, page_size=page_size
+        )
+        if customer is not None:
+            request.name = _name(customer)
+        elif candidate is not None:
+            request.candidate.CopyFrom(candidate)
+        return list(self.customers.FindDuplicates(request, **self.call_options).matches)
+
     def stream_events(
         self,
         start_position: int = 1,

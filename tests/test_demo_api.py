@@ -33,6 +33,12 @@ KEY_LINES = [
     r"refused: FAILED_PRECONDITION CUSTOMER_ERASED",
     r"customer\.personal_data: erased",
     r"any of Ada's personal values in it: none",
+    r"\n    1\.00  customers/\S+ \(张伟\)  agreeing: .*phone",  # pinyin + phone find 张伟
+    r"\(Grace Hopper\)  agreeing: given_name, family_name",
+    r"auditor\.eve asks who received Ada's personal data: \d+ records",
+    r"crm-sync +UpdateCustomer +granted +\d+ field\(s\), demo",
+    r"signed tree head: \d+ events, root [0-9a-f]{16}\.\.\., signature verifies",
+    r"Ada's registration \(position \d+\) is in that tree: \d+ hashes, checked",
     r"ledger verify: \d+ events checked against \d+ signed tree head\(s\): OK",
     r"demo finished",
 ]

@@ -26,14 +26,15 @@ import grpc
 
 from ledger.api.server import ApiServer, build_server
 from ledger.api.tokens import issue_token
+from ledger.audit import client_check
 from ledger.audit.storage import AuditStore
 from ledger.audit.verifier import verify
 from ledger.bootstrap import open_ledger
-from ledger.client import LedgerClient, error_details
+from ledger.client import LedgerClient, error_details, inclusion_document, tree_head_document
 from ledger.config import Settings
 from ledger.crypto_shred.certificate import SignedCertificate
 from ledger.signing import LedgerSigner
-from ledger.v1 import resources_pb2
+from ledger.v1 import audit_service_pb2, customer_service_pb2, resources_pb2
 
 PDS = resources_pb2.PersonalDataState
 
@@ -150,10 +151,19 @@ def _state(customer: resources_pb2.Customer) -> str:
     return f"{state}, personal data {personal.lower()}"
 
 
+def _full_name(customer: resources_pb2.Customer) -> str:
+    """Family name first, unspaced, for names written in Han characters (张伟), as their
+    owners write them; given name first otherwise."""
+    given, family = customer.given_name, customer.family_name
+    if any("\u4e00" <= ch <= "\u9fff" for ch in family + given):
+        return family + given
+    return f"{given} {family}".strip()
+
+
 def _customer(customer: resources_pb2.Customer) -> str:
     lines = [f"  {customer.name}  (etag {customer.etag}, {_state(customer)})"]
     if customer.personal_data_state == PDS.PERSONAL_DATA_STATE_AVAILABLE:
-        lines.append(f"    name      {customer.given_name} {customer.family_name}")
+        lines.append(f"    name      {_full_name(customer)}")
         lines.append(f"    emails    {_list(customer.emails)}")
         lines.append(f"    phones    {_list(customer.phones)}")
     lines.append(f"    owner     {customer.owner or '-'}   tags {_list(customer.tags)}")
@@ -292,6 +302,53 @@ def auditor_reads_history(story: Story) -> None:
     print(f"  StreamEvents from position 1: {streamed} events")
 
 
+def find_duplicates(story: Story) -> None:
+    print("  before registering 'Zhang Wei' (pinyin, same phone), crm-sync asks for duplicates:")
+    candidate = resources_pb2.Customer(
+        given_name="Wei", family_name="Zhang", phones=["+86 138 0013 8000"]
+    )
+    _print_matches(story.service.find_duplicates(candidate))
+    print("  and for the customers most like the second Grace:")
+    _print_matches(story.service.find_duplicates(customer=story.name("grace_again")))
+
+
+def _print_matches(matches: list[customer_service_pb2.DuplicateMatch]) -> None:
+    if not matches:
+        print("    no likely duplicate")
+    for match in matches[:3]:
+        who = _full_name(match.customer)
+        agreeing = [f.field for f in match.field_scores if f.score >= 0.9]
+        print(f"    {match.score:.2f}  {match.customer.name} ({who})  agreeing: {_list(agreeing)}")
+
+
+def access_log(story: Story) -> None:
+    ada = story.name("ada")
+    records = list(story.auditor.list_access_log(f'customer = "{ada}"'))
+    auditor = PRINCIPALS["auditor"][0]
+    print(f"  {auditor} asks who received Ada's personal data: {len(records)} records")
+    for record in records[-6:]:
+        outcome = audit_service_pb2.AccessRecord.Outcome.Name(record.outcome).lower()
+        method = record.method.rsplit("/", 1)[-1] or "-"
+        fields = f"{len(record.fields)} field(s)" if record.fields else "no personal field"
+        print(f"    {record.principal:<12} {method:<18} {outcome:<8} {fields}, {record.purpose}")
+
+
+def tamper_evidence(story: Story) -> None:
+    public_key = LedgerSigner.load_or_create(story.settings.resolved_signing_key_file)
+    pem = public_key.public_key_pem()
+    head = story.auditor.get_tree_head()
+    size, root = client_check.verify_tree_head(tree_head_document(head), pem)
+    print(f"  signed tree head: {size} events, root {root.hex()[:16]}..., signature verifies")
+    ada = story.name("ada")
+    first = next(e for e in story.auditor.stream_events(1) if e.customer == ada)
+    proof = story.auditor.get_inclusion_proof(first.position, tree_size=size)
+    client_check.check_inclusion_document(inclusion_document(proof), pem)
+    print(
+        f"  Ada's registration (position {first.position}) is in that tree: "
+        f"{len(proof.hashes)} hashes, checked with the public key alone"
+    )
+
+
 def erase(story: Story) -> None:
     ada = story.name("ada")
     response = story.compliance.erase_customer(
@@ -336,10 +393,13 @@ STEPS: list[Step] = [
     ("Registering 5 customers (CustomerService.CreateCustomer, as crm-sync)", register),
     ("Retrying Ada's registration with the same request_id creates nothing", retry_register),
     ("Changing Ada with her etag; a stale etag is refused", update_with_etag),
+    ("Checking for duplicates (CustomerService.FindDuplicates)", find_duplicates),
     ("Listing customers with a filter, an order and page tokens", list_customers),
     ("A salesperson sees and reads only the customers it owns", sales_sees_its_own),
     ("Merging a duplicate, then undoing the merge", merge_and_unmerge),
     ("An auditor reads history and metadata, never personal data", auditor_reads_history),
+    ("Who received Ada's personal data (AuditService.ListAccessLog)", access_log),
+    ("Proving the log unaltered (GetTreeHead, GetInclusionProof)", tamper_evidence),
     ("Erasing Ada (ComplianceService.EraseCustomer, as dpo)", erase),
     ("Exporting Ada's data after erasure: only non-personal data is left", export_after_erasure),
     ("The others are intact", others_intact),
