@@ -137,9 +137,7 @@ def test_warn_creates_and_names_the_likely_duplicates(store: StoreHandle) -> Non
         assert retried.customer == created.customer and retried.likely_duplicates == []
 
         request = pb.CreateCustomerRequest(customer=customer())
-        response, call = service.customers.CreateCustomer.with_call(
-            request, **service.call_options
-        )
+        response, call = service.customers.CreateCustomer.with_call(request, **service.call_options)
         listed = dict(call.trailing_metadata() or ())[LIKELY_DUPLICATES_METADATA]
         assert isinstance(listed, str)
         assert set(listed.split(",")) == {alices, bobs, created.customer.name}
