@@ -6,7 +6,7 @@ re-checked."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -16,7 +16,7 @@ from grpc_status import rpc_status
 
 from ledger.client import LIKELY_DUPLICATES_METADATA
 from ledger.v1 import customer_service_pb2 as pb
-from tests.api_support import Api, customer, fails, start_api
+from tests.api_support import Api, code_of, customer, fails, start_api
 from tests.helpers import StoreHandle
 
 Code = grpc.StatusCode
@@ -62,11 +62,11 @@ def refusal(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, str]:
     raise AssertionError("no ErrorInfo in the status")
 
 
-def refused(call: object) -> tuple[error_details_pb2.ErrorInfo, str]:
+def refused(call: Callable[[], object]) -> tuple[error_details_pb2.ErrorInfo, str]:
     try:
-        call()  # type: ignore[operator]
+        call()
     except grpc.RpcError as error:
-        assert error.code() == Code.FAILED_PRECONDITION  # type: ignore[attr-defined]
+        assert code_of(error) == Code.FAILED_PRECONDITION
         return refusal(error)
     raise AssertionError("the call was not refused")
 
