@@ -15,6 +15,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from ledger.client import LIKELY_DUPLICATES_METADATA
+from ledger.domain.errors import LikelyDuplicate
+from ledger.domain.profile import validate_registration
+from ledger.projections.wiring import duplicate_queries
 from ledger.v1 import customer_service_pb2 as pb
 from tests.api_support import Api, code_of, customer, fails, start_api
 from tests.helpers import StoreHandle
@@ -112,6 +115,25 @@ def test_refuse_writes_nothing_and_names_only_what_the_caller_sees(store: StoreH
         other = customer(given_name="Katherine", family_name="Johnson", emails=[], phones=[],
                          external_ids={}, addresses=[])  # fmt: skip
         assert service.create_customer(other, request_id="r-1").given_name == "Katherine"
+
+
+def test_the_customer_a_request_is_creating_is_not_its_duplicate(store: StoreHandle) -> None:
+    """A retry racing its first attempt is checked with the reserved id excluded: the
+    customer that attempt is writing does not make the retry a likely duplicate."""
+    alices, bobs = seed(store)
+    with serving(store, "refuse") as api:
+        queries = duplicate_queries(api.ledger)
+        ada = validate_registration(
+            {"given_name": "Ada", "family_name": "Lovelace", "emails": ["ada@example.org"]}
+        )
+        both = [name.removeprefix("customers/") for name in (alices, bobs)]
+        try:
+            queries.check_registration(ada, policy="refuse", exclude=both[:1])
+        except LikelyDuplicate as refusal:
+            assert [customer_id for customer_id, _ in refusal.matches] == both[1:]
+        else:
+            raise AssertionError("Bob's Ada was not found")
+        assert queries.check_registration(ada, policy="refuse", exclude=both) == []
 
 
 def test_refused_bad_input_is_still_reported_as_bad_input(store: StoreHandle) -> None:

@@ -126,11 +126,15 @@ class CustomerService:
             call.context.set_trailing_metadata(((LIKELY_DUPLICATES_METADATA, names),))
         return customer
 
-    def _screen(self, profile: dict[str, object], call: Call) -> list[Match]:
+    def _screen(
+        self, profile: dict[str, object], call: Call, registering_as: UUID | None = None
+    ) -> list[Match]:
         """LEDGER_DUPLICATE_POLICY for a new customer: `refuse` raises `LikelyDuplicate`,
         `warn` returns the likely duplicates. Only the caller's reach is searched (a sales
         principal's own customers): a refusal must not name, or even reveal, a customer
-        the caller may not see. Cross-owner duplicates are left to `ledger duplicates`."""
+        the caller may not see. Cross-owner duplicates are left to `ledger duplicates`.
+        `registering_as`: the id an earlier attempt with the same request id reserved; the
+        customer it may be writing right now is not a duplicate of this profile."""
         settings = self.ledger.settings
         if settings.duplicate_policy == "off":
             return []
@@ -139,7 +143,10 @@ class CustomerService:
         except ValidationFailed as error:
             raise _profile_error(error) from None
         return duplicate_queries(self.ledger).check_registration(
-            validated, policy=settings.duplicate_policy, owner=call.grant.owner_filter
+            validated,
+            policy=settings.duplicate_policy,
+            owner=call.grant.owner_filter,
+            exclude=() if registering_as is None else (str(registering_as),),
         )
 
     def _register(
@@ -166,7 +173,7 @@ class CustomerService:
         duplicates: list[Match] = []
         bound = self.store.reserved(principal, "CreateCustomer", request_id)
         if bound is None or not self._exists(bound):
-            duplicates = self._screen(profile, call)
+            duplicates = self._screen(profile, call, registering_as=bound)
             bound = self.store.reserve(principal, "CreateCustomer", request_id, uuid4())
             # An earlier or concurrent attempt may get there first: then it is the answer.
             with suppress(RecordConflictError, KeyAlreadyExists):
