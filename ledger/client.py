@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -38,6 +38,17 @@ from ledger.v1 import (
 Customer = resources_pb2.Customer
 Address = resources_pb2.Address
 LedgerEvent = resources_pb2.LedgerEvent
+LIKELY_DUPLICATES_METADATA = "ledger-likely-duplicates"
+
+
+class CreatedCustomer(NamedTuple):
+    """What `create_customer_checked` returns: the new customer and the resource names of
+    the likely duplicates the server warned about (LEDGER_DUPLICATE_POLICY=warn), best
+    first; empty when none were found, under `off`, or on a retry with the same request_id
+    (the check ran with the first attempt only)."""
+
+    customer: resources_pb2.Customer
+    likely_duplicates: list[str]
 
 
 def _name(customer: str) -> str:
@@ -107,10 +118,25 @@ class LedgerClient:
     def create_customer(
         self, customer: resources_pb2.Customer, *, request_id: str = "", reason: str = ""
     ) -> resources_pb2.Customer:
+        return self.create_customer_checked(customer, request_id=request_id, reason=reason).customer
+
+    def create_customer_checked(
+        self, customer: resources_pb2.Customer, *, request_id: str = "", reason: str = ""
+    ) -> CreatedCustomer:
+        """`create_customer`, also returning the likely duplicates the server found. Under
+        LEDGER_DUPLICATE_POLICY=refuse a likely duplicate fails the call instead
+        (FAILED_PRECONDITION, reason LIKELY_DUPLICATE: see `error_details`)."""
         request = customer_service_pb2.CreateCustomerRequest(
             customer=customer, request_id=request_id, reason=reason
         )
-        return self.customers.CreateCustomer(request, **self.call_options)
+        response, call = self.customers.CreateCustomer.with_call(request, **self.call_options)
+        listed = [
+            value
+            for key, value in call.trailing_metadata() or ()
+            if key == LIKELY_DUPLICATES_METADATA and isinstance(value, str)
+        ]
+        names = [name for value in listed for name in value.split(",") if name]
+        return CreatedCustomer(response, names)
 
     def get_customer(
         self, customer: str, *, read_mask: Sequence[str] = ()

@@ -3,6 +3,14 @@
 Each method loads the customer first when the caller's roles reach only some customers (a
 `sales` principal: its own), so the record-level rule is checked against stored data, never
 against what the request claims.
+
+CreateCustomer applies LEDGER_DUPLICATE_POLICY like `ledger register` (see
+`ledger.projections.duplicates`): the look-up runs in the calling thread before anything is
+written (never inside the group committer), and only among the customers the caller may
+see: a `sales` principal's own, so no other owner's customer id is ever named or counted.
+`refuse` fails the call (FAILED_PRECONDITION, LIKELY_DUPLICATE) before the request id is
+reserved; `warn` creates the customer and names the likely duplicates in the trailing
+metadata `ledger-likely-duplicates`; `off` looks nothing up.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ from ledger.application import CustomerLedger
 from ledger.crypto_shred.keystore import KeyAlreadyExists
 from ledger.domain.customer import MERGEABLE_FIELDS
 from ledger.domain.errors import CustomerErasedError, CustomerNotFound, ValidationFailed
+from ledger.domain.profile import validate_registration
+from ledger.projections.dedup import Match
 from ledger.projections.queries import MAX_PAGE_SIZE, CustomerRecord
-from ledger.projections.wiring import customer_queries, runner_of
+from ledger.projections.wiring import customer_queries, duplicate_queries, runner_of
 from ledger.v1 import customer_service_pb2 as pb
 from ledger.v1 import resources_pb2
 from ledger.views import CustomerView
@@ -33,6 +43,9 @@ from ledger.views import CustomerView
 MAX_REQUEST_ID = 128
 MAX_REASON = 500
 LIST_DEFAULT = 50
+# Trailing metadata of a CreateCustomer that registered a likely duplicate (policy `warn`):
+# comma-separated resource names (`customers/ID`), best match first.
+LIKELY_DUPLICATES_METADATA = "ledger-likely-duplicates"
 
 
 def _view(record: CustomerRecord) -> CustomerView:
@@ -99,13 +112,42 @@ class CustomerService:
                 raise AccessDenied("a sales principal registers customers it owns itself")
         request_id = check_request_id(request.request_id)
         reason = reason_of(request.reason)
-        if not request_id:
+        if request_id:
+            customer, duplicates = self._create_once(request_id, profile, call, reason)
+        else:
+            duplicates = self._screen(profile, call)  # refuses before anything is written
             try:
                 view = self.ledger.register_view(profile, actor=call.principal.name, reason=reason)
             except ValidationFailed as error:
                 raise _profile_error(error) from None
-            return self.access.respond(call, view)
-        return self._create_once(request_id, profile, call, reason)
+            customer = self.access.respond(call, view)
+        if duplicates:
+            names = ",".join(convert.customer_name(m.customer_id) for m in duplicates)
+            call.context.set_trailing_metadata(((LIKELY_DUPLICATES_METADATA, names),))
+        return customer
+
+    def _screen(
+        self, profile: dict[str, object], call: Call, registering_as: UUID | None = None
+    ) -> list[Match]:
+        """LEDGER_DUPLICATE_POLICY for a new customer: `refuse` raises `LikelyDuplicate`,
+        `warn` returns the likely duplicates. Only the caller's reach is searched (a sales
+        principal's own customers): a refusal must not name, or even reveal, a customer
+        the caller may not see. Cross-owner duplicates are left to `ledger duplicates`.
+        `registering_as`: the id an earlier attempt with the same request id reserved; the
+        customer it may be writing right now is not a duplicate of this profile."""
+        settings = self.ledger.settings
+        if settings.duplicate_policy == "off":
+            return []
+        try:
+            validated = validate_registration(profile, default_region=settings.default_region)
+        except ValidationFailed as error:
+            raise _profile_error(error) from None
+        return duplicate_queries(self.ledger).check_registration(
+            validated,
+            policy=settings.duplicate_policy,
+            owner=call.grant.owner_filter,
+            exclude=() if registering_as is None else (str(registering_as),),
+        )
 
     def _register(
         self, profile: dict[str, object], call: Call, reason: str | None, customer_id: UUID | None
@@ -119,13 +161,19 @@ class CustomerService:
 
     def _create_once(
         self, request_id: str, profile: dict[str, object], call: Call, reason: str | None
-    ) -> resources_pb2.Customer:
+    ) -> tuple[resources_pb2.Customer, list[Match]]:
         """AIP-155: the first attempt binds the request id to a new customer id; every
         attempt registers under that id, and whichever saves first wins. A retry thus gets
-        the customer the first attempt created, as it stood when created (version 1)."""
+        the customer the first attempt created, as it stood when created (version 1).
+
+        The duplicate policy is applied before the id is reserved (a refusal leaves no
+        reservation behind) and not again once the customer exists: a retry returns it
+        without re-checking, hence without the `warn` list (FindDuplicates gives it)."""
         principal = call.principal.name
+        duplicates: list[Match] = []
         bound = self.store.reserved(principal, "CreateCustomer", request_id)
         if bound is None or not self._exists(bound):
+            duplicates = self._screen(profile, call, registering_as=bound)
             bound = self.store.reserve(principal, "CreateCustomer", request_id, uuid4())
             # An earlier or concurrent attempt may get there first: then it is the answer.
             with suppress(RecordConflictError, KeyAlreadyExists):
@@ -140,7 +188,7 @@ class CustomerService:
                 metadata={"request_id_bound_to": convert.customer_name(bound)},
             ) from None
         call.grant.check_record(str(bound), view.owner)
-        return self.access.respond(call, view)
+        return self.access.respond(call, view), duplicates
 
     def _exists(self, customer_id: UUID) -> bool:
         try:

@@ -39,6 +39,7 @@ from ledger.domain.errors import (
     CustomerNotFound,
     FieldViolation,
     HistoryNotFound,
+    LikelyDuplicate,
     MergeRefused,
     StaleVersion,
     ValidationFailed,
@@ -151,6 +152,27 @@ def _resource(customer_id: object) -> error_details_pb2.ResourceInfo:
     )
 
 
+def _likely_duplicate(error: LikelyDuplicate) -> status_pb2.Status:
+    """CreateCustomer refused under LEDGER_DUPLICATE_POLICY=refuse. The servicer searched
+    only customers the caller may see, so every id named here is one it can read."""
+    names = [f"customers/{customer_id}" for customer_id, _ in error.matches]
+    failure = error_details_pb2.PreconditionFailure(
+        violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type="LIKELY_DUPLICATE", subject=name, description=f"match score {score:.4f}"
+            )
+            for name, (_, score) in zip(names, error.matches, strict=True)
+        ]
+    )
+    metadata = {
+        "likely_duplicates": ",".join(names),
+        "scores": ",".join(f"{score:.4f}" for _, score in error.matches),
+    }
+    return _status(
+        grpc.StatusCode.FAILED_PRECONDITION, "LIKELY_DUPLICATE", str(error), metadata, [failure]
+    )
+
+
 def status_of(error: BaseException) -> status_pb2.Status:
     """The rich status for any exception raised while serving a call."""
     code = grpc.StatusCode
@@ -209,6 +231,8 @@ def status_of(error: BaseException) -> status_pb2.Status:
             {"customer": name, "merged_into": into},
             [failure],
         )
+    if isinstance(error, LikelyDuplicate):
+        return _likely_duplicate(error)
     if isinstance(error, ConcurrentChange):
         return _status(code.ABORTED, "CONCURRENT_CHANGE", str(error))
     if isinstance(error, MergeRefused):

@@ -9,7 +9,7 @@ which are personal data: callers that print them record the read in the access l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -116,11 +116,12 @@ class DuplicateQueries:
         min_score: float | None = None,
         limit: int = DEFAULT_LIMIT,
         owner: str | None = None,
+        exclude: Collection[str] = (),
     ) -> list[Match]:
         """Likely duplicates of a (new) profile, best first. With `owner`, only that
-        owner's customers are considered at all."""
+        owner's customers are considered at all; `exclude`d ids are never matched."""
         index = self._index(SealedRecords(self.db, self.keys, owner=owner))
-        return index.lookup(profile, limit=limit, min_score=self._min(min_score))
+        return index.lookup(profile, limit=limit, min_score=self._min(min_score), exclude=exclude)
 
     def candidates_of(
         self,
@@ -186,14 +187,21 @@ class DuplicateQueries:
     # Registration policy --------------------------------------------------------------------
 
     def check_registration(
-        self, profile: Profile, *, policy: str, owner: str | None = None
+        self,
+        profile: Profile,
+        *,
+        policy: str,
+        owner: str | None = None,
+        exclude: Collection[str] = (),
     ) -> list[Match]:
         """The likely duplicates of a profile about to be registered, above the threshold:
         `refuse` raises `LikelyDuplicate` naming their ids, `warn` returns them for the
-        caller to pass on, `off` looks nothing up."""
+        caller to pass on, `off` looks nothing up. `exclude`: the id the profile is about
+        to be registered under (an API retry racing its first attempt is no duplicate of
+        the customer that attempt is creating)."""
         if policy == "off":
             return []
-        found = self.candidates(profile, owner=owner)
+        found = self.candidates(profile, owner=owner, exclude=exclude)
         if found and policy == "refuse":
             raise LikelyDuplicate([(m.customer_id, m.score) for m in found])
         return found
