@@ -14,7 +14,7 @@ helpers do not cover; errors are `grpc.RpcError`, and `error_details` unpacks th
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -115,6 +115,17 @@ class LedgerClient:
 
     # CustomerService ------------------------------------------------------------------------
 
+    def _pages(self, call: Callable[..., Any], request: Callable[[str], Any]) -> Iterator[Any]:
+        """The responses of a paged list method (AIP-158), asking with each page's
+        `next_page_token` until it is empty; `request(token)` builds each request."""
+        token = ""
+        while True:
+            response = call(request(token), **self.call_options)
+            yield response
+            token = response.next_page_token
+            if not token:
+                return
+
     def create_customer(
         self, customer: resources_pb2.Customer, *, request_id: str = "", reason: str = ""
     ) -> resources_pb2.Customer:
@@ -210,21 +221,17 @@ class LedgerClient:
         show_erased: bool = False,
     ) -> Iterator[customer_service_pb2.ListCustomersResponse]:
         """The raw pages of a listing (for callers that keep the page tokens themselves)."""
-        token = ""
-        while True:
-            request = customer_service_pb2.ListCustomersRequest(
+        return self._pages(
+            self.customers.ListCustomers,
+            lambda token: customer_service_pb2.ListCustomersRequest(
                 filter=filter,
                 order_by=order_by,
                 page_size=page_size,
                 page_token=token,
                 read_mask=field_mask_pb2.FieldMask(paths=list(read_mask)),
                 show_erased=show_erased,
-            )
-            response = self.customers.ListCustomers(request, **self.call_options)
-            yield response
-            token = response.next_page_token
-            if not token:
-                return
+            ),
+        )
 
     def merge_customers(
         self,
@@ -258,8 +265,6 @@ class LedgerClient:
         )
         return self.customers.UnmergeCustomer(request, **self.call_options)
 
-    # AuditService -----------------------------------------------------------------------------
-
     def find_duplicates(
         self,
         candidate: resources_pb2.Customer | None = None,
@@ -279,6 +284,8 @@ class LedgerClient:
             request.candidate.CopyFrom(candidate)
         return list(self.customers.FindDuplicates(request, **self.call_options).matches)
 
+    # AuditService -----------------------------------------------------------------------------
+
     def stream_events(
         self,
         start_position: int = 1,
@@ -295,16 +302,13 @@ class LedgerClient:
 
     def list_customer_events(self, customer: str) -> Iterator[resources_pb2.LedgerEvent]:
         """Every event of one customer, following page tokens."""
-        token = ""
-        while True:
-            request = audit_service_pb2.ListCustomerEventsRequest(
+        for page in self._pages(
+            self.audit.ListCustomerEvents,
+            lambda token: audit_service_pb2.ListCustomerEventsRequest(
                 parent=_name(customer), page_size=500, page_token=token
-            )
-            response = self.audit.ListCustomerEvents(request, **self.call_options)
-            yield from response.events
-            token = response.next_page_token
-            if not token:
-                return
+            ),
+        ):
+            yield from page.events
 
     def get_customer_as_of(
         self, customer: str, *, version: int | None = None, at: datetime | None = None
@@ -319,17 +323,13 @@ class LedgerClient:
         return self.audit.GetCustomerAsOf(request, **self.call_options)
 
     def get_field_history(self, customer: str, field: str) -> list[audit_service_pb2.FieldChange]:
-        changes: list[audit_service_pb2.FieldChange] = []
-        token = ""
-        while True:
-            request = audit_service_pb2.GetFieldHistoryRequest(
+        pages = self._pages(
+            self.audit.GetFieldHistory,
+            lambda token: audit_service_pb2.GetFieldHistoryRequest(
                 name=_name(customer), field=field, page_size=500, page_token=token
-            )
-            response = self.audit.GetFieldHistory(request, **self.call_options)
-            changes.extend(response.changes)
-            token = response.next_page_token
-            if not token:
-                return changes
+            ),
+        )
+        return [change for page in pages for change in page.changes]
 
     def get_tree_head(self, tree_size: int = 0) -> audit_service_pb2.TreeHead:
         """A signed tree head (0: the latest; the server signs the log as it stands first)."""
@@ -361,34 +361,28 @@ class LedgerClient:
     ) -> Iterator[audit_service_pb2.AccessRecord]:
         """Every access record matching `filter` (AIP-160, e.g. `principal = "sales.uk"`,
         `customer = "customers/{id}"`, `outcome = DENIED`), oldest first, following tokens."""
-        token = ""
-        while True:
-            request = audit_service_pb2.ListAccessLogRequest(
+        for page in self._pages(
+            self.audit.ListAccessLog,
+            lambda token: audit_service_pb2.ListAccessLogRequest(
                 filter=filter,
                 page_size=page_size,
                 page_token=token,
                 read_mask=field_mask_pb2.FieldMask(paths=list(read_mask)),
-            )
-            response = self.audit.ListAccessLog(request, **self.call_options)
-            yield from response.records
-            token = response.next_page_token
-            if not token:
-                return
+            ),
+        ):
+            yield from page.records
 
     def list_access_alerts(
         self, filter: str = "", *, page_size: int = 500
     ) -> Iterator[audit_service_pb2.AccessAlert]:
         """Every read-rate alert (optionally `principal = "…"`), oldest first."""
-        token = ""
-        while True:
-            request = audit_service_pb2.ListAccessAlertsRequest(
+        for page in self._pages(
+            self.audit.ListAccessAlerts,
+            lambda token: audit_service_pb2.ListAccessAlertsRequest(
                 filter=filter, page_size=page_size, page_token=token
-            )
-            response = self.audit.ListAccessAlerts(request, **self.call_options)
-            yield from response.alerts
-            token = response.next_page_token
-            if not token:
-                return
+            ),
+        ):
+            yield from page.alerts
 
     # ComplianceService ------------------------------------------------------------------------
 

@@ -133,16 +133,7 @@ class GroupCommitter:
                 self._keyed.put(None)
                 return
             batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
+            stop = _take_waiting(self._queue, batch, self.max_batch, list.append)
             keyed = self._create_batch_keys(batch)
             if keyed:
                 with self._ready_lock:
@@ -192,16 +183,7 @@ class GroupCommitter:
                 self._committed.put(None)
                 return
             batch = list(first)
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._keyed.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.extend(more)
+            stop = _take_waiting(self._keyed, batch, self.max_batch, list.extend)
             with self._ready_lock:
                 self._ready -= len(batch)
             self._commit_batch(batch)
@@ -276,6 +258,26 @@ class GroupCommitter:
             write.error = _conflict()
         except BaseException as exc:
             write.error = exc
+
+
+def _take_waiting(
+    source: queue.SimpleQueue[Any],
+    batch: list[Any],
+    limit: int,
+    add: Callable[[list[Any], Any], None],
+) -> bool:
+    """Add to `batch` (with `add`: list.append, or list.extend for queued lists) what is
+    already queued on `source`, never waiting (a batch is whatever queued up meanwhile),
+    until it holds `limit` items. True when the stop sentinel (None) was taken."""
+    while len(batch) < limit:
+        try:
+            item = source.get_nowait()
+        except queue.Empty:
+            return False
+        if item is None:
+            return True
+        add(batch, item)
+    return False
 
 
 class ConflictingWrite(RecordConflictError):

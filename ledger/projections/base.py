@@ -7,7 +7,8 @@ byte-identical results, a projection must depend only on the events it is given 
 own tables — not on the clock, not on another projection, not on the aggregates' current
 state. Erasure reaches it through `purge`, in the same step as the key is destroyed.
 
-To add one (the duplicate index, say): subclass `Projection`, then add its factory to
+To add one: subclass `Projection` (or `FoldingProjection` when its rows are each customer's
+folded state, as the current view's and the duplicate index's are), then add its factory to
 `ledger.projections.wiring.PROJECTION_FACTORIES`. It then catches up after every command,
 runs in `ledger project`, rebuilds with `ledger rebuild NAME` and reports its lag in
 `ledger projections`.
@@ -23,6 +24,7 @@ from typing import ClassVar
 from uuid import UUID
 
 from ledger.domain.customer import Customer
+from ledger.projections.state import CustomerState, fold
 from ledger.projections.store import Tx
 
 
@@ -84,3 +86,30 @@ class Projection(ABC):
     def row_count(self, tx: Tx) -> int:
         row = tx.one(f"SELECT COUNT(*) FROM {self.tables()[0]}")
         return int(row[0]) if row else 0
+
+
+class FoldingProjection(Projection):
+    """A projection whose rows hold each customer's folded state (`state.fold`). A batch
+    loads its customers' rows once, folds their events in log order and writes back only
+    the customers an event changed, so a customer with many events in one batch costs one
+    read and one write."""
+
+    @abstractmethod
+    def load(self, tx: Tx, ids: Sequence[UUID]) -> dict[UUID, CustomerState]:
+        """The stored state of those of `ids` that have rows."""
+
+    @abstractmethod
+    def write(self, tx: Tx, states: Sequence[CustomerState]) -> None:
+        """Store these states, replacing the customers' rows."""
+
+    def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+        ids = list(dict.fromkeys(e.customer_id for e in events))
+        states: dict[UUID, CustomerState | None] = dict(self.load(tx, ids))
+        changed: dict[UUID, CustomerState] = {}
+        for positioned in events:
+            before = states.get(positioned.customer_id)
+            after = fold(before, positioned.event)
+            if after is not None and after is not before:
+                states[positioned.customer_id] = after
+                changed[positioned.customer_id] = after
+        self.write(tx, list(changed.values()))

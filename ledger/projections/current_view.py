@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 from uuid import UUID
 
 from ledger.crypto_shred.keyring import KeyRing
-from ledger.projections.base import PositionedEvent, Projection, Tombstone
+from ledger.projections.base import FoldingProjection, Tombstone
 from ledger.projections.index_key import IndexKey
 from ledger.projections.lookup import digests_of
 from ledger.projections.sealed_rows import RowSealer
-from ledger.projections.state import CustomerState, fold
+from ledger.projections.state import CustomerState
 from ledger.projections.store import Tx, iso, parse_iso
 
 TABLE = "current_view"
@@ -85,7 +85,7 @@ def chunks(values: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
         yield values[start : start + size]
 
 
-class CurrentView(Projection):
+class CurrentView(FoldingProjection):
     name = "current_view"
     description = "one row per customer (personal fields sealed), tags, exact-lookup keys"
     schema_version = 1
@@ -100,18 +100,6 @@ class CurrentView(Projection):
     def create(self, tx: Tx) -> None:
         for statement in _DDL:
             tx.execute(statement)
-
-    def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        ids = list(dict.fromkeys(e.customer_id for e in events))
-        states: dict[UUID, CustomerState | None] = dict(self.load(tx, ids))
-        changed: dict[UUID, CustomerState] = {}
-        for positioned in events:
-            before = states.get(positioned.customer_id)
-            after = fold(before, positioned.event)
-            if after is not None and after is not before:
-                states[positioned.customer_id] = after
-                changed[positioned.customer_id] = after
-        self.write(tx, list(changed.values()))
 
     def purge(self, tx: Tx, tombstone: Tombstone) -> None:
         existing = self.load(tx, [tombstone.customer_id]).get(tombstone.customer_id)

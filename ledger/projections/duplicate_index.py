@@ -28,13 +28,13 @@ from uuid import UUID
 
 from ledger.crypto_shred.keyring import KeyRing
 from ledger.domain.customer import ACTIVE
-from ledger.projections.base import PositionedEvent, Projection, Tombstone
+from ledger.projections.base import FoldingProjection, Tombstone
 from ledger.projections.current_view import chunks
 from ledger.projections.dedup import BlockingKeyer, DuplicateIndex, Model, Record, prepare
 from ledger.projections.dedup.normalise import clear_caches
 from ledger.projections.index_key import IndexKey
 from ledger.projections.sealed_rows import RowSealer
-from ledger.projections.state import CustomerState, fold
+from ledger.projections.state import CustomerState
 from ledger.projections.store import ProjectionDatabase, Tx
 
 KEYS = "duplicate_keys"
@@ -73,7 +73,7 @@ def blocking_keyer(index_key: IndexKey) -> BlockingKeyer:
     return BlockingKeyer(index_key.digest(BLOCKING_SECRET_KIND, ""))
 
 
-class DuplicateIndexProjection(Projection):
+class DuplicateIndexProjection(FoldingProjection):
     name = "duplicate_index"
     description = "blocking keys (keyed hashes) of active customers, for duplicate detection"
     schema_version = 1
@@ -95,18 +95,6 @@ class DuplicateIndexProjection(Projection):
         log (it is estimated from the data) and holds no personal data, so it stays."""
         for table in (KEYS, RECORDS):
             tx.execute(f"DROP TABLE IF EXISTS {table}")
-
-    def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        ids = list(dict.fromkeys(e.customer_id for e in events))
-        states: dict[UUID, CustomerState | None] = dict(self.load(tx, ids))
-        changed: dict[UUID, CustomerState] = {}
-        for positioned in events:
-            before = states.get(positioned.customer_id)
-            after = fold(before, positioned.event)
-            if after is not None and after is not before:
-                states[positioned.customer_id] = after
-                changed[positioned.customer_id] = after
-        self.write(tx, list(changed.values()))
 
     def purge(self, tx: Tx, tombstone: Tombstone) -> None:
         clear_caches()  # memoised canonical names are copies too (DESIGN invariant 3)
