@@ -10,10 +10,10 @@ import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import Mapper, RecordConflictError, Recording
 from eventsourcing.utils import get_topic
 
@@ -46,7 +46,16 @@ from ledger.signing import LedgerSigner
 from ledger.views import CustomerView, HistoryEntry
 
 if TYPE_CHECKING:
+    from ledger.audit.recorders import InsertedBatch
     from ledger.projections.runner import ProjectionRunner
+
+
+class InlineProjections(Protocol):
+    """Projections written in the transaction that stores their events."""
+
+    def apply_inserted(self, events: Sequence[object], batch: InsertedBatch) -> None: ...
+    def skipped(self, end: int) -> None: ...
+
 
 log = logging.getLogger("ledger")
 
@@ -85,6 +94,9 @@ class CustomerLedger(Application[UUID]):
         self.after_save: list[Callable[[], None]] = []
         # The projections fed from this ledger's log (set by `ledger.bootstrap`).
         self.projections: ProjectionRunner | None = None
+        # Inline projections: given each save's events and the batch as inserted, inside
+        # the transaction that stores them (`ledger.audit.recorders.InsertedBatch`).
+        self.inline_projections: InlineProjections | None = None
         super().__init__(env=settings.eventsourcing_env())
         self.committer = GroupCommitter(
             save=lambda events: self.save(*events),
@@ -117,6 +129,29 @@ class CustomerLedger(Application[UUID]):
             self.projections.close()
         super().close()
         self.keys.store.close()
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        """Store the events with the inline projections' rows in the same transaction. If
+        that transaction fails, whatever the cause, the events are stored once more on
+        their own and the projections catch up from the log: a projection's failure must
+        never fail a command (a genuine conflict simply fails again)."""
+        inline = self.inline_projections
+        if inline is None:
+            return super()._record(processing_event)
+        events = list(processing_event.events)
+
+        def in_transaction(batch: InsertedBatch) -> None:
+            inline.apply_inserted(events, batch)
+
+        processing_event.saved_kwargs["in_transaction"] = in_transaction
+        try:
+            return super()._record(processing_event)
+        except Exception:
+            del processing_event.saved_kwargs["in_transaction"]
+        recordings = super()._record(processing_event)
+        if recordings:
+            inline.skipped(max(r.notification.id for r in recordings))
+        return recordings
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         # On the group committer's event thread the hooks would hold up the next batch;

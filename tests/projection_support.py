@@ -5,8 +5,9 @@ raw dump of projection tables for byte-for-byte comparisons."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
+from uuid import UUID
 
 from ledger.projections.base import PositionedEvent, Projection, Tombstone
 from ledger.projections.store import Tx
@@ -46,7 +47,9 @@ class Trail(Projection):
             " position {bigint} PRIMARY KEY, customer_id TEXT NOT NULL, version {bigint} NOT NULL)"
         )
 
-    def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+    def apply(
+        self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
+    ) -> None:
         tx.executemany(
             "INSERT INTO test_trail (position, customer_id, version) VALUES (?, ?, ?)",
             [(e.position, str(e.customer_id), e.event.originator_version) for e in events],

@@ -11,6 +11,12 @@ order.
 
 Selected through the library's own switch, APPLICATION_RECORDER_TOPIC (set in
 `Settings.eventsourcing_env`), so the library's factories still build and wire them.
+
+A save may also pass `in_transaction=` a callable: it gets the batch (`InsertedBatch`: the
+cursor, the positions given to the events, the position before them) after the leaves,
+still inside the transaction and under the lock, so that the in-process projections are
+written in the same commit as the events they were made from (group commit's one
+transaction per batch). It must not raise; if it does, the whole transaction is aborted.
 """
 
 # SQL text here interpolates only module-constant identifiers (table and column names);
@@ -20,7 +26,8 @@ Selected through the library's own switch, APPLICATION_RECORDER_TOPIC (set in
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
@@ -43,6 +50,45 @@ from ledger.audit.storage import (
 from ledger.config import ConfigError
 
 log = logging.getLogger("ledger.audit")
+
+
+@dataclass(frozen=True)
+class InsertedBatch:
+    """Events just inserted, seen from inside their transaction."""
+
+    kind: str  # "sqlite" or "postgresql"
+    cursor: WriteCursor
+    connection: Any  # PostgreSQL: the connection (for reads in pipeline mode); SQLite: None
+    positions: Sequence[int]  # one per stored event, in the order they were given
+    previous: int  # the highest position in the log before these (0 when empty)
+
+
+InTransaction = Callable[[InsertedBatch], None]
+
+
+def _previous_position(cursor: WriteCursor, dialect: Dialect, first: int) -> int:
+    cursor.execute(
+        f"SELECT MAX({dialect.position}) FROM {dialect.events_table}"
+        f" WHERE {dialect.position} < {dialect.placeholder}",
+        (first,),
+    )
+    row = cursor.fetchall()[0]
+    (value,) = tuple(row.values()) if isinstance(row, dict) else tuple(row)
+    return 0 if value is None else int(value)
+
+
+def _run_hook(
+    hook: InTransaction | None,
+    kind: str,
+    cursor: WriteCursor,
+    connection: Any,
+    dialect: Dialect,
+    ids: Sequence[int],
+) -> None:
+    if hook is None or not ids:
+        return
+    previous = _previous_position(cursor, dialect, min(ids))
+    hook(InsertedBatch(kind, cursor, connection, list(ids), previous))
 
 
 def _batch(
@@ -76,6 +122,8 @@ class AuditedSQLiteRecorder(SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
         append_leaves(c, self.dialect, _batch(ids, stored_events))
+        if ids:
+            _run_hook(kwargs.get("in_transaction"), SQLITE.kind, c, None, self.dialect, ids)
         return ids
 
 
@@ -105,6 +153,9 @@ class AuditedPostgresRecorder(PostgresApplicationRecorder):
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         try:
             append_leaves(curs, self.dialect, _batch(ids, stored_events))
+            if ids:
+                hook = kwargs.get("in_transaction")
+                _run_hook(hook, POSTGRES.kind, curs, curs.connection, self.dialect, ids)
         except BaseException:
             # The library commits unless the transaction failed in the database: make sure
             # it did, so events never commit without their leaves.

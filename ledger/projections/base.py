@@ -17,7 +17,7 @@ runs in `ledger project`, rebuilds with `ledger rebuild NAME` and reports its la
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
@@ -74,8 +74,12 @@ class Projection(ABC):
             tx.execute(f"DROP TABLE IF EXISTS {table}")
 
     @abstractmethod
-    def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        """Apply a batch of events (in log order) inside the runner's transaction."""
+    def apply(
+        self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
+    ) -> None:
+        """Apply a batch of events (in log order) inside the runner's transaction. `fresh`:
+        customers known to have no rows at all (registered in the very transaction that
+        applies them), whose rows need not be looked up."""
 
     @abstractmethod
     def purge(self, tx: Tx, tombstone: Tombstone) -> None:
@@ -102,9 +106,11 @@ class FoldingProjection(Projection):
     def write(self, tx: Tx, states: Sequence[CustomerState]) -> None:
         """Store these states, replacing the customers' rows."""
 
-    def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        ids = list(dict.fromkeys(e.customer_id for e in events))
-        states: dict[UUID, CustomerState | None] = dict(self.load(tx, ids))
+    def apply(
+        self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
+    ) -> None:
+        ids = [i for i in dict.fromkeys(e.customer_id for e in events) if i not in fresh]
+        states: dict[UUID, CustomerState | None] = dict(self.load(tx, ids) if ids else {})
         changed: dict[UUID, CustomerState] = {}
         for positioned in events:
             before = states.get(positioned.customer_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -149,9 +149,11 @@ class DataQuality(Projection):
         for statement in _DDL:
             tx.execute(statement)
 
-    def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        ids = list(dict.fromkeys(e.customer_id for e in events))
-        states: dict[UUID, QualityState | None] = dict(self._load(tx, ids))
+    def apply(
+        self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
+    ) -> None:
+        ids = [i for i in dict.fromkeys(e.customer_id for e in events) if i not in fresh]
+        states: dict[UUID, QualityState | None] = dict(self._load(tx, ids) if ids else {})
         changed: dict[UUID, QualityState] = {}
         for positioned in events:
             before = states.get(positioned.customer_id)

@@ -12,10 +12,14 @@ instead of applying the batch again. Hence exactly-once, however runners are sto
 Projections at the same position share one read and one transaction; a projection being
 rebuilt catches up on its own until it meets the others.
 
-Modes (LEDGER_PROJECTIONS): `inline` (default) catches up after every save in the same
-process, so a command's effects are in the projections when it returns, unless catching up
-failed (logged; the next command or `ledger project` retries): lag is bounded by one
-catch-up. `worker` leaves it to a separate `ledger project` process, polling every
+Modes (LEDGER_PROJECTIONS): `inline` (default) applies a save's events to the projections
+inside the very transaction that stores them (`apply_inserted`, called by the recorder
+under the log's write lock), from the events in memory: no read-back, no decryption, no
+second commit, and a command's effects are in the projections when it returns. Should that
+not be possible (a projection behind the log: events another process wrote, a rebuild
+running, an error), the events still commit and a catch-up after the save applies what is
+missing (logged on failure; the next command or `ledger project` retries): lag is bounded
+by one catch-up. `worker` leaves it to a separate `ledger project` process, polling every
 `interval` seconds: lag is bounded by the interval plus one batch.
 """
 
@@ -32,6 +36,7 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import resolve_topic
 
+from ledger.audit.recorders import InsertedBatch
 from ledger.domain.customer import Customer
 from ledger.projections.base import PositionedEvent, Projection, Tombstone
 from ledger.projections.store import ProjectionDatabase, Tx
@@ -107,6 +112,14 @@ class ProjectionRunner:
         self._tickets = 0
         self._served = 0
         self._tickets_lock = threading.Lock()
+        # Whether the catch-up after a save has anything to do: every position up to
+        # `_applied_through` is known to be in every projection (applied with its events, or
+        # caught up); `_skipped_through` is the last position of a save whose events were
+        # not applied with them. Behind while the second is past the first; at start, until
+        # a first catch-up (the log may have grown while this process was not running).
+        self._applied_through = -1
+        self._skipped_through = 0
+        self._through_lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
@@ -260,6 +273,64 @@ class ProjectionRunner:
             self._customer_topics[topic] = known
         return known
 
+    def apply_inserted(self, events: Sequence[object], batch: InsertedBatch) -> None:
+        """The recorder's in-transaction hook: apply the customer events of a save (`events`:
+        the domain events, in the order they were stored) to every projection that was at
+        the log's head just before them, and move those projections' positions, in the
+        transaction that stores the events. On an error it raises, which aborts that
+        transaction; the ledger then saves the events again without this hook and the
+        projections catch up from the log (`skipped`): a projection never fails a command.
+
+        Deliberately does not take `self._lock`: a catch-up holding it may be waiting for
+        the position rows this transaction holds. The rows' locks serialise the two."""
+        end = max(batch.positions)
+        tx = Tx(batch.kind, batch.cursor, batch.connection)
+        positioned = [
+            PositionedEvent(position, event)
+            for position, event in zip(batch.positions, events, strict=True)
+            if isinstance(event, Customer.Event)
+        ]
+        try:
+            tx.lock_rows(POSITIONS, "name", sorted(self.names))
+            current = self._positions(tx)
+            group = [p for p in self.projections if current[p.name] == batch.previous]
+            if group:
+                # Registered in this very transaction: nothing can be stored about them.
+                fresh = {
+                    p.customer_id for p in positioned if isinstance(p.event, Customer.Registered)
+                }
+                if positioned:
+                    for projection in group:
+                        projection.apply(tx, positioned, fresh=fresh)
+                tx.executemany(
+                    f"UPDATE {POSITIONS} SET position = ? WHERE name = ?",
+                    [(end, p.name) for p in group],
+                )
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("projections not applied with their events (caught up after): %s", exc)
+            raise
+        if len(group) == len(self.projections):
+            # They were all at the position just before these events: all are at `end` now.
+            self._note(applied=end)
+        else:
+            self._note(skipped=end)
+
+    def skipped(self, end: int) -> None:
+        """Events up to `end` were stored without `apply_inserted`: catch up after."""
+        self._note(skipped=end)
+
+    def _note(self, *, applied: int = -1, skipped: int = 0) -> None:
+        with self._through_lock:
+            self._applied_through = max(self._applied_through, applied)
+            self._skipped_through = max(self._skipped_through, skipped)
+
+    @property
+    def behind(self) -> bool:
+        """True when a catch-up may have something to apply (see `_applied_through`)."""
+        with self._through_lock:
+            return self._skipped_through > self._applied_through
+
     def catch_up_quietly(self) -> None:
         """The in-process hook after each save: never fails the command (its events are
         committed); a failure is logged and retried by the next catch-up.
@@ -268,6 +339,8 @@ class ProjectionRunner:
         committed; a catch-up that started after that ticket was taken read a head that
         includes those events, so the caller returns as soon as such a catch-up is done
         instead of running one of its own (one catch-up serves a whole batch)."""
+        if not self.behind:
+            return
         with self._tickets_lock:
             self._tickets += 1
             ticket = self._tickets
@@ -282,6 +355,7 @@ class ProjectionRunner:
     def _catch_up_quietly(self) -> bool:
         try:
             self.catch_up()
+            self._note(applied=min(self.positions().values(), default=0))
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("projections are behind (retried on the next command): %s", exc)

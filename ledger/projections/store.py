@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from ledger.config import Settings
 
@@ -104,9 +105,27 @@ class Tx:
         if self._connection is None:
             self._cursor.execute(self.sql(template), tuple(params))
             return [tuple(row) for row in self._cursor.fetchall()]
-        with self._connection.cursor() as cursor:
+        # tuple rows whatever the connection's default (the event store's are dict rows)
+        with self._connection.cursor(row_factory=tuple_row) as cursor:
             cursor.execute(self.sql(template), tuple(params))
             return [tuple(row) for row in cursor.fetchall()]
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: on an exception, what the block wrote is undone and the
+        exception propagates; the enclosing transaction stays usable."""
+        if self.is_postgres and self._connection is not None:
+            with self._connection.transaction():
+                yield
+            return
+        self._cursor.execute("SAVEPOINT ledger_nested")
+        try:
+            yield
+        except BaseException:
+            self._cursor.execute("ROLLBACK TO ledger_nested")
+            self._cursor.execute("RELEASE ledger_nested")
+            raise
+        self._cursor.execute("RELEASE ledger_nested")
 
     def one(self, template: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = self.rows(template, params)

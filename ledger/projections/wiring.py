@@ -49,6 +49,7 @@ def attach_projections(ledger: CustomerLedger) -> ProjectionRunner:
     ledger.projections = runner
     ledger.erasure_purgers.append(runner.purge)
     if settings.projection_mode == "inline":
+        ledger.inline_projections = runner
         ledger.after_save.append(runner.catch_up_quietly)
     return runner
 

@@ -1,0 +1,122 @@
+"""Inline projections are written in the transaction that stores their events (group
+commit: events, Merkle leaves and projection rows in one commit), and a projection that
+fails there never fails the command: the events are stored on their own and the
+projections catch up from the log."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from uuid import UUID
+
+from ledger.application import CustomerLedger
+from ledger.audit.storage import TREE_TABLE
+from ledger.bootstrap import open_ledger
+from ledger.projections.runner import ProjectionRunner
+from ledger.projections.store import ProjectionDatabase
+from ledger.projections.wiring import customer_queries, runner_of
+from tests.helpers import StoreHandle, person
+from tests.projection_support import Trail
+
+ACTOR = "test-suite"
+
+
+def _positions_in_log(ledger: CustomerLedger) -> list[int]:
+    return [n.id for n in ledger.recorder.select_notifications(start=1, limit=10_000)]
+
+
+def _trail(store: StoreHandle) -> list[int]:
+    return sorted(int(r[0]) for r in store.execute("SELECT position FROM test_trail"))
+
+
+def _leaves(store: StoreHandle) -> int:
+    return int(store.execute(f"SELECT COUNT(*) FROM {TREE_TABLE}")[0][0])
+
+
+def test_projection_rows_commit_with_their_events(store: StoreHandle) -> None:
+    with store.open() as ledger:
+        runner = runner_of(ledger)
+        first = ledger.register(person(given_name="Ada"), actor=ACTOR)
+        # Already at the head when the command returns: no catch-up was needed for it.
+        assert not runner.behind
+        head = runner.head()
+        assert set(runner.positions().values()) == {head}
+        assert customer_queries(ledger).get(first) is not None
+        ledger.change(first, {"tags": ["vip"]}, actor=ACTOR)
+        assert not runner.behind
+        record = customer_queries(ledger).get(first)
+        assert record is not None and record.tags == ["vip"]
+        assert set(runner.positions().values()) == {runner.head()}
+
+
+def test_concurrent_commands_share_commits_and_all_reach_the_projections(
+    store: StoreHandle,
+) -> None:
+    with store.open() as ledger:
+        ids: list[UUID] = []
+        lock = threading.Lock()
+
+        def register(n: int) -> None:
+            for i in range(10):
+                customer = ledger.register(person(given_name=f"T{n}x{i}"), actor=ACTOR)
+                with lock:
+                    ids.append(customer)
+
+        threads = [threading.Thread(target=register, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(ids) == 80
+        assert ledger.committer.batches < 80  # some commands did share a transaction
+        queries = customer_queries(ledger)
+        assert all(queries.get(customer) is not None for customer in ids)
+        assert set(runner_of(ledger).positions().values()) == {runner_of(ledger).head()}
+
+
+def test_a_failing_projection_never_fails_the_command_nor_half_writes(
+    store: StoreHandle,
+) -> None:
+    with store.open() as ledger:
+        ledger.register(person(given_name="Before"), actor=ACTOR)
+        db = ProjectionDatabase.open(store.settings)
+        try:
+            trail = Trail()
+            runner = ProjectionRunner(ledger, db, [trail])
+            runner.setup()
+            runner.catch_up()
+            assert _trail(store) == _positions_in_log(ledger)
+            trail.fail_at = 1  # the next apply raises `Crash`, once
+            ledger.inline_projections = runner
+            ledger.after_save = [runner.catch_up_quietly]
+            leaves_before = _leaves(store)
+            customer = ledger.register(person(given_name="During"), actor=ACTOR)
+            # Stored once (the aborted attempt left no event and no leaf behind) ...
+            log = _positions_in_log(ledger)
+            assert [
+                n.originator_id for n in ledger.recorder.select_notifications(start=1, limit=10_000)
+            ].count(customer) == 1
+            assert _leaves(store) == leaves_before + 1 == len(log)
+            # ... and projected by the catch-up after the save, before the command returned.
+            assert _trail(store) == log
+            assert runner.positions()["test_trail"] == log[-1]
+            assert trail.fail_at is None  # it did fail, inside the events' transaction
+            assert not runner.behind
+        finally:
+            db.close()
+
+
+def test_events_another_process_wrote_are_caught_up_before_the_next_command_returns(
+    store: StoreHandle,
+) -> None:
+    worker_settings = replace(store.settings, projection_mode="worker")
+    with open_ledger(worker_settings) as elsewhere:
+        unseen = elsewhere.register(person(given_name="Elsewhere"), actor=ACTOR)
+    with store.open() as ledger:
+        runner = runner_of(ledger)
+        mine = ledger.register(person(given_name="Mine"), actor=ACTOR)
+        queries = customer_queries(ledger)
+        assert queries.get(unseen) is not None
+        assert queries.get(mine) is not None
+        assert set(runner.positions().values()) == {runner.head()}
+        assert not runner.behind
