@@ -204,11 +204,17 @@ class CustomerLedger(Application[UUID]):
         return self._register(profile, actor, reason, customer_id).id
 
     def register_view(
-        self, profile: Mapping[str, Any], *, actor: str, reason: str | None = None
+        self,
+        profile: Mapping[str, Any],
+        *,
+        actor: str,
+        reason: str | None = None,
+        also: Callable[[CustomerView], Sequence[object]] | None = None,
     ) -> CustomerView:
         """`register`, answering with the new customer as stored — without reading it
-        back: the aggregate just committed is that state."""
-        return CustomerView.of(self._register(profile, actor, reason, None))
+        back: the aggregate just committed is that state. `also(view)`: events to store in
+        the same transaction (the API's record of the caller reading that answer)."""
+        return CustomerView.of(self._register(profile, actor, reason, None, also))
 
     def _register(
         self,
@@ -216,6 +222,7 @@ class CustomerLedger(Application[UUID]):
         actor: str,
         reason: str | None,
         customer_id: UUID | None,
+        also: Callable[[CustomerView], Sequence[object]] | None = None,
     ) -> Customer:
         _check_actor(actor, reason)
         validated = validate_registration(profile, default_region=self.settings.default_region)
@@ -225,7 +232,10 @@ class CustomerLedger(Application[UUID]):
         else:
             new_key = customer_id if self.keys.get(customer_id) is None else None
         customer = Customer.register(customer_id, validated, actor, reason)
-        self.committer.commit(Write(customer.collect_events(), new_key_for=new_key))
+        events: list[Any] = list(customer.collect_events())
+        if also is not None:
+            events += also(CustomerView.of(customer))
+        self.committer.commit(Write(events, new_key_for=new_key))
         log.info("registered customer %s", customer_id)
         return customer
 

@@ -351,3 +351,29 @@ def test_records_written_before_methods_were_recorded_read_with_an_empty_method(
     event = ledger.mapper.to_domain_event(old)
     assert isinstance(event, AccessRecord.Recorded)
     assert event.method == "" and event.customer_ids == [name.removeprefix("customers/")]
+
+
+def test_create_customer_records_its_answer_in_the_same_commit_as_the_customer(
+    api: Api,
+) -> None:
+    """The creator reads back the customer it wrote: that read is recorded in the very
+    transaction that stores the customer (one commit, not two), and a create that fails
+    leaves no record of a read that never happened."""
+    ledger = api.ledger
+    admin = api.client("root", "admin")
+    admin.create_customer(customer(given_name="Warm"))  # the first call opens connections
+    batches = ledger.committer.batches
+    name = admin.create_customer(customer(given_name="Once")).name
+    assert ledger.committer.batches == batches + 1
+    customer_id = name.removeprefix("customers/")
+    registered = [
+        n.id
+        for n in ledger.recorder.select_notifications(start=1, limit=10_000)
+        if str(n.originator_id) == customer_id
+    ]
+    (record,) = records(api, f'customer = "{name}"')
+    assert list(record.customers) == [name] and record.method == CUSTOMERS + "CreateCustomer"
+    assert record.position == registered[0] + 1  # stored in the same save, right after it
+    before = len(ledger.recorder.select_notifications(start=1, limit=10_000))
+    fails(lambda: admin.create_customer(customer(emails=["not an email"])), Code.INVALID_ARGUMENT)
+    assert len(ledger.recorder.select_notifications(start=1, limit=10_000)) == before

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 from uuid import uuid4
 
@@ -71,6 +71,10 @@ class AccessLog(Protocol):
         purpose: str,
     ) -> None:
         """Called before PERMISSION_DENIED is sent."""
+
+
+def _nothing() -> None:
+    pass
 
 
 class AccessAttempt(Aggregate):
@@ -151,9 +155,38 @@ class AuditedAccess:
         fields: Sequence[str],
         purpose: str,
     ) -> None:
+        events, undo = self.access_events(
+            principal=principal,
+            method=method,
+            customer_ids=customer_ids,
+            fields=fields,
+            purpose=purpose,
+        )
+        if not events:
+            return
+        try:
+            self._commit(events)
+        except BaseException:
+            undo()
+            raise
+
+    def access_events(
+        self,
+        *,
+        principal: str,
+        method: str,
+        customer_ids: Sequence[str],
+        fields: Sequence[str],
+        purpose: str,
+    ) -> tuple[list[Any], Callable[[], None]]:
+        """The events that record this access (none when nothing personal is shown), for a
+        caller that stores them in the same transaction as its own: a command answering
+        with the customer it wrote records that read in the command's commit. Also what
+        to call if that transaction fails (a read-rate alert among them is then re-armed:
+        the next read past the rate raises it again)."""
         ids = sorted({c.removeprefix(CUSTOMER_PREFIX) for c in customer_ids})
         if not ids or not fields:
-            return
+            return [], _nothing
         access_log = self.ledger.access_log
         events: list[Any] = []
         for start in range(0, len(ids), MAX_CUSTOMERS):
@@ -166,20 +199,16 @@ class AuditedAccess:
             )
             events += record.collect_events()
         alert = self.monitor.observe(principal, ids)
-        if alert is not None:
-            events += alert.collect_events()
-            log.warning(
-                "read-rate alert: %s read more than %d customers within %gs",
-                principal,
-                self.monitor.rate,
-                self.monitor.window_seconds,
-            )
-        try:
-            self._commit(events)
-        except BaseException:
-            if alert is not None:  # not stored: the next read past the rate raises it again
-                self.monitor.rearm(principal)
-            raise
+        if alert is None:
+            return events, _nothing
+        events += alert.collect_events()
+        log.warning(
+            "read-rate alert: %s read more than %d customers within %gs",
+            principal,
+            self.monitor.rate,
+            self.monitor.window_seconds,
+        )
+        return events, lambda: self.monitor.rearm(principal)
 
     def record_denied(
         self,

@@ -15,7 +15,9 @@ metadata `ledger-likely-duplicates`; `off` looks nothing up.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 from uuid import UUID, uuid4
 
 import grpc
@@ -116,11 +118,16 @@ class CustomerService:
             customer, duplicates = self._create_once(request_id, profile, call, reason)
         else:
             duplicates = self._screen(profile, call)  # refuses before anything is written
-            try:
-                view = self.ledger.register_view(profile, actor=call.principal.name, reason=reason)
-            except ValidationFailed as error:
-                raise _profile_error(error) from None
-            customer = self.access.respond(call, view)
+
+            def register(also: Callable[[CustomerView], list[Any]]) -> CustomerView:
+                try:
+                    return self.ledger.register_view(
+                        profile, actor=call.principal.name, reason=reason, also=also
+                    )
+                except ValidationFailed as error:
+                    raise _profile_error(error) from None
+
+            customer = self.access.respond_to_command(call, register)
         if duplicates:
             names = ",".join(convert.customer_name(m.customer_id) for m in duplicates)
             call.context.set_trailing_metadata(((LIKELY_DUPLICATES_METADATA, names),))

@@ -62,6 +62,24 @@ class Call:
                 purpose=self.purpose,
             )
 
+    def access_events(
+        self, customer_ids: Sequence[str], fields: Sequence[str]
+    ) -> tuple[list[Any], Callable[[], None]] | None:
+        """The events recording this read, for a command to store in its own transaction
+        (see `AuditedAccess.access_events`), and what to call if that fails; None when the
+        access log hands out no events (then `record_access` after the command)."""
+        bundle = getattr(self.access_log, "access_events", None)
+        if bundle is None:
+            return None
+        events, undo = bundle(
+            principal=self.principal.name,
+            method=self.path or self.method,
+            customer_ids=list(customer_ids),
+            fields=sorted(set(fields)),
+            purpose=self.purpose,
+        )
+        return list(events), undo
+
     def record_customers(self, customers: Sequence[resources_pb2.Customer]) -> None:
         """Before returning a list or search response: one record naming every customer
         whose personal fields are shown, with the union of those fields."""
