@@ -9,6 +9,7 @@ which are personal data: callers that print them record the read in the access l
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ DEFAULT_LIMIT = 10
 # Below this many candidate pairs EM has too little to go on: the stored (or starting)
 # model is kept rather than re-estimated from a handful of pairs.
 MIN_FIT_PAIRS = 100
+MODEL_TTL = 60.0  # seconds a loaded model serves before it is read again
 
 Progress = Callable[[str, int, int], None]
 
@@ -91,12 +93,17 @@ class DuplicateQueries:
         self.threshold = threshold
         self.max_block = max_block
         self._model: Model | None = None
+        self._model_loaded = 0.0
 
     @property
     def model(self) -> Model:
-        """The persisted model, or the vague starting one before any fit."""
-        if self._model is None:
+        """The persisted model, or the vague starting one before any fit. Read again at
+        most every `MODEL_TTL` seconds, so one instance can serve every look-up of a
+        long-running server and still pick up a refit made by another process."""
+        now = time.monotonic()
+        if self._model is None or now - self._model_loaded > MODEL_TTL:
             self._model = load_model(self.db) or starting_model()
+            self._model_loaded = now
         return self._model
 
     def _index(self, records: SealedRecords, store: TableKeyStore | None = None) -> DuplicateIndex:
@@ -182,6 +189,7 @@ class DuplicateQueries:
     def _keep(self, model: Model) -> Model:
         save_model(self.db, model)
         self._model = model
+        self._model_loaded = time.monotonic()
         return model
 
     # Registration policy --------------------------------------------------------------------

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from psycopg.rows import tuple_row
 from ledger.config import Settings
 
 SQLITE_LOCK_TIMEOUT = 10.0
+READERS = 4  # read connections per process (the API's look-ups and duplicate checks)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -110,23 +111,6 @@ class Tx:
             cursor.execute(self.sql(template), tuple(params))
             return [tuple(row) for row in cursor.fetchall()]
 
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """A nested transaction: on an exception, what the block wrote is undone and the
-        exception propagates; the enclosing transaction stays usable."""
-        if self.is_postgres and self._connection is not None:
-            with self._connection.transaction():
-                yield
-            return
-        self._cursor.execute("SAVEPOINT ledger_nested")
-        try:
-            yield
-        except BaseException:
-            self._cursor.execute("ROLLBACK TO ledger_nested")
-            self._cursor.execute("RELEASE ledger_nested")
-            raise
-        self._cursor.execute("RELEASE ledger_nested")
-
     def one(self, template: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = self.rows(template, params)
         return rows[0] if rows else None
@@ -149,10 +133,20 @@ class Tx:
 
 
 class ProjectionDatabase:
-    """A thread-safe connection for projection reads and writes."""
+    """Thread-safe access for projection reads and writes: one connection for writes
+    (catch-ups, purges, rebuilds), and a small pool of connections for reads, so that
+    concurrent API reads (look-ups, duplicate checks) neither queue behind each other on
+    one connection nor behind a catch-up."""
 
     def __init__(
-        self, kind: str, connection: Any, description: str, dsn: str | None = None
+        self,
+        kind: str,
+        connection: Any,
+        description: str,
+        dsn: str | None = None,
+        *,
+        connect_reader: Callable[[], Any],
+        readers: int = READERS,
     ) -> None:
         self.kind = kind
         self._conn = connection
@@ -160,6 +154,11 @@ class ProjectionDatabase:
         self._description = description
         self._lock = threading.RLock()
         self._closed = False
+        self._connect_reader = connect_reader
+        self._max_readers = max(1, readers)
+        self._idle_readers: list[Any] = []
+        self._open_readers = 0
+        self._readers_free = threading.Condition()
 
     @classmethod
     def open(cls, settings: Settings) -> ProjectionDatabase:
@@ -167,27 +166,26 @@ class ProjectionDatabase:
         if store.kind == "sqlite":
             assert store.sqlite_path is not None
             return cls._open_sqlite(store.sqlite_path)
-        conn = psycopg.connect(store.postgres_dsn, autocommit=True)
-        return cls("postgresql", conn, f"postgresql database {store.dbname}", store.postgres_dsn)
+        dsn = store.postgres_dsn
+        conn = psycopg.connect(dsn, autocommit=True)
+        return cls(
+            "postgresql",
+            conn,
+            f"postgresql database {store.dbname}",
+            dsn,
+            connect_reader=lambda: psycopg.connect(dsn, autocommit=True),
+        )
 
     @classmethod
     def _open_sqlite(cls, path: Path) -> ProjectionDatabase:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            str(path), isolation_level=None, timeout=SQLITE_LOCK_TIMEOUT, check_same_thread=False
+        conn = _sqlite_connection(path)
+        return cls(
+            "sqlite",
+            conn,
+            f"sqlite file {path}",
+            connect_reader=lambda: _sqlite_connection(path),
         )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")  # as the event store uses it
-            # A commit may be lost to a power cut, never half-kept; a lost projection commit
-            # is replayed from the log (which WAL ordering keeps at least as far along).
-            conn.execute("PRAGMA synchronous=NORMAL")
-            # Rows deleted by an erasure are overwritten, not left in free pages.
-            conn.execute("PRAGMA secure_delete=ON")
-            conn.execute("PRAGMA temp_store=MEMORY")
-        except BaseException:
-            conn.close()
-            raise
-        return cls("sqlite", conn, f"sqlite file {path}")
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -230,10 +228,11 @@ class ProjectionDatabase:
         """Reads; with `snapshot`, in one transaction so that several statements see one
         state (SQLite always reads in a transaction: it costs nothing there). PostgreSQL
         runs a lone statement in autocommit: one round trip instead of three."""
-        with self._lock:
-            self._check_open()
+        self._check_open()
+        conn = self._take_reader()
+        try:
             if self.kind == "sqlite":
-                cursor = self._conn.cursor()
+                cursor = conn.cursor()
                 try:
                     cursor.execute("BEGIN")
                     try:
@@ -242,20 +241,63 @@ class ProjectionDatabase:
                         cursor.execute("ROLLBACK")
                 finally:
                     cursor.close()
-            else:
-                self._reconnect_if_broken()
-                if not snapshot:
-                    with self._conn.cursor() as cursor:
-                        yield Tx(self.kind, cursor)
-                    return
-                with self._conn.transaction(force_rollback=True), self._conn.cursor() as cursor:
+            elif not snapshot:
+                with conn.cursor() as cursor:
                     yield Tx(self.kind, cursor)
+            else:
+                with conn.transaction(force_rollback=True), conn.cursor() as cursor:
+                    yield Tx(self.kind, cursor)
+        finally:
+            self._give_back(conn)
+
+    def _take_reader(self) -> Any:
+        """An idle reader, a new one while fewer than the maximum are open, else wait."""
+        with self._readers_free:
+            while True:
+                if self._closed:
+                    raise RuntimeError("the projection database connection is closed")
+                if self._idle_readers:
+                    conn = self._idle_readers.pop()
+                    break
+                if self._open_readers < self._max_readers:
+                    self._open_readers += 1
+                    conn = None
+                    break
+                self._readers_free.wait()
+        if conn is not None and not _broken(conn):
+            return conn
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+        try:
+            return self._connect_reader()
+        except BaseException:
+            with self._readers_free:
+                self._open_readers -= 1
+                self._readers_free.notify()
+            raise
+
+    def _give_back(self, conn: Any) -> None:
+        with self._readers_free:
+            if self._closed:
+                self._open_readers -= 1
+                conn.close()
+            else:
+                self._idle_readers.append(conn)
+            self._readers_free.notify()
 
     def close(self) -> None:
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+        with self._readers_free:
+            for conn in self._idle_readers:
+                with suppress(Exception):
+                    conn.close()
+            self._open_readers -= len(self._idle_readers)
+            self._idle_readers.clear()
+            self._readers_free.notify_all()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -267,3 +309,25 @@ class ProjectionDatabase:
 
     def __repr__(self) -> str:
         return f"ProjectionDatabase({self._description})"
+
+
+def _sqlite_connection(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        str(path), isolation_level=None, timeout=SQLITE_LOCK_TIMEOUT, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # as the event store uses it
+        # A commit may be lost to a power cut, never half-kept; a lost projection commit
+        # is replayed from the log (which WAL ordering keeps at least as far along).
+        conn.execute("PRAGMA synchronous=NORMAL")
+        # Rows deleted by an erasure are overwritten, not left in free pages.
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA temp_store=MEMORY")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _broken(conn: Any) -> bool:
+    return bool(getattr(conn, "broken", False) or getattr(conn, "closed", False))

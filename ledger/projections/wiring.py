@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 from ledger.projections.base import Projection
 from ledger.projections.current_view import CurrentView
@@ -68,9 +69,18 @@ def customer_queries(ledger: CustomerLedger) -> CustomerQueries:
 
 
 def duplicate_queries(ledger: CustomerLedger) -> DuplicateQueries:
+    """One instance per runner, shared by every call: it keeps the scoring model loaded
+    (a look-up per registration must not also read the model)."""
     runner = runner_of(ledger)
-    index = runner.get(DuplicateIndexProjection.name)
-    assert isinstance(index, DuplicateIndexProjection)
-    return DuplicateQueries(
-        runner.db, ledger.keys, index.keyer, threshold=ledger.settings.duplicate_threshold
-    )
+    queries = _DUPLICATE_QUERIES.get(runner)
+    if queries is None:
+        index = runner.get(DuplicateIndexProjection.name)
+        assert isinstance(index, DuplicateIndexProjection)
+        queries = DuplicateQueries(
+            runner.db, ledger.keys, index.keyer, threshold=ledger.settings.duplicate_threshold
+        )
+        _DUPLICATE_QUERIES[runner] = queries
+    return queries
+
+
+_DUPLICATE_QUERIES: WeakKeyDictionary[ProjectionRunner, DuplicateQueries] = WeakKeyDictionary()
