@@ -29,10 +29,11 @@ from uuid import UUID
 from ledger.crypto_shred.keyring import KeyRing
 from ledger.domain.customer import ACTIVE
 from ledger.projections.base import FoldingProjection, Tombstone
-from ledger.projections.current_view import chunks
+from ledger.projections.current_view import CHUNK, chunks
 from ledger.projections.dedup import BlockingKeyer, DuplicateIndex, Model, Record, prepare
 from ledger.projections.dedup.normalise import clear_caches
 from ledger.projections.index_key import IndexKey
+from ledger.projections.record_cache import RecordCache
 from ledger.projections.sealed_rows import RowSealer
 from ledger.projections.state import CustomerState
 from ledger.projections.store import ProjectionDatabase, Tx
@@ -219,11 +220,19 @@ class SealedRecords:
     owner's customers). Decrypted data lives in memory for one call only; `load_all`
     (batch runs) keeps it for the run, in an object the caller drops afterwards."""
 
-    def __init__(self, db: ProjectionDatabase, keys: KeyRing, *, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        db: ProjectionDatabase,
+        keys: KeyRing,
+        *,
+        owner: str | None = None,
+        cache: RecordCache | None = None,
+    ) -> None:
         self.db = db
         self.keys = keys
         self.sealer = RowSealer(keys, RECORDS)
         self.owner = owner
+        self.cache = cache
         self._held: dict[str, Record] | None = None
         self._personal: dict[str, dict[str, Any]] = {}
 
@@ -231,17 +240,42 @@ class SealedRecords:
         if self._held is not None:
             held = self._held
             return {i: r for i in customer_ids if (r := held.get(i)) is not None}
-        return {i: prepare(p) for i, p in self.personal(customer_ids).items()}
+        if self.cache is None:
+            return {i: prepare(p) for i, p in self.personal(customer_ids).items()}
+        found: dict[str, Record] = {}
+        to_open: list[tuple[Any, ...]] = []
+        for row in self._rows(customer_ids):
+            customer_id, version = str(row[0]), int(row[1])
+            cached = self.cache.get(customer_id, version)
+            if cached is not None:
+                found[customer_id] = cached
+            else:
+                to_open.append(row)
+        if to_open:
+            self.keys.prefetch([UUID(str(row[0])) for row in to_open])
+            versions = {str(row[0]): int(row[1]) for row in to_open}
+            for customer_id, personal in self._opened(to_open).items():
+                record = prepare(personal)
+                self.cache.put(customer_id, versions[customer_id], record)
+                found[customer_id] = record
+        return found
 
     def personal(self, customer_ids: Collection[str]) -> dict[str, dict[str, Any]]:
         """The readable personal fields of those of `customer_ids` that are active (and the
         owner's, with `owner`)."""
         wanted = sorted(set(customer_ids))
-        found: dict[str, dict[str, Any]] = {}
         if not wanted:
-            return found
+            return {}
         self.keys.prefetch([UUID(i) for i in wanted])
-        with self.db.reading(snapshot=True) as tx:
+        return self._opened(self._rows(wanted))
+
+    def _rows(self, customer_ids: Collection[str]) -> list[tuple[Any, ...]]:
+        """(customer_id, version, sealed personal) of the active ones (the owner's)."""
+        wanted = sorted(set(customer_ids))
+        rows: list[tuple[Any, ...]] = []
+        if not wanted:
+            return rows
+        with self.db.reading(snapshot=len(wanted) > CHUNK) as tx:
             for chunk in chunks(wanted):
                 where, params = tx.is_in("customer_id", chunk)
                 query = (
@@ -252,8 +286,8 @@ class SealedRecords:
                 if self.owner is not None:
                     query += " AND owner = ?"
                     params.append(self.owner)
-                found.update(self._opened(tx.rows(query, params)))
-        return found
+                rows += tx.rows(query, params)
+        return rows
 
     def load_all(self) -> int:
         """Hold every active customer's record in memory (a batch run compares most of

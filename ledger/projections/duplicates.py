@@ -34,6 +34,7 @@ from ledger.projections.duplicate_index import (
     load_model,
     save_model,
 )
+from ledger.projections.record_cache import RecordCache
 from ledger.projections.store import ProjectionDatabase
 
 DEFAULT_LIMIT = 10
@@ -94,6 +95,8 @@ class DuplicateQueries:
         self.max_block = max_block
         self._model: Model | None = None
         self._model_loaded = 0.0
+        # Prepared records of recent candidates (real-time checks): see record_cache.
+        self.record_cache = RecordCache(keys.ttl)
 
     @property
     def model(self) -> Model:
@@ -127,7 +130,8 @@ class DuplicateQueries:
     ) -> list[Match]:
         """Likely duplicates of a (new) profile, best first. With `owner`, only that
         owner's customers are considered at all; `exclude`d ids are never matched."""
-        index = self._index(SealedRecords(self.db, self.keys, owner=owner))
+        records = SealedRecords(self.db, self.keys, owner=owner, cache=self.record_cache)
+        index = self._index(records)
         return index.lookup(profile, limit=limit, min_score=self._min(min_score), exclude=exclude)
 
     def candidates_of(

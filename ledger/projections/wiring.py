@@ -80,6 +80,7 @@ def duplicate_queries(ledger: CustomerLedger) -> DuplicateQueries:
             runner.db, ledger.keys, index.keyer, threshold=ledger.settings.duplicate_threshold
         )
         _DUPLICATE_QUERIES[runner] = queries
+        ledger.erasure_purgers.append(queries.record_cache.forget)
     return queries
 
 
