@@ -7,10 +7,12 @@ default postgresql://postgres@127.0.0.1:5432/test, dropped afterwards; SQLite: a
 file). A real `ledger serve` process is started on a free loopback port over it and driven
 by client processes through gRPC:
 
-(a) durable CreateCustomer/s with 1, 8 and 32 concurrent clients — against a plain
-    `eventsourcing` application saving the same customers on the same database with as
-    many threads, and (PostgreSQL) raw psycopg INSERTs: 1-row transactions from 16
-    connections and 100-row transactions (the ceiling);
+(a) durable CreateCustomer/s with 1, 8 and 32 concurrent clients, under the default
+    duplicate policy (warn: each registration is checked against the duplicate index),
+    and once more at 32 clients with the policy off — against a plain `eventsourcing`
+    application saving the same customers on the same database with as many threads,
+    and (PostgreSQL) raw psycopg INSERTs: 1-row transactions from 16 connections and
+    100-row transactions (the ceiling);
 (b) GetCustomer p50/p99 through the API — the plain application's `repository.get`;
 (c) EraseCustomer p50/p99 through the API — the plain application saving one event;
 (d) projection rebuild events/s (the runner, every projection from position 0) — reading
@@ -126,7 +128,7 @@ def run(
         ceiling, raw_single, raw_batched = ceilings(postgres_dsn, plan.customers)
         figures.append(ceiling)
 
-    data = profiles(plan.customers * (2 * len(plan.clients) + 1) + 100)
+    data = profiles(plan.customers * (2 * len(plan.clients) + 2) + 100)
     chunk = iter(range(0, len(data), plan.customers))
 
     def next_chunk(clients: int = 32) -> list[dict[str, object]]:
@@ -260,6 +262,29 @@ def run(
     for line in log_path.read_text(errors="replace").splitlines():
         if "group commit:" in line:
             notes.append("server: " + line.split("group commit:", 1)[1].strip())
+
+    top = max(plan.clients)
+    say(f"CreateCustomer through the API, {top} clients, duplicate policy off ...")
+    with (
+        log_path.open("ab") as log,
+        ServerProcess(
+            store_url, settings.resolved_data_dir, log=log, LEDGER_DUPLICATE_POLICY="off"
+        ) as server,
+        _show_log_on_error(log_path),
+    ):
+        result = create_load(server.target, token, next_chunk(top), top, plan.client_processes)
+        if result.failures:
+            raise RuntimeError(f"{result.failures} creates failed; see {log_path}")
+        server.stop()
+    figures.append(
+        Figure(
+            f"  same, LEDGER_DUPLICATE_POLICY=off, {top} clients",
+            result.rate,
+            "/s",
+            f"plain eventsourcing app, {top} threads",
+            plain_rates[top],
+        )
+    )
     plain.close()
 
     say("projection rebuild ...")

@@ -13,7 +13,7 @@ Selected through the library's own switch, APPLICATION_RECORDER_TOPIC (set in
 `Settings.eventsourcing_env`), so the library's factories still build and wire them.
 
 A save may also pass `in_transaction=` a callable: it gets the batch (`InsertedBatch`: the
-cursor, the positions given to the events, the position before them) after the leaves,
+cursor, the positions given to the events, how to find the position before them) after the leaves,
 still inside the transaction and under the lock, so that the in-process projections are
 written in the same commit as the events they were made from (group commit's one
 transaction per batch). It must not raise; if it does, the whole transaction is aborted.
@@ -60,21 +60,24 @@ class InsertedBatch:
     cursor: WriteCursor
     connection: Any  # PostgreSQL: the connection (for reads in pipeline mode); SQLite: None
     positions: Sequence[int]  # one per stored event, in the order they were given
-    previous: int  # the highest position in the log before these (0 when empty)
+    # A scalar SQL subquery, with one `?` for `positions`' lowest, giving the highest
+    # position in the log before these events (0 when none): a caller can compare with it
+    # inside its own statement, saving a round trip.
+    previous_sql: str
+
+    @property
+    def first(self) -> int:
+        return min(self.positions)
 
 
 InTransaction = Callable[[InsertedBatch], None]
 
 
-def _previous_position(cursor: WriteCursor, dialect: Dialect, first: int) -> int:
-    cursor.execute(
-        f"SELECT MAX({dialect.position}) FROM {dialect.events_table}"
-        f" WHERE {dialect.position} < {dialect.placeholder}",
-        (first,),
+def _previous_sql(dialect: Dialect) -> str:
+    return (
+        f"(SELECT COALESCE(MAX({dialect.position}), 0) FROM {dialect.events_table}"
+        f" WHERE {dialect.position} < ?)"
     )
-    row = cursor.fetchall()[0]
-    (value,) = tuple(row.values()) if isinstance(row, dict) else tuple(row)
-    return 0 if value is None else int(value)
 
 
 def _run_hook(
@@ -87,8 +90,7 @@ def _run_hook(
 ) -> None:
     if hook is None or not ids:
         return
-    previous = _previous_position(cursor, dialect, min(ids))
-    hook(InsertedBatch(kind, cursor, connection, list(ids), previous))
+    hook(InsertedBatch(kind, cursor, connection, list(ids), _previous_sql(dialect)))
 
 
 def _batch(

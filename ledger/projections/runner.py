@@ -291,21 +291,25 @@ class ProjectionRunner:
             if isinstance(event, Customer.Event)
         ]
         try:
-            tx.lock_rows(POSITIONS, "name", sorted(self.names))
-            current = self._positions(tx)
-            group = [p for p in self.projections if current[p.name] == batch.previous]
-            if group:
+            # One statement: move, and lock, the positions of the projections that were at
+            # the log's head just before these events; those apply them. (Should applying
+            # fail, the whole transaction is aborted, positions included.)
+            names = sorted(self.names)
+            where, params = tx.is_in("name", names)
+            moved = tx.rows(
+                f"UPDATE {POSITIONS} SET position = ? WHERE {where}"
+                f" AND position = {batch.previous_sql} RETURNING name",
+                [end, *params, batch.first],
+            )
+            at_head = {str(row[0]) for row in moved}
+            group = [p for p in self.projections if p.name in at_head]
+            if group and positioned:
                 # Registered in this very transaction: nothing can be stored about them.
                 fresh = {
                     p.customer_id for p in positioned if isinstance(p.event, Customer.Registered)
                 }
-                if positioned:
-                    for projection in group:
-                        projection.apply(tx, positioned, fresh=fresh)
-                tx.executemany(
-                    f"UPDATE {POSITIONS} SET position = ? WHERE name = ?",
-                    [(end, p.name) for p in group],
-                )
+                for projection in group:
+                    projection.apply(tx, positioned, fresh=fresh)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("projections not applied with their events (caught up after): %s", exc)
