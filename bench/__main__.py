@@ -13,7 +13,9 @@ by client processes through gRPC:
     application saving the same customers on the same database with as many threads,
     and (PostgreSQL) raw psycopg INSERTs: 1-row transactions from 16 connections and
     100-row transactions (the ceiling);
-(b) GetCustomer p50/p99 through the API — the plain application's `repository.get`;
+(b) GetCustomer p50/p99 through the API — the plain application's `repository.get`, and
+    (PostgreSQL) one lone durable 1-row INSERT commit: every read of personal data is
+    recorded durably before it is answered, so that commit is the read's floor;
 (c) EraseCustomer p50/p99 through the API — the plain application saving one event;
 (d) projection rebuild events/s (the runner, every projection from position 0) — reading
     and decrypting the same log without projecting (the floor a rebuild cannot beat);
@@ -237,6 +239,21 @@ def run(
                         target=5 if pct == 99 else None,
                     )
                 )
+            if postgres_dsn is not None:
+                commit_ms = baselines.durable_commit_latencies_ms(
+                    postgres_dsn, plan.reads, baselines.payload_bytes()
+                )
+                for pct in (50, 99):
+                    figures.append(
+                        Figure(
+                            f"GetCustomer p{pct} via API",
+                            percentile(get_ms, pct),
+                            " ms",
+                            "one durable 1-row INSERT commit",
+                            percentile(commit_ms, pct),
+                            False,
+                        )
+                    )
             say("EraseCustomer latency ...")
             victims = warm_up(server.target, token, next_chunk()[: plan.erasures])
             erase_ms = latencies_ms(

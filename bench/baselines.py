@@ -13,7 +13,7 @@ import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
-from bench.harness import throughput
+from bench.harness import latencies_ms, throughput
 
 
 class PlainCustomer(Aggregate):
@@ -99,3 +99,20 @@ def raw_batched_rows_per_second(dsn: str, rows: int, batch: int, payload: bytes)
 
 def payload_bytes() -> bytes:
     return os.urandom(600)
+
+
+def durable_commit_latencies_ms(dsn: str, commits: int, payload: bytes) -> list[float]:
+    """One lone durable 1-row INSERT transaction at a time, from one connection: the floor
+    for any API call that must durably record something before it answers (a read's
+    access record), set by the disk's flush latency."""
+    _setup_raw_table(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+
+        def insert(_: int) -> None:
+            conn.execute(
+                "INSERT INTO bench_raw (originator_id, version, topic, state)"
+                " VALUES (%s, 1, %s, %s)",
+                (uuid4(), "t", payload),
+            )
+
+        return latencies_ms(insert, list(range(commits)))

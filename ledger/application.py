@@ -89,7 +89,8 @@ class CustomerLedger(Application[UUID]):
         # Projections, indexes and caches register here to drop their copy of a customer
         # in the same step as the key is destroyed (DESIGN invariant 3).
         self.erasure_purgers: list[Callable[[UUID], None]] = []
-        # Called after every save (in-process projections catch up here; bounded lag).
+        # Called after every save (in-process projections catch up here when a save could
+        # not be applied to them in its own transaction; bounded lag).
         # Hooks must not raise: the events are committed whatever they do.
         self.after_save: list[Callable[[], None]] = []
         # The projections fed from this ledger's log (set by `ledger.bootstrap`).

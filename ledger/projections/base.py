@@ -9,7 +9,7 @@ state. Erasure reaches it through `purge`, in the same step as the key is destro
 
 To add one: subclass `Projection` (or `FoldingProjection` when its rows are each customer's
 folded state, as the current view's and the duplicate index's are), then add its factory to
-`ledger.projections.wiring.PROJECTION_FACTORIES`. It then catches up after every command,
+`ledger.projections.wiring.PROJECTION_FACTORIES`. It is then written with every command,
 runs in `ledger project`, rebuilds with `ledger rebuild NAME` and reports its lag in
 `ledger projections`.
 """
