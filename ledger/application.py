@@ -23,7 +23,7 @@ from ledger.audit.storage import AuditStore
 from ledger.audit.tree_heads import TreeHead, issue_tree_head
 from ledger.config import Settings
 from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
-from ledger.crypto_shred.keyring import KeyRing
+from ledger.crypto_shred.keyring import KeyRing, PendingKeys
 from ledger.crypto_shred.mapper import EncryptingMapper
 from ledger.domain.customer import Customer
 from ledger.domain.errors import (
@@ -99,8 +99,12 @@ class CustomerLedger(Application[UUID]):
         # the transaction that stores them (`ledger.audit.recorders.InsertedBatch`).
         self.inline_projections: InlineProjections | None = None
         super().__init__(env=settings.eventsourcing_env())
+        # Set by `ledger.bootstrap` when the key store is in the event store's own
+        # database: new customers' keys are then stored in the transaction that stores
+        # their events (one commit instead of two, and no orphan keys).
+        self.keys_with_events = False
         self.committer = GroupCommitter(
-            save=lambda events: self.save(*events),
+            save=self._save_batch,
             create_keys=self.keys.create_many,
             after_commit=self._after_commit,
         )
@@ -110,6 +114,13 @@ class CustomerLedger(Application[UUID]):
             self, commit=lambda events: self.committer.commit(Write(events, after_commit=False))
         )
         self._signs_on_close = True
+
+    def _save_batch(self, events: Sequence[Any], new_keys: Sequence[PendingKeys]) -> None:
+        if not new_keys:
+            self.save(*events)
+            return
+        rows = [row for pending in new_keys for row in pending.rows]
+        self.save(*events, new_keys=(new_keys[0].statement, rows))
 
     def construct_mapper(self) -> Mapper[UUID]:
         return EncryptingMapper(transcoder=self.construct_transcoder(), keys=self.keys)
@@ -227,16 +238,26 @@ class CustomerLedger(Application[UUID]):
     ) -> Customer:
         _check_actor(actor, reason)
         validated = validate_registration(profile, default_region=self.settings.default_region)
+        pending: PendingKeys | None = None
         if customer_id is None:
             customer_id = uuid4()
             new_key: UUID | None = customer_id
+            if self.keys_with_events:
+                # A fresh id: its key can only be this one, stored with its events.
+                pending, new_key = self.keys.prepare([customer_id]), None
         else:
             new_key = customer_id if self.keys.get(customer_id) is None else None
         customer = Customer.register(customer_id, validated, actor, reason)
         events: list[Any] = list(customer.collect_events())
         if also is not None:
             events += also(CustomerView.of(customer))
-        self.committer.commit(Write(events, new_key_for=new_key))
+        stored = False
+        try:
+            self.committer.commit(Write(events, new_key_for=new_key, new_keys=pending))
+            stored = True
+        finally:
+            if pending is not None:
+                self.keys.settle(pending, stored=stored)
         log.info("registered customer %s", customer_id)
         return customer
 

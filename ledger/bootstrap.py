@@ -47,6 +47,11 @@ def open_ledger(settings: Settings | None = None) -> CustomerLedger:
     except Exception:
         key_store.close()
         raise
+    ledger.keys_with_events = (
+        isinstance(key_store, PostgresKeyStore)
+        and store.kind == "postgresql"
+        and settings.resolved_key_store_url == settings.store_url
+    )
     if store.kind == "sqlite" and store.sqlite_path is not None and store.sqlite_path.exists():
         os.chmod(store.sqlite_path, 0o600)
     try:

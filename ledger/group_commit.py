@@ -43,6 +43,9 @@ class Write:
 
     events: Sequence[Any]
     new_key_for: UUID | None = None
+    # New keys whose rows are stored in the event transaction itself (instead of the key
+    # stage's): handed to `save` with the events.
+    new_keys: Any = None
     done: Future[None] = field(default_factory=Future)
     error: BaseException | None = None  # set by the event stage, reported by the last one
     # False for writes no after-commit hook cares about (access records: no projection
@@ -61,7 +64,7 @@ class GroupCommitter:
 
     def __init__(
         self,
-        save: Callable[[Sequence[Any]], object],
+        save: Callable[[Sequence[Any], Sequence[Any]], object],
         create_keys: Callable[[Sequence[UUID]], object],
         max_batch: int = DEFAULT_MAX_BATCH,
         after_commit: Callable[[], None] | None = None,
@@ -247,7 +250,10 @@ class GroupCommitter:
         self.batches += 1
         self.writes += len(batch)
         try:
-            self._save([event for w in batch for event in w.events])
+            self._save(
+                [event for w in batch for event in w.events],
+                [w.new_keys for w in batch if w.new_keys is not None],
+            )
         except RecordConflictError:
             if len(batch) == 1:
                 batch[0].error = _conflict()
@@ -261,7 +267,7 @@ class GroupCommitter:
 
     def _commit_alone(self, write: Write) -> None:
         try:
-            self._save(write.events)
+            self._save(write.events, [] if write.new_keys is None else [write.new_keys])
         except RecordConflictError:
             write.error = _conflict()
         except BaseException as exc:

@@ -27,16 +27,16 @@ class Gate:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.sizes: list[int] = []
-        save: Callable[[Sequence[Any]], object] = ledger.committer._save
+        save: Callable[[Sequence[Any], Sequence[Any]], object] = ledger.committer._save
         self._first = True
 
-        def gated(events: Sequence[Any]) -> object:
+        def gated(events: Sequence[Any], new_keys: Sequence[Any]) -> object:
             self.sizes.append(len(events))
             if self._first:
                 self._first = False
                 self.entered.set()
                 assert self.release.wait(30)
-            return save(events)
+            return save(events, new_keys)
 
         ledger.committer._save = gated
 

@@ -9,6 +9,8 @@ import threading
 from dataclasses import replace
 from uuid import UUID
 
+import pytest
+
 from ledger.application import CustomerLedger
 from ledger.audit.storage import TREE_TABLE
 from ledger.bootstrap import open_ledger
@@ -120,3 +122,35 @@ def test_events_another_process_wrote_are_caught_up_before_the_next_command_retu
         assert queries.get(mine) is not None
         assert set(runner.positions().values()) == {runner.head()}
         assert not runner.behind
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_new_keys_commit_with_their_events_or_not_at_all(store: StoreHandle) -> None:
+    """With the key store in the event store's database, a new customer's data key is
+    stored in the transaction that stores its events: an event insert that fails inside
+    the database leaves no key behind (no orphan), and a success stores both at once."""
+    with store.open() as ledger:
+        assert ledger.keys_with_events
+        batches = ledger.committer.batches
+        first = ledger.register(person(given_name="Keyed"), actor=ACTOR)
+        assert ledger.committer.batches == batches + 1  # one transaction: key and events
+        assert ledger.keys.store.get(first) is not None
+        keys_before = store.execute("SELECT COUNT(*) FROM ledger_data_keys")[0][0]
+        store.execute(
+            "CREATE FUNCTION refuse_event() RETURNS trigger AS"
+            " $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql"
+        )
+        store.execute(
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON ledger_events"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_event()"
+        )
+        try:
+            with pytest.raises(Exception, match="injected failure"):
+                ledger.register(person(given_name="Refused"), actor=ACTOR)
+        finally:
+            store.execute("DROP TRIGGER refuse_event ON ledger_events")
+            store.execute("DROP FUNCTION refuse_event()")
+        assert store.execute("SELECT COUNT(*) FROM ledger_data_keys")[0][0] == keys_before
+        later = ledger.register(person(given_name="Later"), actor=ACTOR)
+        personal = ledger.get(later).personal
+        assert isinstance(personal, dict) and personal["given_name"] == "Later"

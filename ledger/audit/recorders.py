@@ -17,6 +17,9 @@ cursor, the positions given to the events, how to find the position before them)
 still inside the transaction and under the lock, so that the in-process projections are
 written in the same commit as the events they were made from (group commit's one
 transaction per batch). It must not raise; if it does, the whole transaction is aborted.
+A PostgreSQL save may also pass `new_keys=(statement, rows)`: new customers' data-key rows,
+inserted first in the same transaction (the key store's tables in the same database), so
+that keys and the events sealed with them commit together.
 """
 
 # SQL text here interpolates only module-constant identifiers (table and column names);
@@ -122,6 +125,8 @@ class AuditedSQLiteRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        if kwargs.get("new_keys"):
+            raise ConfigError("keys are stored with events only in a PostgreSQL database")
         ids = super()._insert_events(c, stored_events, **kwargs)
         append_leaves(c, self.dialect, _batch(ids, stored_events))
         if ids:
@@ -147,6 +152,17 @@ class AuditedPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.transaction(commit=True) as cursor:
             self._lock_table(cursor)
             _adopt_existing_events(cursor, self.dialect)
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        # First in the events' transaction (pipelined): new data keys given with the save,
+        # (statement, rows), so that keys and the events sealed with them commit together.
+        new_keys: tuple[str, Sequence[Sequence[Any]]] | None = kwargs.get("new_keys")
+        if new_keys:
+            statement, rows = new_keys
+            curs.executemany(statement, rows)
+        super()._insert_events(curs, stored_events, **kwargs)
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

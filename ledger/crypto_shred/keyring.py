@@ -11,9 +11,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from ledger.crypto_shred.keystore import DataKey, KeyRecord, KeyStore
+from ledger.crypto_shred.keystore import DataKey, KeyRecord, KeyStore, SqlKeyStore
+
+
+@dataclass(frozen=True)
+class PendingKeys:
+    """New data keys not stored yet: their rows go into the transaction that stores the
+    first events sealed with them (`statement` with each of `rows`), so a key and its
+    events commit together or not at all. Until then only this process can see them."""
+
+    keys: list[DataKey]
+    rows: list[tuple[Any, ...]]
+    statement: str
 
 
 class KeyRing:
@@ -22,6 +35,7 @@ class KeyRing:
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[UUID, tuple[float, DataKey]] = {}
+        self._pending: dict[UUID, DataKey] = {}
         self._lock = threading.Lock()
 
     def create(self, customer_id: UUID) -> DataKey:
@@ -35,7 +49,34 @@ class KeyRing:
             self._remember(key)
         return keys
 
+    def prepare(self, customer_ids: Sequence[UUID]) -> PendingKeys:
+        """New keys to store with their events (see `PendingKeys`); visible to `get` in this
+        process (the events and projection rows are sealed with them before the commit)
+        until `settle`. Only for a key store in an SQL database the caller writes to."""
+        store = self.store
+        if not isinstance(store, SqlKeyStore):
+            raise TypeError("keys are stored with their events only in an SQL key store")
+        keys, rows = store.new_keys(customer_ids)
+        with self._lock:
+            for key in keys:
+                self._pending[key.customer_id] = key
+        return PendingKeys(keys, rows, store.insert_statement())
+
+    def settle(self, pending: PendingKeys, *, stored: bool) -> None:
+        """After the transaction that held the keys' rows: committed keys join the cache,
+        keys of a failed transaction are forgotten (they were never stored)."""
+        with self._lock:
+            for key in pending.keys:
+                self._pending.pop(key.customer_id, None)
+        if stored:
+            for key in pending.keys:
+                self._remember(key)
+
     def get(self, customer_id: UUID) -> DataKey | None:
+        with self._lock:
+            pending = self._pending.get(customer_id)
+        if pending is not None:
+            return pending
         if self.ttl > 0:
             with self._lock:
                 hit = self._cache.get(customer_id)

@@ -304,6 +304,18 @@ class SqlKeyStore(KeyStore):
         keys, rows = self._new_keys(customer_ids)
         return self._insert_keys(keys, rows)
 
+    def new_keys(self, customer_ids: Sequence[UUID]) -> tuple[list[DataKey], list[tuple[Any, ...]]]:
+        """Fresh keys, and their rows (wrapped under the KEK) for `insert_statement`: for a
+        caller that stores them in a transaction of its own on this database (group commit
+        writes a batch's keys in the transaction that stores its events)."""
+        keys, rows = self._new_keys(customer_ids)
+        now = self._bind_time(_now())
+        return keys, [(*row, now) for row in rows]
+
+    def insert_statement(self) -> str:
+        """The INSERT for `new_keys`' rows; fails on a customer that has a key already."""
+        return self._sql(_INSERT_NEW_KEY)
+
     def _new_keys(
         self, customer_ids: Sequence[UUID]
     ) -> tuple[list[DataKey], list[tuple[object, str, str, bytes]]]:
