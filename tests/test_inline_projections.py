@@ -12,7 +12,8 @@ from uuid import UUID
 import pytest
 
 from ledger.application import CustomerLedger
-from ledger.audit.storage import TREE_TABLE
+from ledger.audit.storage import TREE_TABLE, AuditStore
+from ledger.audit.verifier import verify
 from ledger.bootstrap import open_ledger
 from ledger.projections.runner import ProjectionRunner
 from ledger.projections.store import ProjectionDatabase
@@ -104,6 +105,13 @@ def test_a_failing_projection_never_fails_the_command_nor_half_writes(
             assert runner.positions()["test_trail"] == log[-1]
             assert trail.fail_at is None  # it did fail, inside the events' transaction
             assert not runner.behind
+            # The aborted attempt had appended Merkle leaves too (then rolled back): the
+            # next writes must build on the stored tree, not on the abandoned one.
+            for i in range(3):
+                ledger.register(person(given_name=f"After{i}"), actor=ACTOR)
+            with AuditStore.open(store.settings) as audit:
+                report = verify(audit, ledger.signer.public_key_pem())
+            assert report.ok and report.leaves == len(_positions_in_log(ledger))
         finally:
             db.close()
 
@@ -154,3 +162,18 @@ def test_new_keys_commit_with_their_events_or_not_at_all(store: StoreHandle) -> 
         later = ledger.register(person(given_name="Later"), actor=ACTOR)
         personal = ledger.get(later).personal
         assert isinstance(personal, dict) and personal["given_name"] == "Later"
+
+
+def test_two_writers_on_one_store_keep_one_valid_merkle_tree(store: StoreHandle) -> None:
+    """Each writer remembers the tree's right edge it left; another writer appending in
+    between must make it read the edge again (several server processes, or the CLI
+    beside a server, write to one store)."""
+    with store.open() as one, store.open() as two:
+        for i in range(6):
+            (one if i % 3 else two).register(person(given_name=f"W{i}"), actor=ACTOR)
+        one.change(
+            one.register(person(given_name="Both"), actor=ACTOR), {"tags": ["x"]}, actor=ACTOR
+        )
+        with AuditStore.open(store.settings) as audit:
+            report = verify(audit, one.signer.public_key_pem())
+        assert report.ok and report.leaves == len(_positions_in_log(one))

@@ -47,6 +47,7 @@ from ledger.audit.storage import (
     SQLITE,
     TREE_TABLE,
     Dialect,
+    FrontierCache,
     WriteCursor,
     append_leaves,
 )
@@ -113,6 +114,7 @@ class AuditedSQLiteRecorder(SQLiteApplicationRecorder):
         self.dialect = Dialect(
             SQLITE.kind, SQLITE.placeholder, SQLITE.blob, events_table_name, SQLITE.position
         )
+        self.frontier = FrontierCache()
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *SQLITE.ddl()]
@@ -128,7 +130,7 @@ class AuditedSQLiteRecorder(SQLiteApplicationRecorder):
         if kwargs.get("new_keys"):
             raise ConfigError("keys are stored with events only in a PostgreSQL database")
         ids = super()._insert_events(c, stored_events, **kwargs)
-        append_leaves(c, self.dialect, _batch(ids, stored_events))
+        append_leaves(c, self.dialect, _batch(ids, stored_events), self.frontier)
         if ids:
             _run_hook(kwargs.get("in_transaction"), SQLITE.kind, c, None, self.dialect, ids)
         return ids
@@ -145,6 +147,7 @@ class AuditedPostgresRecorder(PostgresApplicationRecorder):
         self.dialect = Dialect(
             POSTGRES.kind, POSTGRES.placeholder, POSTGRES.blob, events_table_name, "notification_id"
         )
+        self.frontier = FrontierCache()
         self.sql_create_statements.extend(SQL(statement).format() for statement in POSTGRES.ddl())
 
     def create_table(self) -> None:
@@ -170,7 +173,7 @@ class AuditedPostgresRecorder(PostgresApplicationRecorder):
         # Still inside the insert's transaction and under its EXCLUSIVE table lock.
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         try:
-            append_leaves(curs, self.dialect, _batch(ids, stored_events))
+            append_leaves(curs, self.dialect, _batch(ids, stored_events), self.frontier)
             if ids:
                 hook = kwargs.get("in_transaction")
                 _run_hook(hook, POSTGRES.kind, curs, curs.connection, self.dialect, ids)

@@ -108,20 +108,49 @@ def _fetch(cursor: WriteCursor) -> list[tuple[Any, ...]]:
     return [_values(row) for row in cursor.fetchall()]
 
 
+class FrontierCache:
+    """The tree's right edge as this writer left it, so the next append need not read the
+    peaks back: one round trip fewer per batch. Trusted only when the tree's last leaf,
+    read under the writer's lock, is the very leaf (index and hash) it was made after —
+    a leaf hash covers the event's position, which no other writer ever reuses, so a tree
+    another writer grew, or a transaction that rolled back, never matches."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, bytes] | None = None
+        self._hashes: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def get(self, size: int, last_leaf: bytes) -> merkle.Frontier | None:
+        with self._lock:
+            if size == 0 or self._last != (size - 1, last_leaf):
+                return None
+            return merkle.Frontier(size, list(self._hashes))
+
+    def keep(self, frontier: merkle.Frontier, last_leaf: bytes) -> None:
+        with self._lock:
+            self._last = (frontier.size - 1, last_leaf)
+            self._hashes = list(frontier.hashes)
+
+
 def append_leaves(
     cursor: WriteCursor,
     dialect: Dialect,
     events: Sequence[tuple[int, UUID | str, int, str, bytes]],
+    cache: FrontierCache | None = None,
 ) -> None:
     """Append one leaf per (position, originator id, version, topic, state), in position
     order, plus every perfect subtree they complete. Must run in the transaction that
     inserted the events and while no other writer can append (the caller's lock)."""
     if not events:
         return
-    cursor.execute(f"SELECT MAX(leaf_index) FROM {TREE_TABLE}")
-    (top,) = _fetch(cursor)[0]
-    size = 0 if top is None else int(top) + 1
-    frontier = merkle.Frontier.of(size, _node_hashes(cursor, dialect, merkle.peaks(size)))
+    cursor.execute(
+        f"SELECT leaf_index, leaf_hash FROM {TREE_TABLE} ORDER BY leaf_index DESC LIMIT 1"
+    )
+    last = _fetch(cursor)
+    size = int(last[0][0]) + 1 if last else 0
+    frontier = cache.get(size, bytes(last[0][1])) if cache is not None and last else None
+    if frontier is None:
+        frontier = merkle.Frontier.of(size, _node_hashes(cursor, dialect, merkle.peaks(size)))
     rows: list[tuple[int, int, bytes, bytes]] = []
     completed: list[bytes] = []
 
@@ -141,6 +170,8 @@ def append_leaves(
         ),
         rows,
     )
+    if cache is not None and rows:
+        cache.keep(frontier, rows[-1][2])
 
 
 def _node_hashes(
