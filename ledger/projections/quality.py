@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -202,6 +203,18 @@ class DataQuality(Projection):
         return states
 
 
+@lru_cache(maxsize=1024)
+def _missing_json(present: frozenset[str]) -> str:
+    """Field names only (no personal data): few distinct values, each encoded once."""
+    return json.dumps([name for name in EXPECTED if name not in present])
+
+
+@lru_cache(maxsize=1024)
+def _warnings_json(warnings: tuple[tuple[str, str], ...]) -> str:
+    """Field paths and fixed reasons only (no personal data): encoded once per value."""
+    return json.dumps([{"field": f, "reason": r} for f, r in warnings])
+
+
 def _row(state: QualityState) -> tuple[object, ...]:
     erased = state.status == ERASED_STATUS
     return (
@@ -209,8 +222,8 @@ def _row(state: QualityState) -> tuple[object, ...]:
         state.version,
         state.status,
         None if erased else state.score,
-        None if erased else json.dumps(state.missing),
-        json.dumps([{"field": f, "reason": r} for f, r in state.warnings]),
+        None if erased else _missing_json(state.present),
+        _warnings_json(state.warnings),
         iso(state.created_at),
         iso(state.verified_at),
     )

@@ -35,6 +35,7 @@ from eventsourcing.utils import resolve_topic
 
 from ledger.domain.customer import Customer
 from ledger.projections.base import PositionedEvent, Projection, Tombstone
+from ledger.projections.sealed_rows import shared_plaintexts
 from ledger.projections.store import ProjectionDatabase, Tx
 
 if TYPE_CHECKING:
@@ -278,8 +279,9 @@ class ProjectionRunner:
             current = self._positions(tx)
             if any(current[name] != start for name in names):
                 return None
-            for projection in group:
-                projection.apply(tx, events)
+            with shared_plaintexts():
+                for projection in group:
+                    projection.apply(tx, events)
             tx.executemany(
                 f"UPDATE {POSITIONS} SET position = ? WHERE name = ?",
                 [(end, name) for name in names],
