@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 from uuid import UUID
@@ -35,10 +35,11 @@ class PositionedEvent:
 
     position: int
     event: Customer.Event
+    customer_id: UUID = field(init=False, repr=False, compare=False)
+    """The event's customer (read once per event per projection: kept, not looked up)."""
 
-    @property
-    def customer_id(self) -> UUID:
-        return self.event.originator_id
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "customer_id", self.event.originator_id)
 
 
 @dataclass(frozen=True)

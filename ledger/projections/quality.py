@@ -39,6 +39,7 @@ EXPECTED: tuple[str, ...] = (
     "postcode",
     "locality",
 )
+_EXPECTED_SET = frozenset(EXPECTED)
 _ADDRESS_PARTS = ("postcode", "locality")
 _FIELD_HEAD = re.compile(r"[a-z_]+")
 COLUMNS = ("customer_id", "version", "status", "score", "missing", "warnings", "created_at",
@@ -92,7 +93,7 @@ class QualityState:
 
     @property
     def score(self) -> int:
-        return round(100 * len(self.present & set(EXPECTED)) / len(EXPECTED))
+        return round(100 * len(self.present & _EXPECTED_SET) / len(EXPECTED))
 
 
 def fold_quality(state: QualityState | None, event: Customer.Event) -> QualityState | None:
@@ -111,11 +112,11 @@ def fold_quality(state: QualityState | None, event: Customer.Event) -> QualitySt
         )
     if state is None or state.status == ERASED_STATUS or event.originator_version <= state.version:
         return state
-    moved = replace(state, version=event.originator_version)
+    # One `replace` per event (it is not cheap): the version, and what the event changes.
+    changes: dict[str, Any] = {"version": event.originator_version}
     if isinstance(event, Customer.Erased):
-        return replace(moved, status=ERASED_STATUS, present=frozenset(), warnings=(),
-                       verified_at=None)  # fmt: skip
-    if isinstance(event, Customer.ProfileChanged | Customer.MergeAbsorbed | Customer.MergeUndone):
+        changes.update(status=ERASED_STATUS, present=frozenset(), warnings=(), verified_at=None)
+    elif isinstance(event, Customer.ProfileChanged | Customer.MergeAbsorbed | Customer.MergeUndone):
         present = set(state.present)
         if isinstance(event.personal, dict) and not isinstance(event.personal, ErasedValue):
             for name, value in event.personal.items():
@@ -126,16 +127,16 @@ def fold_quality(state: QualityState | None, event: Customer.Event) -> QualitySt
                     present = present | {name} if value else present - {name}
         fixed = set(event.changed_fields)
         warnings = tuple(w for w in state.warnings if field_of(w[0]) not in fixed)
-        return replace(moved, present=frozenset(present), warnings=warnings)
-    if isinstance(event, Customer.Verified):
-        return replace(moved, verified_at=event.timestamp)
-    if isinstance(event, Customer.DataQualityFlagged):
-        return replace(moved, warnings=tuple((w["field"], w["reason"]) for w in event.warnings))
-    if isinstance(event, Customer.MergedInto):
-        return replace(moved, status=MERGED_STATUS)
-    if isinstance(event, Customer.Unmerged):
-        return replace(moved, status=ACTIVE)
-    return moved
+        changes.update(present=frozenset(present), warnings=warnings)
+    elif isinstance(event, Customer.Verified):
+        changes["verified_at"] = event.timestamp
+    elif isinstance(event, Customer.DataQualityFlagged):
+        changes["warnings"] = tuple((w["field"], w["reason"]) for w in event.warnings)
+    elif isinstance(event, Customer.MergedInto):
+        changes["status"] = MERGED_STATUS
+    elif isinstance(event, Customer.Unmerged):
+        changes["status"] = ACTIVE
+    return replace(state, **changes)
 
 
 class DataQuality(Projection):
