@@ -1,6 +1,7 @@
 """Rebuilds on both stores: larger batches and a read-ahead thread, yet the same rows as
 incremental catch-up (erased and merged customers included); a rebuild interrupted part-way
-resumes to the same rows; a runner racing a rebuild applies nothing twice."""
+resumes to the same rows; a runner racing a rebuild applies nothing twice; what a batch
+preloads or shares (decrypted states, canonical JSON) does not outlive it."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ import pytest
 from ledger.application import CustomerLedger
 from ledger.crypto_shred.keyring import KeyRing
 from ledger.crypto_shred.keystore import DataKey
-from ledger.projections import sealed_rows
-from ledger.projections.base import PositionedEvent
+from ledger.projections import base, sealed_rows
+from ledger.projections.base import (
+    PositionedEvent,
+    batch_scope,
+    keep_preloaded,
+    take_preloaded,
+)
 from ledger.projections.runner import ProjectionRunner
 from ledger.projections.sealed_rows import RowSealer, shared_plaintexts
 from ledger.projections.store import ProjectionDatabase, Tx
@@ -168,3 +174,18 @@ def test_shared_plaintexts_seal_the_same_bytes_and_end_with_the_batch() -> None:
     assert other == view.seal(customer_id, 3, {"given_name": "Bea"})
     assert view.open(customer_id, 3, other) == {"given_name": "Bea"}
     assert sealed_rows._PLAINTEXTS.get() is None  # nothing held after the batch
+
+
+def test_preloaded_rows_serve_only_their_own_batch_and_end_with_it() -> None:
+    projection, events, other = object(), [1], [1]
+    keep_preloaded(projection, events, {"a": 1})  # outside a batch: nothing is kept
+    assert take_preloaded(projection, events) is None
+    with batch_scope():
+        keep_preloaded(projection, events, {"a": 1})
+        assert take_preloaded(projection, other) is None  # another batch's events
+        assert take_preloaded(object(), events) is None  # another projection
+        assert take_preloaded(projection, events) == {"a": 1}
+        assert take_preloaded(projection, events) is None  # handed over once
+        keep_preloaded(projection, events, {"b": 2})
+    assert base._PRELOADED.get() is None  # dropped with the batch
+    assert sealed_rows._PLAINTEXTS.get() is None

@@ -17,15 +17,54 @@ runs in `ledger project`, rebuilds with `ledger rebuild NAME` and reports its la
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import UUID
 
 from ledger.domain.customer import Customer
+from ledger.projections.sealed_rows import shared_plaintexts
 from ledger.projections.state import CustomerState, fold
 from ledger.projections.store import Tx
+
+# What `preload` read for `apply`, inside `batch_scope` only: (projection, events) -> rows.
+_PRELOADED: ContextVar[dict[tuple[int, int], tuple[object, object, Any]] | None] = ContextVar(
+    "ledger_preloaded", default=None
+)
+
+
+@contextmanager
+def batch_scope() -> Iterator[None]:
+    """The runner applies one batch (one transaction) in this block: what projections
+    preload for it, and the canonical JSON shared between sealers, live only until it
+    ends, so no decrypted state outlives the batch."""
+    token = _PRELOADED.set({})
+    try:
+        with shared_plaintexts():
+            yield
+    finally:
+        _PRELOADED.reset(token)
+
+
+def keep_preloaded(projection: object, events: object, value: Any) -> None:
+    """Hand `value` from `preload` to `apply` of the same projection and the same batch
+    (outside `batch_scope` nothing is kept, and `apply` reads for itself)."""
+    held = _PRELOADED.get()
+    if held is not None:
+        held[(id(projection), id(events))] = (projection, events, value)
+
+
+def take_preloaded(projection: object, events: object) -> Any | None:
+    held = _PRELOADED.get()
+    if held is None:
+        return None
+    found = held.pop((id(projection), id(events)), None)
+    if found is None or found[0] is not projection or found[1] is not events:
+        return None
+    return found[2]
 
 
 @dataclass(frozen=True)
@@ -62,6 +101,11 @@ class Projection(ABC):
 
     description: ClassVar[str] = ""
 
+    write_weight: ClassVar[int] = 1
+    """Roughly how many rows it writes per customer. Within a batch the runner applies the
+    heaviest projection first, so that (with every read done first, see `preload`) the
+    database writes its rows while the lighter projections compute theirs."""
+
     @abstractmethod
     def tables(self) -> Sequence[str]:
         """Every table this projection owns (dropped on rebuild, counted in status)."""
@@ -77,6 +121,14 @@ class Projection(ABC):
     @abstractmethod
     def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
         """Apply a batch of events (in log order) inside the runner's transaction."""
+
+    def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+        """Optionally read, in the runner's transaction and before any projection of the
+        batch writes, what `apply` will read for these events (`keep_preloaded`). On
+        PostgreSQL (pipeline mode) a read waits for every statement sent before it, so
+        reading first lets the server write one projection's rows while the next one's
+        are computed. Reading only its own tables, a projection reads the same either way."""
+        return None  # by default `apply` reads for itself
 
     @abstractmethod
     def purge(self, tx: Tx, tombstone: Tombstone) -> None:
@@ -103,9 +155,16 @@ class FoldingProjection(Projection):
     def write(self, tx: Tx, states: Sequence[CustomerState]) -> None:
         """Store these states, replacing the customers' rows."""
 
+    def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+        keep_preloaded(
+            self, events, self.load(tx, list(dict.fromkeys(e.customer_id for e in events)))
+        )
+
     def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        ids = list(dict.fromkeys(e.customer_id for e in events))
-        states: dict[UUID, CustomerState | None] = dict(self.load(tx, ids))
+        loaded = take_preloaded(self, events)
+        if loaded is None:
+            loaded = self.load(tx, list(dict.fromkeys(e.customer_id for e in events)))
+        states: dict[UUID, CustomerState | None] = dict(loaded)
         changed: dict[UUID, CustomerState] = {}
         for positioned in events:
             before = states.get(positioned.customer_id)

@@ -89,6 +89,7 @@ class CurrentView(FoldingProjection):
     name = "current_view"
     description = "one row per customer (personal fields sealed), tags, exact-lookup keys"
     schema_version = 1
+    write_weight = 5  # the row, its tags and lookup keys
 
     def __init__(self, keys: KeyRing, index_key: IndexKey) -> None:
         self.sealer = RowSealer(keys, TABLE)

@@ -77,6 +77,7 @@ class DuplicateIndexProjection(FoldingProjection):
     name = "duplicate_index"
     description = "blocking keys (keyed hashes) of active customers, for duplicate detection"
     schema_version = 1
+    write_weight = 16  # a record and some fifteen blocking keys per customer
 
     def __init__(self, keys: KeyRing, index_key: IndexKey) -> None:
         self.sealer = RowSealer(keys, RECORDS)

@@ -23,7 +23,13 @@ from uuid import UUID
 
 from ledger.domain.customer import ACTIVE, ERASED_STATUS, MERGED_STATUS, Customer
 from ledger.domain.erased import ErasedValue
-from ledger.projections.base import PositionedEvent, Projection, Tombstone
+from ledger.projections.base import (
+    PositionedEvent,
+    Projection,
+    Tombstone,
+    keep_preloaded,
+    take_preloaded,
+)
 from ledger.projections.current_view import chunks
 from ledger.projections.store import ProjectionDatabase, Tx, iso, parse_iso
 
@@ -151,9 +157,16 @@ class DataQuality(Projection):
         for statement in _DDL:
             tx.execute(statement)
 
+    def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+        keep_preloaded(
+            self, events, self._load(tx, list(dict.fromkeys(e.customer_id for e in events)))
+        )
+
     def apply(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        ids = list(dict.fromkeys(e.customer_id for e in events))
-        states: dict[UUID, QualityState | None] = dict(self._load(tx, ids))
+        loaded = take_preloaded(self, events)
+        if loaded is None:
+            loaded = self._load(tx, list(dict.fromkeys(e.customer_id for e in events)))
+        states: dict[UUID, QualityState | None] = dict(loaded)
         changed: dict[UUID, QualityState] = {}
         for positioned in events:
             before = states.get(positioned.customer_id)

@@ -34,8 +34,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import resolve_topic
 
 from ledger.domain.customer import Customer
-from ledger.projections.base import PositionedEvent, Projection, Tombstone
-from ledger.projections.sealed_rows import shared_plaintexts
+from ledger.projections.base import PositionedEvent, Projection, Tombstone, batch_scope
 from ledger.projections.store import ProjectionDatabase, Tx
 
 if TYPE_CHECKING:
@@ -279,8 +278,10 @@ class ProjectionRunner:
             current = self._positions(tx)
             if any(current[name] != start for name in names):
                 return None
-            with shared_plaintexts():
-                for projection in group:
+            with batch_scope():
+                for projection in group:  # every read first: see `Projection.preload`
+                    projection.preload(tx, events)
+                for projection in sorted(group, key=lambda p: -p.write_weight):
                     projection.apply(tx, events)
             tx.executemany(
                 f"UPDATE {POSITIONS} SET position = ? WHERE name = ?",
