@@ -105,7 +105,7 @@ def test_rebuild_from_zero_gives_byte_identical_rows(store: StoreHandle) -> None
         runner = runner_of(ledger)
         runner.rebuild([DuplicateIndexProjection.name])
         assert dump_tables(store, TABLES) == incremental
-        runner.batch_size = 2  # batches that split merges and their targets
+        runner.rebuild_batch_size = 2  # batches that split merges and their targets
         runner.rebuild()
         assert dump_tables(store, TABLES) == incremental
     with store.open() as reopened:  # a fresh process: nothing cached

@@ -78,7 +78,7 @@ def test_rebuild_gives_byte_identical_rows(store: StoreHandle) -> None:
         assert rebuilt_events == runner.head()
         assert dump_tables(store) == incremental
         # One projection alone, in tiny batches: the same again.
-        runner.batch_size = 3
+        runner.batch_size = runner.rebuild_batch_size = 3
         runner.rebuild(["current_view"])
         assert dump_tables(store) == incremental
     with store.open() as reopened:  # a fresh process: no key cache, nothing in memory

@@ -24,7 +24,6 @@ Two ways to pick the nonce:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 
@@ -52,10 +51,10 @@ def synthetic_nonce(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     `key`; the length prefix keeps the split between aad and plaintext unambiguous."""
     # HKDF-Expand (RFC 5869) for one 32-byte block; the data key is uniformly random
     # already, so it serves as the pseudo-random key without an Extract step.
-    nonce_key = hmac.new(key, _NONCE_KEY_INFO + b"\x01", hashlib.sha256).digest()
-    mac = hmac.new(nonce_key, len(aad).to_bytes(8, "big") + aad, hashlib.sha256)
-    mac.update(plaintext)
-    return mac.digest()[:NONCE_BYTES]
+    # `hmac.digest` is the one-shot (C) form of `hmac.new(...).digest()`: same bytes.
+    nonce_key = hmac.digest(key, _NONCE_KEY_INFO + b"\x01", "sha256")
+    message = b"".join((len(aad).to_bytes(8, "big"), aad, plaintext))
+    return hmac.digest(nonce_key, message, "sha256")[:NONCE_BYTES]
 
 
 def seal_deterministic(key: bytes, plaintext: bytes, aad: bytes) -> bytes:

@@ -17,15 +17,54 @@ runs in `ledger project`, rebuilds with `ledger rebuild NAME` and reports its la
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import UUID
 
 from ledger.domain.customer import Customer
+from ledger.projections.sealed_rows import shared_plaintexts
 from ledger.projections.state import CustomerState, fold
 from ledger.projections.store import Tx
+
+# What `preload` read for `apply`, inside `batch_scope` only: (projection, events) -> rows.
+_PRELOADED: ContextVar[dict[tuple[int, int], tuple[object, object, Any]] | None] = ContextVar(
+    "ledger_preloaded", default=None
+)
+
+
+@contextmanager
+def batch_scope() -> Iterator[None]:
+    """The runner applies one batch (one transaction) in this block: what projections
+    preload for it, and the canonical JSON shared between sealers, live only until it
+    ends, so no decrypted state outlives the batch."""
+    token = _PRELOADED.set({})
+    try:
+        with shared_plaintexts():
+            yield
+    finally:
+        _PRELOADED.reset(token)
+
+
+def keep_preloaded(projection: object, events: object, value: Any) -> None:
+    """Hand `value` from `preload` to `apply` of the same projection and the same batch
+    (outside `batch_scope` nothing is kept, and `apply` reads for itself)."""
+    held = _PRELOADED.get()
+    if held is not None:
+        held[(id(projection), id(events))] = (projection, events, value)
+
+
+def take_preloaded(projection: object, events: object) -> Any | None:
+    held = _PRELOADED.get()
+    if held is None:
+        return None
+    found = held.pop((id(projection), id(events)), None)
+    if found is None or found[0] is not projection or found[1] is not events:
+        return None
+    return found[2]
 
 
 @dataclass(frozen=True)
@@ -35,10 +74,11 @@ class PositionedEvent:
 
     position: int
     event: Customer.Event
+    customer_id: UUID = field(init=False, repr=False, compare=False)
+    """The event's customer (read once per event per projection: kept, not looked up)."""
 
-    @property
-    def customer_id(self) -> UUID:
-        return self.event.originator_id
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "customer_id", self.event.originator_id)
 
 
 @dataclass(frozen=True)
@@ -61,6 +101,11 @@ class Projection(ABC):
 
     description: ClassVar[str] = ""
 
+    write_weight: ClassVar[int] = 1
+    """Roughly how many rows it writes per customer. Within a batch the runner applies the
+    heaviest projection first, so that (with every read done first, see `preload`) the
+    database writes its rows while the lighter projections compute theirs."""
+
     @abstractmethod
     def tables(self) -> Sequence[str]:
         """Every table this projection owns (dropped on rebuild, counted in status)."""
@@ -80,6 +125,14 @@ class Projection(ABC):
         """Apply a batch of events (in log order) inside the runner's transaction. `fresh`:
         customers known to have no rows at all (registered in the very transaction that
         applies them), whose rows need not be looked up."""
+
+    def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+        """Optionally read, in the runner's transaction and before any projection of the
+        batch writes, what `apply` will read for these events (`keep_preloaded`). On
+        PostgreSQL (pipeline mode) a read waits for every statement sent before it, so
+        reading first lets the server write one projection's rows while the next one's
+        are computed. Reading only its own tables, a projection reads the same either way."""
+        return None  # by default `apply` reads for itself
 
     @abstractmethod
     def purge(self, tx: Tx, tombstone: Tombstone) -> None:
@@ -106,11 +159,19 @@ class FoldingProjection(Projection):
     def write(self, tx: Tx, states: Sequence[CustomerState]) -> None:
         """Store these states, replacing the customers' rows."""
 
+    def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+        keep_preloaded(
+            self, events, self.load(tx, list(dict.fromkeys(e.customer_id for e in events)))
+        )
+
     def apply(
         self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
     ) -> None:
-        ids = [i for i in dict.fromkeys(e.customer_id for e in events) if i not in fresh]
-        states: dict[UUID, CustomerState | None] = dict(self.load(tx, ids) if ids else {})
+        loaded = take_preloaded(self, events)
+        if loaded is None:
+            ids = [i for i in dict.fromkeys(e.customer_id for e in events) if i not in fresh]
+            loaded = self.load(tx, ids) if ids else {}
+        states: dict[UUID, CustomerState | None] = dict(loaded)
         changed: dict[UUID, CustomerState] = {}
         for positioned in events:
             before = states.get(positioned.customer_id)

@@ -89,6 +89,7 @@ class CurrentView(FoldingProjection):
     name = "current_view"
     description = "one row per customer (personal fields sealed), tags, exact-lookup keys"
     schema_version = 1
+    write_weight = 5  # the row, its tags and lookup keys
 
     def __init__(self, keys: KeyRing, index_key: IndexKey) -> None:
         self.sealer = RowSealer(keys, TABLE)
@@ -174,20 +175,20 @@ class CurrentView(FoldingProjection):
             return
         rows = [self.row_of(state) for state in states]
         tx.insert(TABLE, COLUMNS, rows, upsert_on="customer_id", types=COLUMN_TYPES)
-        ids = [str(state.customer_id) for state in states]
+        ids = [str(row[0]) for row in rows]
         for chunk in chunks(ids):
             where, params = tx.is_in("customer_id", chunk)
             tx.execute(f"DELETE FROM {TAGS} WHERE {where}", params)
             tx.execute(f"DELETE FROM {LOOKUP} WHERE {where}", params)
         tags: list[tuple[str, str]] = []
         digests: list[tuple[bytes, str]] = []
-        for state, row in zip(states, rows, strict=True):
+        for state, row, customer_id in zip(states, rows, ids, strict=True):
             if state.is_erased:
                 continue
-            tags += [(tag, str(state.customer_id)) for tag in sorted(set(state.tags))]
+            tags += [(tag, customer_id) for tag in sorted(set(state.tags))]
             if row[-1] is not None and state.personal is not None:
                 digests += [
-                    (digest, str(state.customer_id))
+                    (digest, customer_id)
                     for digest in sorted(digests_of(self.index_key, state.personal))
                 ]
         tx.insert(TAGS, ("tag", "customer_id"), tags)

@@ -17,12 +17,19 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
 from ledger.domain.customer import ACTIVE, ERASED_STATUS, MERGED_STATUS, Customer
 from ledger.domain.erased import ErasedValue
-from ledger.projections.base import PositionedEvent, Projection, Tombstone
+from ledger.projections.base import (
+    PositionedEvent,
+    Projection,
+    Tombstone,
+    keep_preloaded,
+    take_preloaded,
+)
 from ledger.projections.current_view import chunks
 from ledger.projections.store import ProjectionDatabase, Tx, iso, parse_iso
 
@@ -38,6 +45,7 @@ EXPECTED: tuple[str, ...] = (
     "postcode",
     "locality",
 )
+_EXPECTED_SET = frozenset(EXPECTED)
 _ADDRESS_PARTS = ("postcode", "locality")
 _FIELD_HEAD = re.compile(r"[a-z_]+")
 COLUMNS = ("customer_id", "version", "status", "score", "missing", "warnings", "created_at",
@@ -91,7 +99,7 @@ class QualityState:
 
     @property
     def score(self) -> int:
-        return round(100 * len(self.present & set(EXPECTED)) / len(EXPECTED))
+        return round(100 * len(self.present & _EXPECTED_SET) / len(EXPECTED))
 
 
 def fold_quality(state: QualityState | None, event: Customer.Event) -> QualityState | None:
@@ -110,11 +118,11 @@ def fold_quality(state: QualityState | None, event: Customer.Event) -> QualitySt
         )
     if state is None or state.status == ERASED_STATUS or event.originator_version <= state.version:
         return state
-    moved = replace(state, version=event.originator_version)
+    # One `replace` per event (it is not cheap): the version, and what the event changes.
+    changes: dict[str, Any] = {"version": event.originator_version}
     if isinstance(event, Customer.Erased):
-        return replace(moved, status=ERASED_STATUS, present=frozenset(), warnings=(),
-                       verified_at=None)  # fmt: skip
-    if isinstance(event, Customer.ProfileChanged | Customer.MergeAbsorbed | Customer.MergeUndone):
+        changes.update(status=ERASED_STATUS, present=frozenset(), warnings=(), verified_at=None)
+    elif isinstance(event, Customer.ProfileChanged | Customer.MergeAbsorbed | Customer.MergeUndone):
         present = set(state.present)
         if isinstance(event.personal, dict) and not isinstance(event.personal, ErasedValue):
             for name, value in event.personal.items():
@@ -125,16 +133,16 @@ def fold_quality(state: QualityState | None, event: Customer.Event) -> QualitySt
                     present = present | {name} if value else present - {name}
         fixed = set(event.changed_fields)
         warnings = tuple(w for w in state.warnings if field_of(w[0]) not in fixed)
-        return replace(moved, present=frozenset(present), warnings=warnings)
-    if isinstance(event, Customer.Verified):
-        return replace(moved, verified_at=event.timestamp)
-    if isinstance(event, Customer.DataQualityFlagged):
-        return replace(moved, warnings=tuple((w["field"], w["reason"]) for w in event.warnings))
-    if isinstance(event, Customer.MergedInto):
-        return replace(moved, status=MERGED_STATUS)
-    if isinstance(event, Customer.Unmerged):
-        return replace(moved, status=ACTIVE)
-    return moved
+        changes.update(present=frozenset(present), warnings=warnings)
+    elif isinstance(event, Customer.Verified):
+        changes["verified_at"] = event.timestamp
+    elif isinstance(event, Customer.DataQualityFlagged):
+        changes["warnings"] = tuple((w["field"], w["reason"]) for w in event.warnings)
+    elif isinstance(event, Customer.MergedInto):
+        changes["status"] = MERGED_STATUS
+    elif isinstance(event, Customer.Unmerged):
+        changes["status"] = ACTIVE
+    return replace(state, **changes)
 
 
 class DataQuality(Projection):
@@ -149,11 +157,19 @@ class DataQuality(Projection):
         for statement in _DDL:
             tx.execute(statement)
 
+    def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
+        keep_preloaded(
+            self, events, self._load(tx, list(dict.fromkeys(e.customer_id for e in events)))
+        )
+
     def apply(
         self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
     ) -> None:
-        ids = [i for i in dict.fromkeys(e.customer_id for e in events) if i not in fresh]
-        states: dict[UUID, QualityState | None] = dict(self._load(tx, ids) if ids else {})
+        loaded = take_preloaded(self, events)
+        if loaded is None:
+            ids = [i for i in dict.fromkeys(e.customer_id for e in events) if i not in fresh]
+            loaded = self._load(tx, ids) if ids else {}
+        states: dict[UUID, QualityState | None] = dict(loaded)
         changed: dict[UUID, QualityState] = {}
         for positioned in events:
             before = states.get(positioned.customer_id)
@@ -204,6 +220,18 @@ class DataQuality(Projection):
         return states
 
 
+@lru_cache(maxsize=1024)
+def _missing_json(present: frozenset[str]) -> str:
+    """Field names only (no personal data): few distinct values, each encoded once."""
+    return json.dumps([name for name in EXPECTED if name not in present])
+
+
+@lru_cache(maxsize=1024)
+def _warnings_json(warnings: tuple[tuple[str, str], ...]) -> str:
+    """Field paths and fixed reasons only (no personal data): encoded once per value."""
+    return json.dumps([{"field": f, "reason": r} for f, r in warnings])
+
+
 def _row(state: QualityState) -> tuple[object, ...]:
     erased = state.status == ERASED_STATUS
     return (
@@ -211,8 +239,8 @@ def _row(state: QualityState) -> tuple[object, ...]:
         state.version,
         state.status,
         None if erased else state.score,
-        None if erased else json.dumps(state.missing),
-        json.dumps([{"field": f, "reason": r} for f, r in state.warnings]),
+        None if erased else _missing_json(state.present),
+        _warnings_json(state.warnings),
         iso(state.created_at),
         iso(state.verified_at),
     )

@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -38,7 +39,7 @@ from eventsourcing.utils import resolve_topic
 
 from ledger.audit.recorders import InsertedBatch
 from ledger.domain.customer import Customer
-from ledger.projections.base import PositionedEvent, Projection, Tombstone
+from ledger.projections.base import PositionedEvent, Projection, Tombstone, batch_scope
 from ledger.projections.store import ProjectionDatabase, Tx
 
 if TYPE_CHECKING:
@@ -54,8 +55,13 @@ _CREATE_POSITIONS = (
     " schema_version INTEGER NOT NULL)"
 )
 DEFAULT_BATCH = 500
+# Rebuilds read larger batches. Bounded so that the customers of the batch being applied and
+# of the one read ahead stay within the key ring's cache (`KeyRing.max_entries`).
+REBUILD_BATCH = 2000
 
 Progress = Callable[[int, int], None]
+Batch = tuple[int, int, list[PositionedEvent]]  # last position read, notifications, events
+Reader = Callable[[int, int], "Batch | None"]  # (start, head) -> the batch after start
 
 
 class UnknownProjection(LookupError):
@@ -89,6 +95,40 @@ class ProjectionStatus:
         }
 
 
+class _ReadAhead:
+    """A reader that, having returned the batch after `start`, at once starts reading and
+    decoding the batch after that one in a worker thread, so that the database round trips
+    and decryption of batch n+1 overlap the applying of batch n. A request for anything
+    else (another runner moved a position; groups at different positions) is read in the
+    caller's thread and the guess is discarded. Reading ahead changes only when a batch is
+    read, never what is applied: the position is still checked inside each transaction."""
+
+    def __init__(self, read: Callable[[int, int, int], Batch | None], limit: int) -> None:
+        self._read = read
+        self._limit = limit
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-read-ahead")
+        self._ahead: tuple[tuple[int, int], Future[Batch | None]] | None = None
+
+    def __call__(self, start: int, head: int) -> Batch | None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == (start, head):
+            batch = ahead[1].result()
+        else:
+            if ahead is not None:
+                ahead[1].cancel()
+            batch = self._read(start, head, self._limit)
+        if batch is not None and batch[0] < head:
+            following = self._pool.submit(self._read, batch[0], head, self._limit)
+            self._ahead = ((batch[0], head), following)
+        return batch
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
+        self._pool.shutdown(wait=True)
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -97,6 +137,7 @@ class ProjectionRunner:
         projections: Sequence[Projection],
         *,
         batch_size: int = DEFAULT_BATCH,
+        rebuild_batch_size: int = REBUILD_BATCH,
     ) -> None:
         names = [p.name for p in projections]
         if len(set(names)) != len(names):
@@ -105,6 +146,7 @@ class ProjectionRunner:
         self.db = db
         self.projections = list(projections)
         self.batch_size = batch_size
+        self.rebuild_batch_size = rebuild_batch_size
         self.last_error: str | None = None
         self._lock = threading.RLock()
         self._customer_topics: dict[str, bool] = {}
@@ -195,6 +237,15 @@ class ProjectionRunner:
         wanted = set(self.names if only is None else only)
         for name in wanted:
             self.get(name)
+        return self._catch_up(wanted, progress, should_stop, self._read)
+
+    def _catch_up(
+        self,
+        wanted: set[str],
+        progress: Progress | None,
+        should_stop: Callable[[], bool] | None,
+        read: Reader,
+    ) -> int:
         with self._lock:
             head = self.head()
             positions = self._positions_for(wanted)
@@ -211,7 +262,7 @@ class ProjectionRunner:
                     continue
                 start = min(behind.values())
                 group = [p for p in self.projections if behind.get(p.name) == start]
-                applied = self._apply_batch(group, start, head)
+                applied = self._apply_batch(group, start, head, read)
                 if applied is None:  # another runner moved; re-read and re-plan
                     positions = self._positions_for(wanted)
                     continue
@@ -228,28 +279,41 @@ class ProjectionRunner:
         return {n: p for n, p in self.positions().items() if n in wanted}
 
     def _apply_batch(
-        self, group: list[Projection], start: int, head: int
+        self, group: list[Projection], start: int, head: int, read: Reader
     ) -> tuple[int, int] | None:
-        notifications = self.ledger.recorder.select_notifications(
-            start=start, limit=self.batch_size, stop=head, inclusive_of_start=False
-        )
-        if not notifications:
+        batch = read(start, head)
+        if batch is None:
             return (head, 0)
-        events = self._decode(notifications)
-        end = notifications[-1].id
+        end, count, events = batch
         names = sorted(p.name for p in group)
         with self.db.transaction() as tx:
             tx.lock_rows(POSITIONS, "name", names)
             current = self._positions(tx)
             if any(current[name] != start for name in names):
                 return None
-            for projection in group:
-                projection.apply(tx, events)
+            with batch_scope():
+                for projection in group:  # every read first: see `Projection.preload`
+                    projection.preload(tx, events)
+                for projection in sorted(group, key=lambda p: -p.write_weight):
+                    projection.apply(tx, events)
             tx.executemany(
                 f"UPDATE {POSITIONS} SET position = ? WHERE name = ?",
                 [(end, name) for name in names],
             )
-        return end, len(notifications)
+        return end, count
+
+    def _read(self, start: int, head: int) -> Batch | None:
+        """The notifications after `start` (up to `batch_size`, not beyond `head`): the
+        last one's position, how many, and the customer events among them, decoded."""
+        return self._read_batch(start, head, self.batch_size)
+
+    def _read_batch(self, start: int, head: int, limit: int) -> Batch | None:
+        notifications = self.ledger.recorder.select_notifications(
+            start=start, limit=limit, stop=head, inclusive_of_start=False
+        )
+        if not notifications:
+            return None
+        return notifications[-1].id, len(notifications), self._decode(notifications)
 
     def _decode(self, notifications: Sequence[Notification]) -> list[PositionedEvent]:
         """Customer events only; other aggregates' events (e.g. audit records) share the
@@ -308,8 +372,9 @@ class ProjectionRunner:
                 fresh = {
                     p.customer_id for p in positioned if isinstance(p.event, Customer.Registered)
                 }
-                for projection in group:
-                    projection.apply(tx, positioned, fresh=fresh)
+                with batch_scope():  # canonical JSON shared by the sealers of this batch
+                    for projection in sorted(group, key=lambda p: -p.write_weight):
+                        projection.apply(tx, positioned, fresh=fresh)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("projections not applied with their events (caught up after): %s", exc)
@@ -390,7 +455,13 @@ class ProjectionRunner:
 
     def rebuild(self, only: Sequence[str] | None = None, progress: Progress | None = None) -> int:
         """Drop and re-create the named projections (all by default), then replay the
-        whole log into them. Other runners see the reset position and stand back."""
+        whole log into them. Other runners see the reset position and stand back.
+
+        Unlike `catch_up`, a rebuild reads in batches of `rebuild_batch_size` (fewer, larger
+        transactions: a customer's events mostly fall in one batch, so it is folded and
+        written once) and reads and decodes the next batch in a thread of its own while the
+        current one is applied. Exactly-once is unchanged: each batch still commits its rows
+        and its position together, after checking the position it started from."""
         names = list(self.names if only is None else only)
         projections = [self.get(name) for name in names]
         with self._lock:
@@ -398,7 +469,11 @@ class ProjectionRunner:
                 tx.lock_rows(POSITIONS, "name", sorted(names))
                 for projection in projections:
                     self._reset(tx, projection)
-            return self.catch_up(only=names, progress=progress)
+            read_ahead = _ReadAhead(self._read_batch, self.rebuild_batch_size)
+            try:
+                return self._catch_up(set(names), progress, None, read_ahead)
+            finally:
+                read_ahead.close()
 
     # Erasure --------------------------------------------------------------------------------
 

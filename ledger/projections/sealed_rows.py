@@ -11,6 +11,9 @@ result. Values are canonical JSON (sorted keys), so equal data means equal plain
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +33,38 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# (customer, version) -> (the data, its canonical JSON), inside `shared_plaintexts` only.
+_PLAINTEXTS: ContextVar[dict[tuple[UUID, int], tuple[Any, bytes]] | None] = ContextVar(
+    "ledger_row_plaintexts", default=None
+)
+
+
+@contextmanager
+def shared_plaintexts() -> Iterator[None]:
+    """Within the block (the runner applies one batch in it), projections that seal the
+    same customer's data at the same version — the current view and the duplicate index
+    fold the same events — encode its canonical JSON once. A value is reused only for
+    equal data (the fold is a pure function of the log, so it always is). The memo belongs
+    to this thread's block and is dropped when it ends: no plaintext outlives the batch."""
+    token = _PLAINTEXTS.set({})
+    try:
+        yield
+    finally:
+        _PLAINTEXTS.reset(token)
+
+
+def _plaintext(customer_id: UUID, version: int, data: Any) -> bytes:
+    memo = _PLAINTEXTS.get()
+    if memo is None:
+        return canonical_json(data)
+    hit = memo.get((customer_id, version))
+    if hit is not None and hit[0] == data:
+        return hit[1]
+    encoded = canonical_json(data)
+    memo[(customer_id, version)] = (data, encoded)
+    return encoded
+
+
 def row_aad(table: str, customer_id: UUID, version: int) -> bytes:
     return b"|".join([ROW_AAD_VERSION, table.encode(), str(customer_id).encode(), b"%d" % version])
 
@@ -45,7 +80,9 @@ class RowSealer:
         if key is None:
             return None
         return seal_deterministic(
-            key.key, canonical_json(data), row_aad(self.table, customer_id, version)
+            key.key,
+            _plaintext(customer_id, version, data),
+            row_aad(self.table, customer_id, version),
         )
 
     def open(self, customer_id: UUID, version: int, blob: bytes | None) -> Any | None:

@@ -185,6 +185,10 @@ def segment_pinyin(word: str) -> tuple[str, ...] | None:
                 current = best[end]
                 if current is None or len(candidate) < len(current):
                     best[end] = candidate
+        if end >= 6 and all(b is None for b in best[end - 5 : end + 1]):
+            # No split reaches any of the last six places: none can reach further (a
+            # syllable is at most six letters), so the word is not pinyin.
+            return None
     return best[n]
 
 
