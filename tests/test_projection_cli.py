@@ -136,3 +136,23 @@ def test_worker_projects_and_stops_gracefully_on_sigterm(store: StoreHandle) -> 
         out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     assert json.loads(out)["applied"] == 1
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_several_processes_start_on_one_store_at_once(store: StoreHandle) -> None:
+    """Several servers (or a server and the CLI) start against one PostgreSQL database at
+    the same moment: each runs the set-up, and none may fail on another's (the event store
+    library re-created a database function on every start: "tuple concurrently updated")."""
+    run(store, "projections")  # the tables exist; now the starts race on the rest
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ledger.cli.main", "projections", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_for(store),
+        )
+        for _ in range(8)
+    ]
+    outcomes = [(p.wait(timeout=120), p.communicate()[1]) for p in processes]
+    assert [code for code, _ in outcomes] == [0] * 8, [err for _, err in outcomes if err]

@@ -144,6 +144,10 @@ class AuditedPostgresRecorder(PostgresApplicationRecorder):
             # That path inserts through a stored function and would bypass the leaves.
             raise ConfigError("the ledger's recorder does not support database functions")
         super().__init__(datastore, events_table_name=events_table_name)
+        # The library creates its insert function (`CREATE OR REPLACE FUNCTION`) on every
+        # start even when it is not used, as here: two processes starting at once then
+        # fail with "tuple concurrently updated". Not used, so not created.
+        del self.sql_create_statements[self.create_insert_function_statement_index]
         self.dialect = Dialect(
             POSTGRES.kind, POSTGRES.placeholder, POSTGRES.blob, events_table_name, "notification_id"
         )
