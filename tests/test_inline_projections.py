@@ -177,3 +177,20 @@ def test_two_writers_on_one_store_keep_one_valid_merkle_tree(store: StoreHandle)
         with AuditStore.open(store.settings) as audit:
             report = verify(audit, one.signer.public_key_pem())
         assert report.ok and report.leaves == len(_positions_in_log(one))
+
+
+def test_access_records_move_the_positions_so_the_next_command_applies_inline(
+    store: StoreHandle,
+) -> None:
+    with store.open() as ledger:
+        runner = runner_of(ledger)
+        customer = ledger.register(person(given_name="Read"), actor=ACTOR)
+        ledger.access_log.record("auditor", "audit", [customer], ["given_name"])
+        # No projection reads access records, yet every position is past them ...
+        assert set(runner.positions().values()) == {runner.head()}
+        skipped_before = runner._skipped_through
+        ledger.change(customer, {"tags": ["after-read"]}, actor=ACTOR)
+        # ... so the next command was applied in its own transaction, not caught up after.
+        assert runner._skipped_through == skipped_before and not runner.behind
+        record = customer_queries(ledger).get(customer)
+        assert record is not None and record.tags == ["after-read"]

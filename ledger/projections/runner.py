@@ -354,12 +354,23 @@ class ProjectionRunner:
             for position, event in zip(batch.positions, events, strict=True)
             if isinstance(event, Customer.Event)
         ]
+        names = sorted(self.names)
+        where, params = tx.is_in("name", names)
+        if not positioned:
+            # Nothing for the projections (access records, say), but their positions must
+            # still move past these events for the next batch to find them at the head.
+            # No reply is awaited (pipelined with the commit: no extra round trip), and
+            # nothing is noted: a projection left behind shows at the next customer batch.
+            tx.execute(
+                f"UPDATE {POSITIONS} SET position = ? WHERE {where}"
+                f" AND position = {batch.previous_sql}",
+                [end, *params, batch.first],
+            )
+            return
         try:
             # One statement: move, and lock, the positions of the projections that were at
             # the log's head just before these events; those apply them. (Should applying
             # fail, the whole transaction is aborted, positions included.)
-            names = sorted(self.names)
-            where, params = tx.is_in("name", names)
             moved = tx.rows(
                 f"UPDATE {POSITIONS} SET position = ? WHERE {where}"
                 f" AND position = {batch.previous_sql} RETURNING name",
@@ -367,7 +378,7 @@ class ProjectionRunner:
             )
             at_head = {str(row[0]) for row in moved}
             group = [p for p in self.projections if p.name in at_head]
-            if group and positioned:
+            if group:
                 # Registered in this very transaction: nothing can be stored about them.
                 fresh = {
                     p.customer_id for p in positioned if isinstance(p.event, Customer.Registered)
