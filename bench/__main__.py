@@ -226,32 +226,28 @@ def run(
         with LedgerClient(server.target, token=token) as client:
             client.get_customer(names[0])
             get_ms = latencies_ms(client.get_customer, names)
-            base_ms = latencies_ms(lambda i: plain.repository.get(i), plain_reads)
-            for pct in (50, 99):
-                figures.append(
-                    Figure(
-                        f"GetCustomer p{pct} via API",
-                        percentile(get_ms, pct),
-                        " ms",
-                        "plain app repository.get",
-                        percentile(base_ms, pct),
-                        False,
-                        target=5 if pct == 99 else None,
+            baselines_ms = {
+                "plain app repository.get": latencies_ms(
+                    lambda i: plain.repository.get(i), plain_reads
+                )
+            }
+            if postgres_dsn is not None:
+                baselines_ms["one durable 1-row INSERT commit"] = (
+                    baselines.durable_commit_latencies_ms(
+                        postgres_dsn, plan.reads, baselines.payload_bytes()
                     )
                 )
-            if postgres_dsn is not None:
-                commit_ms = baselines.durable_commit_latencies_ms(
-                    postgres_dsn, plan.reads, baselines.payload_bytes()
-                )
+            for first, (baseline, base_ms) in enumerate(baselines_ms.items()):
                 for pct in (50, 99):
                     figures.append(
                         Figure(
                             f"GetCustomer p{pct} via API",
                             percentile(get_ms, pct),
                             " ms",
-                            "one durable 1-row INSERT commit",
-                            percentile(commit_ms, pct),
+                            baseline,
+                            percentile(base_ms, pct),
                             False,
+                            target=5 if pct == 99 and first == 0 else None,
                         )
                     )
             say("EraseCustomer latency ...")

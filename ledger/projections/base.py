@@ -17,18 +17,20 @@ runs in `ledger project`, rebuilds with `ledger rebuild NAME` and reports its la
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from ledger.domain.customer import Customer
 from ledger.projections.sealed_rows import shared_plaintexts
 from ledger.projections.state import CustomerState, fold
 from ledger.projections.store import Tx
+
+T = TypeVar("T")
 
 # What `preload` read for `apply`, inside `batch_scope` only: (projection, events) -> rows.
 _PRELOADED: ContextVar[dict[tuple[int, int], tuple[object, object, Any]] | None] = ContextVar(
@@ -65,6 +67,27 @@ def take_preloaded(projection: object, events: object) -> Any | None:
     if found is None or found[0] is not projection or found[1] is not events:
         return None
     return found[2]
+
+
+def customers_of(events: Sequence[PositionedEvent]) -> list[UUID]:
+    """The batch's customers, each once, in order of first appearance."""
+    return list(dict.fromkeys(e.customer_id for e in events))
+
+
+def rows_for(
+    projection: object,
+    tx: Tx,
+    events: Sequence[PositionedEvent],
+    fresh: Collection[UUID],
+    load: Callable[[Tx, Sequence[UUID]], Mapping[UUID, T]],
+) -> Mapping[UUID, T]:
+    """What a projection's `apply` starts from: the rows its `preload` read for this batch,
+    else its rows read now — leaving out the `fresh` customers, who have none."""
+    loaded: Mapping[UUID, T] | None = take_preloaded(projection, events)
+    if loaded is not None:
+        return loaded
+    ids = [i for i in customers_of(events) if i not in fresh]
+    return load(tx, ids) if ids else {}
 
 
 @dataclass(frozen=True)
@@ -160,18 +183,14 @@ class FoldingProjection(Projection):
         """Store these states, replacing the customers' rows."""
 
     def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        keep_preloaded(
-            self, events, self.load(tx, list(dict.fromkeys(e.customer_id for e in events)))
-        )
+        keep_preloaded(self, events, self.load(tx, customers_of(events)))
 
     def apply(
         self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
     ) -> None:
-        loaded = take_preloaded(self, events)
-        if loaded is None:
-            ids = [i for i in dict.fromkeys(e.customer_id for e in events) if i not in fresh]
-            loaded = self.load(tx, ids) if ids else {}
-        states: dict[UUID, CustomerState | None] = dict(loaded)
+        states: dict[UUID, CustomerState | None] = dict(
+            rows_for(self, tx, events, fresh, self.load)
+        )
         changed: dict[UUID, CustomerState] = {}
         for positioned in events:
             before = states.get(positioned.customer_id)

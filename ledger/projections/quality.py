@@ -27,8 +27,9 @@ from ledger.projections.base import (
     PositionedEvent,
     Projection,
     Tombstone,
+    customers_of,
     keep_preloaded,
-    take_preloaded,
+    rows_for,
 )
 from ledger.projections.current_view import chunks
 from ledger.projections.store import ProjectionDatabase, Tx, iso, parse_iso
@@ -158,18 +159,14 @@ class DataQuality(Projection):
             tx.execute(statement)
 
     def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        keep_preloaded(
-            self, events, self._load(tx, list(dict.fromkeys(e.customer_id for e in events)))
-        )
+        keep_preloaded(self, events, self._load(tx, customers_of(events)))
 
     def apply(
         self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
     ) -> None:
-        loaded = take_preloaded(self, events)
-        if loaded is None:
-            ids = [i for i in dict.fromkeys(e.customer_id for e in events) if i not in fresh]
-            loaded = self._load(tx, ids) if ids else {}
-        states: dict[UUID, QualityState | None] = dict(loaded)
+        states: dict[UUID, QualityState | None] = dict(
+            rows_for(self, tx, events, fresh, self._load)
+        )
         changed: dict[UUID, QualityState] = {}
         for positioned in events:
             before = states.get(positioned.customer_id)
