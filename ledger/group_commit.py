@@ -55,12 +55,15 @@ class Write:
 
 class GroupCommitter:
     """Three threads in a pipeline: the key stage creates the data keys of a batch (one
-    key-store transaction) and hands it on; the event stage writes the events of every
-    batch handed on meanwhile in one transaction; the answer stage runs the after-commit
-    hook (inline projections) and answers the callers. So the next batch's keys are
-    created, and the previous batch projected, while this batch's events commit; a
-    command's key is always durable before its events (events never refer to a key that
-    was not stored), and a caller hears back only after its events are durable."""
+    key-store transaction; only for key stores outside the events' database, or keys the
+    caller did not bring along) and hands it on; the event stage writes the events of
+    every batch handed on meanwhile in one transaction (with the keys the callers brought
+    and, through the ledger's recorder hook, the inline projections); the answer stage
+    runs the after-commit hook (a catch-up, when a batch could not be projected in its own
+    transaction) and answers the callers — batches the hook has nothing to do for (access
+    records) are answered by the event stage at once. A command's key is always durable
+    no later than its events (events never refer to a key that was not stored), and a
+    caller hears back only after its events are durable."""
 
     def __init__(
         self,
@@ -198,7 +201,14 @@ class GroupCommitter:
             with self._ready_lock:
                 self._ready -= len(batch)
             self._commit_batch(batch)
-            self._committed.put(batch)
+            if self._after_commit is None or not any(
+                w.error is None and w.after_commit for w in batch
+            ):
+                # Nothing for the after-commit hook (a batch of access records, say): answer
+                # now rather than hand the batch to another thread first.
+                _answer(batch)
+            else:
+                self._committed.put(batch)
             if stop:
                 self._committed.put(None)
                 return
@@ -231,11 +241,7 @@ class GroupCommitter:
                 except Exception:  # hooks must not fail commands that are committed
                     log.exception("after-commit hook failed")
                 self.stage_seconds["after_commit"] += time.perf_counter() - started
-            for write in batch:
-                if write.error is None:
-                    write.done.set_result(None)
-                else:
-                    write.done.set_exception(write.error)
+            _answer(batch)
             if stop:
                 return
 
@@ -272,6 +278,14 @@ class GroupCommitter:
             write.error = _conflict()
         except BaseException as exc:
             write.error = exc
+
+
+def _answer(batch: list[Write]) -> None:
+    for write in batch:
+        if write.error is None:
+            write.done.set_result(None)
+        else:
+            write.done.set_exception(write.error)
 
 
 def _take_waiting(
