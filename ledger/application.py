@@ -222,11 +222,21 @@ class CustomerLedger(Application[UUID]):
         actor: str,
         reason: str | None = None,
         also: Callable[[CustomerView], Sequence[object]] | None = None,
+        check: Callable[[dict[str, Any]], None] | None = None,
     ) -> CustomerView:
         """`register`, answering with the new customer as stored — without reading it
-        back: the aggregate just committed is that state. `also(view)`: events to store in
-        the same transaction (the API's record of the caller reading that answer)."""
-        return CustomerView.of(self._register(profile, actor, reason, None, also))
+        back: the aggregate just committed is that state. `check(validated profile)`: a
+        last check before anything is written, which refuses by raising (the API's
+        duplicate policy). `also(view)`: events to store in the same transaction (the
+        API's record of the caller reading that answer)."""
+        views: list[CustomerView] = []
+
+        def keep_view(view: CustomerView) -> Sequence[object]:
+            views.append(view)
+            return also(view) if also is not None else ()
+
+        self._register(profile, actor, reason, None, keep_view, check)
+        return views[0]
 
     def _register(
         self,
@@ -235,9 +245,12 @@ class CustomerLedger(Application[UUID]):
         reason: str | None,
         customer_id: UUID | None,
         also: Callable[[CustomerView], Sequence[object]] | None = None,
+        check: Callable[[dict[str, Any]], None] | None = None,
     ) -> Customer:
         _check_actor(actor, reason)
         validated = validate_registration(profile, default_region=self.settings.default_region)
+        if check is not None:
+            check(validated)
         pending: PendingKeys | None = None
         if customer_id is None:
             customer_id = uuid4()

@@ -117,12 +117,14 @@ class AuditedAccess:
             fields: Sequence[str] — the personal field names it carries (e.g. from
                 `convert.personal_fields_shown(message)`); when empty nothing is recorded,
                 since masked responses carry no personal data.
-        call.record_customers(messages)
-            for list and search responses (ListCustomers, FindDuplicates): the `Customer`
-            messages about to be sent; one record names every customer whose personal
-            fields are shown, with the union of those fields.
+    List and search responses (ListCustomers, FindDuplicates) go through
+    `CustomerAccess.respond_many` (ledger.api.customer_access), which makes one such call
+    for the page: every customer whose personal fields are shown, with the union of those
+    fields. A command answering with the customer it wrote goes through
+    `CustomerAccess.respond_to_command`, which stores the record in the command's own
+    transaction (`access_events`).
 
-    Both return only when the record is committed and raise when it could not be (the
+    They return only when the record is committed and raise when it could not be (the
     handler then fails, so no unrecorded personal data leaves). Principal, method
     ("/ledger.v1.CustomerService/GetCustomer") and purpose (`ledger-purpose` metadata) come
     from the call. Refusals are recorded by the gate (`record_denied`), not by handlers.

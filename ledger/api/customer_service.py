@@ -114,15 +114,18 @@ class CustomerService:
                 raise AccessDenied("a sales principal registers customers it owns itself")
         request_id = check_request_id(request.request_id)
         reason = reason_of(request.reason)
+        duplicates: list[Match] = []
         if request_id:
             customer, duplicates = self._create_once(request_id, profile, call, reason)
         else:
-            duplicates = self._screen(profile, call)  # refuses before anything is written
+
+            def screen(validated: dict[str, Any]) -> None:  # refuses before anything is written
+                duplicates.extend(self._duplicates_of(validated, call))
 
             def register(also: Callable[[CustomerView], list[Any]]) -> CustomerView:
                 try:
                     return self.ledger.register_view(
-                        profile, actor=call.principal.name, reason=reason, also=also
+                        profile, actor=call.principal.name, reason=reason, also=also, check=screen
                     )
                 except ValidationFailed as error:
                     raise _profile_error(error) from None
@@ -149,9 +152,18 @@ class CustomerService:
             validated = validate_registration(profile, default_region=settings.default_region)
         except ValidationFailed as error:
             raise _profile_error(error) from None
+        return self._duplicates_of(validated, call, registering_as)
+
+    def _duplicates_of(
+        self, validated: dict[str, Any], call: Call, registering_as: UUID | None = None
+    ) -> list[Match]:
+        """`_screen` for a profile validated already (by the ledger, on registering)."""
+        policy = self.ledger.settings.duplicate_policy
+        if policy == "off":
+            return []
         return duplicate_queries(self.ledger).check_registration(
             validated,
-            policy=settings.duplicate_policy,
+            policy=policy,
             owner=call.grant.owner_filter,
             exclude=() if registering_as is None else (str(registering_as),),
         )

@@ -84,16 +84,15 @@ def find_duplicates(
         matches = queries.candidates(profile, min_score, limit, owner=owner)
     end = min(offset + size, MAX_MATCHES)
     response = pb.FindDuplicatesResponse()
-    names: list[str] = []
-    fields: set[str] = set()
-    for match in matches[offset:end]:
+    page = matches[offset:end]
+    views = []
+    for match in page:
         view = ledger.get(UUID(match.customer_id))
         call.grant.check_record(match.customer_id, view.owner)
-        message = convert.customer_message(view, personal=call.grant.may_read_personal(view.owner))
-        shown = convert.personal_fields_shown(message)
-        if shown:
-            names.append(message.name)
-            fields.update(shown)
+        views.append(view)
+    # Masked for the caller, and the page's reads recorded, before anything is sent.
+    messages = CustomerAccess(ledger).respond_many(call, views)
+    for match, message in zip(page, messages, strict=True):
         response.matches.add(
             customer=message,
             score=match.score,
@@ -102,7 +101,6 @@ def find_duplicates(
                 for line in match.explanation
             ],
         )
-    call.record_access(names, sorted(fields))  # before anything is sent
     if len(matches) > end and end < MAX_MATCHES:
         response.next_page_token = encode_token(METHOD, query, end)
     return response

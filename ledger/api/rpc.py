@@ -25,10 +25,8 @@ from google.protobuf.message import DecodeError, Message
 from ledger.api.access import PURPOSE_METADATA, AccessLog, check_purpose
 from ledger.api.auth import Authenticator, Principal
 from ledger.api.authz import AccessDenied, Grant
-from ledger.api.convert import personal_fields_shown
 from ledger.api.errors import ApiError, grpc_status
 from ledger.domain.errors import ValidationFailed
-from ledger.v1 import resources_pb2
 
 log = logging.getLogger("ledger.api")
 
@@ -79,18 +77,6 @@ class Call:
             purpose=self.purpose,
         )
         return list(events), undo
-
-    def record_customers(self, customers: Sequence[resources_pb2.Customer]) -> None:
-        """Before returning a list or search response: one record naming every customer
-        whose personal fields are shown, with the union of those fields."""
-        names: list[str] = []
-        fields: set[str] = set()
-        for customer in customers:
-            shown = personal_fields_shown(customer)
-            if shown:
-                names.append(customer.name)
-                fields.update(shown)
-        self.record_access(names, sorted(fields))
 
     def record_denied(self, error: AccessDenied) -> None:
         _record_denied(
