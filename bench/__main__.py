@@ -11,8 +11,10 @@ by client processes through gRPC:
     duplicate policy (warn: each registration is checked against the duplicate index),
     and once more at 32 clients with the policy off — against a plain `eventsourcing`
     application saving the same customers on the same database with as many threads,
-    and (PostgreSQL) raw psycopg INSERTs: 1-row transactions from 16 connections and
-    100-row transactions (the ceiling);
+    against a no-op CreateCustomer servicer driven by the same clients (what Python's
+    gRPC alone reaches on this machine: no server doing real work can pass it), and
+    (PostgreSQL) raw psycopg INSERTs: 1-row transactions from 16 connections and 100-row
+    transactions (the database's ceiling);
 (b) GetCustomer p50/p99 through the API — the plain application's `repository.get`, and
     (PostgreSQL) one lone durable 1-row INSERT commit: every read of personal data is
     recorded durably before it is answered, so that commit is the read's floor;
@@ -51,6 +53,7 @@ from bench.api_load import create_load, warm_up
 from bench.data import profiles
 from bench.harness import Figure, latencies_ms, percentile, table
 from bench.server_process import ServerProcess, bench_token
+from bench.transport_ceiling import noop_create_load
 from ledger.audit.storage import AuditStore
 from ledger.audit.verifier import verify
 from ledger.bootstrap import open_ledger
@@ -81,6 +84,11 @@ class Plan:
             erasures=40 if quick else 200,
             verify_events=20_000 if quick else 100_000,
         )
+
+    def chunk(self, clients: int) -> int:
+        """Customers created with `clients` clients: a fifth as many for a lone client (it
+        is the slowest)."""
+        return self.customers if clients >= 8 else max(100, self.customers // 5)
 
 
 @contextmanager
@@ -134,10 +142,9 @@ def run(
     chunk = iter(range(0, len(data), plan.customers))
 
     def next_chunk(clients: int = 32) -> list[dict[str, object]]:
-        """Fresh customers; a fifth as many for a lone client (it is the slowest)."""
+        """Fresh customers, `plan.chunk(clients)` of them."""
         start = next(chunk)
-        size = plan.customers if clients >= 8 else max(100, plan.customers // 5)
-        return data[start : start + size]
+        return data[start : start + plan.chunk(clients)]
 
     plain = baselines.plain_application(settings.eventsourcing_env())
     plain_rates = {}
@@ -146,6 +153,12 @@ def run(
         plain_rates[count] = baselines.plain_registrations_per_second(
             plain, next_chunk(count), count
         )
+
+    ceiling_rates = {}
+    for count in plan.clients:
+        say(f"no-op gRPC servicer (the transport's ceiling), {count} clients ...")
+        sample = data[: plan.chunk(count)]  # stores nothing: any customers will do
+        ceiling_rates[count] = noop_create_load(sample, count, plan.client_processes).rate
 
     token = bench_token(settings.resolved_data_dir, store_url, ["service", "compliance"])
     log_path = workdir / "server.log"
@@ -183,8 +196,26 @@ def run(
                     target=3000 if count == max(plan.clients) else None,
                 )
             )
+            figures.append(
+                Figure(
+                    f"CreateCustomer/s via API, {count} clients",
+                    result.rate,
+                    "/s",
+                    f"no-op gRPC servicer, {count} clients",
+                    ceiling_rates[count],
+                )
+            )
         top = max(plan.clients)
         top_rate = ours[top]
+        figures.append(
+            Figure(
+                f"  no-op gRPC servicer, {top} clients",
+                ceiling_rates[top],
+                "/s",
+                "(target for the ledger)",
+                3000,
+            )
+        )
         figures.append(
             Figure(
                 f"  ratio to plain app at {top} clients",
