@@ -14,6 +14,8 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+import pytest
+from psycopg import sql
 
 from ledger.application import CustomerLedger
 from ledger.importer import CsvImporter, parse_mapping
@@ -275,3 +277,48 @@ def test_block_lookup_reads_only_the_blocks_asked_for(store: StoreHandle) -> Non
         nodes = list(_plan_nodes(row[0][0]["Plan"]))
     scans = [n["Node Type"] for n in nodes if n.get("Relation Name") == "duplicate_keys"]
     assert scans and "Seq Scan" not in scans, scans
+
+
+def test_block_lookup_stays_on_the_index_as_a_new_table_grows(store: StoreHandle) -> None:
+    """psycopg prepares a statement after a few runs and PostgreSQL may then keep one
+    generic plan for it; made while the table was small (a new ledger, every rebuild), that
+    plan scans the table, and would go on scanning it as it grows. What the server would run
+    for the look-up on the same connection, once the table is large, reads by index."""
+    if not isinstance(store, PostgresStore):
+        pytest.skip("a PostgreSQL plan cache")
+    with store.open() as ledger:
+        db = runner_of(ledger).db
+        blocks = TableKeyStore(db)
+
+        def grow(start: int, end: int) -> None:
+            with db.transaction() as tx:
+                tx.executemany(
+                    "INSERT INTO duplicate_keys (key_hash, customer_id) VALUES (?, ?)",
+                    [(_key(str(i)), f"c{i}") for i in range(start, end)],
+                )
+
+        grow(100, 400)  # a new ledger's first few customers
+        for _ in range(15):  # prepared, then planned generically, on the small table
+            assert blocks.members([_key("1"), _key("2")], max_block=200) == {}
+        grow(0, 100)
+        grow(400, 20_000)
+        assert blocks.members([_key("1"), _key("2")], max_block=200) == {
+            _key("1"): ["c1"],
+            _key("2"): ["c2"],
+        }
+        with db.reading() as tx:  # the connection the look-ups just used (idle readers are reused)
+            prepared = tx.rows(
+                "SELECT name FROM pg_prepared_statements WHERE statement LIKE ?",
+                ["%FROM duplicate_keys WHERE key_hash = ANY%"],
+            )
+            assert len(prepared) == 1
+            explain = sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {} ({}, {})").format(
+                sql.Identifier(str(prepared[0][0])),
+                sql.Literal(sorted([_key("1"), _key("2")])),
+                sql.Literal(200),
+            )
+            with psycopg.connect(store.dsn) as conn:
+                text = explain.as_string(conn)
+            plan = tx.rows(text)[0][0]
+    scans = [n["Node Type"] for n in _plan_nodes(plan[0]["Plan"])]
+    assert "Seq Scan" not in scans, scans
