@@ -279,13 +279,13 @@ def test_block_lookup_reads_only_the_blocks_asked_for(store: StoreHandle) -> Non
     assert scans and "Seq Scan" not in scans, scans
 
 
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)  # a PostgreSQL plan cache
 def test_block_lookup_stays_on_the_index_as_a_new_table_grows(store: StoreHandle) -> None:
     """psycopg prepares a statement after a few runs and PostgreSQL may then keep one
     generic plan for it; made while the table was small (a new ledger, every rebuild), that
     plan scans the table, and would go on scanning it as it grows. What the server would run
     for the look-up on the same connection, once the table is large, reads by index."""
-    if not isinstance(store, PostgresStore):
-        pytest.skip("a PostgreSQL plan cache")
+    assert isinstance(store, PostgresStore)
     with store.open() as ledger:
         db = runner_of(ledger).db
         blocks = TableKeyStore(db)
