@@ -13,19 +13,16 @@ customer it was sent, named, so that the reply is as large as the real one.
 from __future__ import annotations
 
 import multiprocessing
-import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import uuid4
 
 import grpc
 
 from bench.api_load import LoadResult, create_load
+from ledger.api.server import grpc_server, set_switch_interval
 from ledger.config import Settings
 from ledger.v1 import customer_service_pb2, resources_pb2
-
-SWITCH_INTERVAL = 0.0005  # as `ledger.api.server.serve` sets it
 
 
 def _create_customer(
@@ -51,10 +48,8 @@ NOOP_SERVICE = grpc.method_handlers_generic_handler(
 
 
 def _serve(workers: int, ports: Any, stop: Any) -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=workers), options=[("grpc.so_reuseport", 0)]
-    )
+    set_switch_interval()
+    server = grpc_server(workers)
     server.add_generic_rpc_handlers((NOOP_SERVICE,))
     ports.put(server.add_insecure_port("127.0.0.1:0"))
     server.start()

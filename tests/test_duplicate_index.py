@@ -317,8 +317,6 @@ def test_block_lookup_stays_on_the_index_as_a_new_table_grows(store: StoreHandle
                 sql.Literal(sorted([_key("1"), _key("2")])),
                 sql.Literal(200),
             )
-            with psycopg.connect(store.dsn) as conn:
-                text = explain.as_string(conn)
-            plan = tx.rows(text)[0][0]
+            plan = tx.rows(explain.as_string())[0][0]
     scans = [n["Node Type"] for n in _plan_nodes(plan[0]["Plan"])]
     assert "Seq Scan" not in scans, scans

@@ -107,6 +107,22 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def grpc_server(workers: int) -> grpc.Server:
+    """The gRPC server as `ledger serve` runs it (the benchmark's no-op baseline runs the
+    same): a pool of `workers` request threads, and no port sharing with other processes."""
+    return grpc.server(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger-api"),
+        options=[("grpc.so_reuseport", 0)],
+    )
+
+
+def set_switch_interval() -> None:
+    """The group committer thread does a few database round trips per batch and needs the
+    GIL back after each; with the default 5 ms switch interval, dozens of busy request
+    threads made it wait up to 5 ms per round trip (a convoy: batches took ~50 ms)."""
+    sys.setswitchinterval(float(os.environ.get("LEDGER_SWITCH_INTERVAL", "0.0005")))
+
+
 def build_server(
     ledger: CustomerLedger,
     settings: Settings,
@@ -139,10 +155,7 @@ def build_server(
         "AuditService": AuditService(ledger, stopping),
         "ComplianceService": ComplianceService(ledger),
     }
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=settings.api.workers, thread_name_prefix="ledger-api"),
-        options=[("grpc.so_reuseport", 0)],
-    )
+    server = grpc_server(settings.api.workers)
     server.add_generic_rpc_handlers(
         tuple(service_handler(s, implementations[s.name], gate) for s in SERVICES)
     )
@@ -175,10 +188,7 @@ def serve(
 ) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully. Returns the exit code."""
     stop = threading.Event()
-    # The group committer thread does a few database round trips per batch and needs the
-    # GIL back after each; with the default 5 ms switch interval, dozens of busy request
-    # threads made it wait up to 5 ms per round trip (a convoy: batches took ~50 ms).
-    sys.setswitchinterval(float(os.environ.get("LEDGER_SWITCH_INTERVAL", "0.0005")))
+    set_switch_interval()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
