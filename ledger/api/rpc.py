@@ -129,9 +129,19 @@ class Gate:
 
 
 def _abort(context: grpc.ServicerContext, call: Call | None, error: Exception) -> NoReturn:
+    """Answer with the error's status. Nothing may escape from here but gRPC's own abort:
+    an escaping exception is logged by gRPC with its text ("Exception calling
+    application"), and the text could carry what the caller sent (a token, personal data)."""
     if isinstance(error, AccessDenied) and call is not None:
         call.record_denied(error)
-    context.abort_with_status(grpc_status(error))
+    try:
+        status = grpc_status(error)
+    except Exception as failure:  # building the status failed: a bug, answered plainly
+        log.error(
+            "could not build the status of a %s (%s)", type(error).__name__, type(failure).__name__
+        )
+        context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    context.abort_with_status(status)
     raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
 
 

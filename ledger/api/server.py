@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ledger.api import redaction
 from ledger.api.access import AccessLog, AuditedAccess
 from ledger.api.api_store import ApiStore, open_api_store
 from ledger.api.audit_service import AuditService
@@ -140,6 +141,7 @@ def build_server(
             "LEDGER_TLS_KEY_FILE (and LEDGER_TLS_CLIENT_CA_FILE for mTLS), listen on a loopback "
             "address, or set LEDGER_ALLOW_PLAINTEXT=true behind a TLS-terminating proxy"
         )
+    redaction.install()
     token_signer = LedgerSigner.load_or_create(settings.resolved_token_key_file)
     store = open_api_store(settings)
     stopping = threading.Event()

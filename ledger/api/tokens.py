@@ -32,6 +32,8 @@ CLOCK_SKEW = timedelta(seconds=60)
 # Principals become owners of customers (a sales principal owns what it registers), so they
 # follow the owner-id rule: plain identifiers, never free text that could be personal data.
 PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
+# Three base64url parts; checked before anything else, so every later step sees ASCII only.
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCII)
 
 
 class TokenError(Exception):
@@ -129,8 +131,20 @@ class TokenVerifier:
         self._verified_lock = threading.Lock()
 
     def verify(self, token: str, *, now: datetime | None = None) -> TokenClaims:
-        if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        """The token's claims, or TokenError: whatever the bytes, nothing else escapes
+        (an escaping exception becomes INTERNAL, and gRPC logs it, with what it carries)."""
+        if len(token) > MAX_TOKEN_LENGTH or not _COMPACT.fullmatch(token):
             raise TokenError("TOKEN_INVALID", "not a token issued by this ledger")
+        try:
+            return self._verify(token, now)
+        except TokenError:
+            raise
+        except Exception as error:  # a bug in parsing must still not echo the token
+            raise TokenError(
+                "TOKEN_INVALID", f"not a token issued by this ledger ({type(error).__name__})"
+            ) from None
+
+    def _verify(self, token: str, now: datetime | None) -> TokenClaims:
         header_b64, claims_b64, signature_b64 = token.split(".")
         header = _json(_unb64(header_b64))
         if header.get("alg") != ALGORITHM or header.get("kid") != self._key_id:
