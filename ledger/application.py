@@ -41,6 +41,7 @@ from ledger.domain.profile import (
     validate_owner,
     validate_registration,
 )
+from ledger.domain.text import storable_violations
 from ledger.group_commit import GroupCommitter, Write
 from ledger.signing import LedgerSigner
 from ledger.views import CustomerView, HistoryEntry
@@ -63,8 +64,11 @@ ERASURE_WATERMARK = "erasures"
 MAX_REASON = 500
 
 
-def _check_actor(actor: str, reason: str | None) -> None:
-    violations = []
+def _check_actor(actor: str, reason: str | None, *more: tuple[str, object]) -> None:
+    """Every command's free text (actor, reason, and `more` such as the legal basis) is
+    stored in the event and shown by `ledger history`: the stored-text rule applies
+    (`ledger.domain.text`), before anything is loaded or written."""
+    violations = storable_violations((("actor", actor), ("reason", reason), *more))
     if not isinstance(actor, str) or not actor.strip() or len(actor) > 200:
         violations.append(
             FieldViolation("actor", "must be a non-empty name of at most 200 characters")
@@ -421,7 +425,7 @@ class CustomerLedger(Application[UUID]):
         The event is written before the key dies: if the process stops in between, the
         event in the log makes `reshred()` finish the job before the next read.
         """
-        _check_actor(actor, reason)
+        _check_actor(actor, reason, ("legal_basis", legal_basis))
         customer = self._load_for_command(customer_id, None)
         self._refuse_to_orphan_merged(customer)
         key_id = self.keys.record(customer_id).key_id

@@ -23,7 +23,7 @@ from ledger.audit.storage import AuditStore, AuditStoreError
 from ledger.audit.tree_heads import RefusedToSign, TreeHead, TreeHeadFormatError
 from ledger.audit.verifier import Report, verify
 from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id
-from ledger.cli.render import dumps
+from ledger.cli.render import dumps, show
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.signing import LedgerSigner
@@ -209,7 +209,7 @@ def cmd_field_history(args: argparse.Namespace, settings: Settings) -> int:
             shown = json.dumps(shown, ensure_ascii=False)
         lines.append(
             f"v{change.version}  {change.timestamp.isoformat(timespec='seconds')}  "
-            f"{change.event_type:<15} by {change.actor}: {shown}"
+            f"{show(change.event_type):<15} by {show(change.actor)}: {show(shown)}"
         )
     emit(args, [c.to_json() for c in changes], "\n".join(lines) or "no changes recorded")
     return 0

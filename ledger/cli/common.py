@@ -12,6 +12,7 @@ from ledger.bootstrap import open_ledger
 from ledger.cli.render import dumps
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
+from ledger.domain.text import printable
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -31,7 +32,10 @@ def parse_customer_id(text: str) -> UUID:
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(dumps(data) if args.json else text)
+    """The one way command output reaches the terminal. Text keeps the renderer's line
+    breaks and nothing else a terminal could act on (escape sequences, carriage returns,
+    bidirectional overrides: see `ledger.domain.text`); JSON escapes them by nature."""
+    print(dumps(data) if args.json else printable(text, keep_newlines=True))
 
 
 def open_for(settings: Settings) -> CustomerLedger:

@@ -15,6 +15,7 @@ from typing import Any
 from ledger.application import CustomerLedger
 from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id
 from ledger.cli.progress import progress_bar
+from ledger.cli.render import show
 from ledger.config import Settings
 from ledger.domain.errors import CustomerNotFound, FieldViolation, ValidationFailed
 from ledger.projections.quality import quality_report
@@ -112,11 +113,12 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 def _record_line(record: CustomerRecord) -> str:
     data = record.to_json()
-    name = " ".join(str(data[n]) for n in ("given_name", "family_name") if data.get(n))
+    name = " ".join(show(data[n]) for n in ("given_name", "family_name") if data.get(n))
     if record.status == "erased":
         name = "<erased>"
+    owner = show(record.owner or "-")
     return (
-        f"{record.id}  {record.status:<7} {record.owner or '-':<14} {record.country or '--'}  "
+        f"{record.id}  {record.status:<7} {owner:<14} {record.country or '--'}  "
         f"{data['updated_at']}  {name}"
     )
 

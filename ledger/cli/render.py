@@ -1,4 +1,10 @@
-"""Readable text for people; `--json` callers get `to_json()` dicts instead."""
+"""Readable text for people; `--json` callers get `to_json()` dicts instead.
+
+Every stored value goes through `show` on its way into a line: text stored before the
+stored-text rule (or written around it) may hold newlines, escape sequences or
+bidirectional overrides, and must neither forge a line nor act on the reader's terminal.
+`ledger.cli.common.emit` then spells out whatever else a renderer let through.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 from typing import Any
 
 from ledger.domain.profile import PERSONAL_FIELDS as _PERSONAL
+from ledger.domain.text import printable
 from ledger.views import CustomerView, HistoryEntry
 
 ERASED_TEXT = "<erased>"
@@ -15,15 +22,20 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
+def show(value: object) -> str:
+    """One stored value as it may appear on a terminal line."""
+    return printable(str(value))
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
         return ", ".join(_value(v) for v in value) if value else "-"
     if isinstance(value, dict):
-        parts = [f"{k}={v}" for k, v in value.items() if v not in (None, "")]
+        parts = [f"{show(k)}={_value(v)}" for k, v in value.items() if v not in (None, "")]
         return "; ".join(parts) if parts else "-"
-    return str(value)
+    return show(value)
 
 
 def customer_text(view: CustomerView) -> str:
@@ -43,18 +55,18 @@ def history_text(entries: list[HistoryEntry]) -> str:
     for entry in entries:
         head = (
             f"v{entry.version}  {entry.timestamp.isoformat(timespec='seconds')}  "
-            f"{entry.event_type:<15} by {entry.actor}"
+            f"{show(entry.event_type):<15} by {show(entry.actor)}"
         )
         if entry.reason:
-            head += f"  ({entry.reason})"
+            head += f"  ({show(entry.reason)})"
         lines.append(head)
         for name, value in entry.details.items():
-            lines.append(f"      {name}: {_value(value)}")
+            lines.append(f"      {show(name)}: {_value(value)}")
         if entry.personal is not None:
             if entry.personal_erased:
                 lines.append(f"      personal data: {ERASED_TEXT}")
             else:
                 assert isinstance(entry.personal, dict)
                 for name, value in entry.personal.items():
-                    lines.append(f"      {name}: {_value(value)}")
+                    lines.append(f"      {show(name)}: {_value(value)}")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError, ValidationError
 from pydantic_core.core_schema import ValidationInfo
 
 from ledger.domain.errors import FieldViolation, ValidationFailed
+from ledger.domain.text import problem as storable_problem
 
 PERSONAL_FIELDS: tuple[str, ...] = (
     "given_name",
@@ -54,7 +55,6 @@ _TAG = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 _OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ALPHA_2 = re.compile(r"[A-Z]{2}")
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs"})  # control characters, lone surrogates
 
 
 def _bad(reason: str) -> PydanticCustomError:
@@ -72,9 +72,10 @@ def _text(value: object, *, collapse: bool = False) -> str | None:
     if not isinstance(value, str):
         raise _bad("must be a string")
     text = unicodedata.normalize("NFC", value)
+    reason = storable_problem(text)  # before collapsing: a tab or newline is refused too
+    if reason is not None:
+        raise _bad(reason)
     text = " ".join(text.split()) if collapse else text.strip()
-    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in text):
-        raise _bad("must not contain control characters")
     if len(text) > MAX_TEXT:
         raise _bad(f"too long (max {MAX_TEXT} characters)")
     return text or None
