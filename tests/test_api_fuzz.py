@@ -9,7 +9,10 @@ are not a valid request at all. Bounded: a few hundred calls per store.
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -22,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.api.server import SERVICES
+from ledger.client import error_details
 from ledger.v1 import customer_service_pb2 as pb
 from tests.api_support import Api, api, code_of, customer
 
@@ -337,3 +341,89 @@ def test_list_and_merge_requests_of_their_own_grammar_never_get_internal(api: Ap
     check()
     assert {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT} <= seen
     assert admin.get_customer(names[0]).name == names[0]  # still serving
+
+
+# NUL in every string field ------------------------------------------------------------------
+
+NUL_TEXT = "a\x00b"
+
+
+def _nul_requests(descriptor: Descriptor, depth: int = 0) -> Iterator[tuple[Message, str]]:
+    """One request per string field (nested, repeated and map values included) holding NUL,
+    with the field's path as the API names it in a BadRequest."""
+    cls = message_factory.GetMessageClass(descriptor)
+    for field in descriptor.fields:
+        name = field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_STRING:
+                message = cls()
+                getattr(message, name)["CRM"] = NUL_TEXT
+                yield message, f'{name}["CRM"]'
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            message = cls()
+            if field.is_repeated:
+                getattr(message, name).append(NUL_TEXT)
+                yield message, f"{name}[0]"
+            else:
+                setattr(message, name, NUL_TEXT)
+                yield message, name
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and depth < 3:
+            for inner, path in _nul_requests(field.message_type, depth + 1):
+                message = cls()
+                if field.is_repeated:
+                    getattr(message, name).add().CopyFrom(inner)
+                    yield message, f"{name}[0].{path}"
+                else:
+                    getattr(message, name).CopyFrom(inner)
+                    yield message, f"{name}.{path}"
+
+
+def test_nul_in_any_string_field_is_invalid_argument_naming_the_field(api: Api) -> None:
+    """PostgreSQL text cannot hold NUL: a request carrying one in any string must be refused
+    as bad input, naming the field, before it reaches a store (on PostgreSQL a query with
+    one raised DataError, answered INTERNAL)."""
+    admin = api.client("root", "admin")
+    admin.create_customer(customer(owner="sales.alice"))
+    token = api.token("root", "admin")
+    channel = grpc.insecure_channel(api.target)
+    checked = 0
+    try:
+        for service, method in METHODS:
+            for request, path in _nul_requests(method.input_type):
+                if method.input_type.name == "StreamEventsRequest":
+                    request.follow = False  # type: ignore[attr-defined]
+                with pytest.raises(grpc.RpcError) as caught:
+                    _call(channel, service, method, request.SerializeToString(), token)
+                code = code_of(caught.value)
+                assert code == grpc.StatusCode.INVALID_ARGUMENT, (method.full_name, path, code)
+                fields = list(error_details(caught.value)["field_violations"])
+                assert fields == [path], (method.full_name, path, fields)
+                assert NUL_TEXT not in str(caught.value.details())  # type: ignore[attr-defined]
+                checked += 1
+    finally:
+        channel.close()
+    assert checked > 20  # every service's string fields, not a handful
+
+
+def test_page_token_whose_cursor_holds_nul_is_invalid_argument(api: Api) -> None:
+    """The cursor (the last row's sort value) goes into the next page's query: on
+    PostgreSQL one holding NUL raised DataError (INTERNAL)."""
+    admin = api.client("root", "admin")
+    for _ in range(3):
+        admin.create_customer(customer(owner="sales.alice"))
+    first = admin.customers.ListCustomers(
+        pb.ListCustomersRequest(page_size=1, order_by="update_time"), **admin.call_options
+    )
+    assert first.next_page_token
+    token = first.next_page_token
+    body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    body["k"][0] = "x\x00y"
+    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.customers.ListCustomers(
+            pb.ListCustomersRequest(page_size=1, order_by="update_time", page_token=forged),
+            **admin.call_options,
+        )
+    assert code_of(caught.value) == grpc.StatusCode.INVALID_ARGUMENT
+    fields = list(error_details(caught.value)["field_violations"])
+    assert fields == ["page_token"]

@@ -27,6 +27,7 @@ from ledger.api.auth import Authenticator, Principal
 from ledger.api.authz import AccessDenied, Grant
 from ledger.api.errors import ApiError, grpc_status
 from ledger.domain.errors import ValidationFailed
+from ledger.domain.text import NUL_REASON, has_nul
 
 log = logging.getLogger("ledger.api")
 
@@ -145,6 +146,40 @@ def _abort(context: grpc.ServicerContext, call: Call | None, error: Exception) -
     raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
 
 
+def _field_with_nul(message: Message, prefix: str = "") -> str | None:
+    """The path of the first string field holding NUL, or None. PostgreSQL text cannot
+    hold NUL (psycopg raises DataError on a query carrying one), so no request string may
+    reach a store with one: refused here once for every method, not method by method.
+    Paths follow `ledger.api.errors` (`customer.emails[1]`, `customer.external_ids["CRM"]`)."""
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                if isinstance(key, str) and has_nul(key):
+                    return path
+                found = _nul_in(item, f'{path}["{key}"]')
+                if found is not None:
+                    return found
+        elif field.is_repeated:
+            for index, item in enumerate(value):
+                found = _nul_in(item, f"{path}[{index}]")
+                if found is not None:
+                    return found
+        else:
+            found = _nul_in(value, path)
+            if found is not None:
+                return found
+    return None
+
+
+def _nul_in(value: object, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if has_nul(value) else None
+    if isinstance(value, Message):
+        return _field_with_nul(value, f"{path}.")
+    return None
+
+
 def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:
     def parse(data: bytes) -> Message | Malformed:
         try:
@@ -167,6 +202,9 @@ def _handler(
         call = gate.open(context, name, path)
         if isinstance(request, Malformed):
             raise ApiError.invalid("request", f"not a valid {method.input_type.full_name}")
+        unstorable = _field_with_nul(request)
+        if unstorable is not None:
+            raise ApiError.invalid(unstorable, NUL_REASON)
         if run is None:  # declared in the proto, not served by this build
             raise ApiError.unimplemented(name, "a later release")
         return call

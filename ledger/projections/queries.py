@@ -23,6 +23,7 @@ from ledger.domain.customer import ACTIVE, ERASED_STATUS, MERGED_STATUS
 from ledger.domain.erased import ERASED, ErasedValue
 from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.domain.profile import PERSONAL_FIELDS
+from ledger.domain.text import has_nul
 from ledger.projections.current_view import COLUMNS, LOOKUP, TABLE, TAGS, CurrentView
 from ledger.projections.lookup import email_key, external_id_key, phone_key
 from ledger.projections.state import CustomerState
@@ -235,7 +236,8 @@ class CustomerQueries:
             UUID(str(last_id))
         except (binascii.Error, ValueError, KeyError, TypeError):
             raise _bad_token() from None
-        if data.get("c") != context or not isinstance(value, str):
+        if data.get("c") != context or not isinstance(value, str) or has_nul(value):
+            # NUL: no cursor of ours holds one, and PostgreSQL refuses it in a query.
             raise _bad_token()
         return value, str(last_id)
 
