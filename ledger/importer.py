@@ -260,12 +260,16 @@ class CsvImporter:
 
     def _check_file(self, path: Path) -> tuple[list[str], int]:
         """Read the whole file once before writing anything: unreadable text, a missing
-        header or a mapped column that is not there is refused up front."""
+        header, a mapped column that is not there, or a quote that is not closed where its
+        row ends is refused up front."""
         try:
             with path.open(encoding="utf-8-sig", newline="") as handle:
-                reader = csv.reader(handle, delimiter=self.delimiter)
-                header = next(reader, None)
-                total = sum(1 for _ in reader)
+                lines = _RecordLines(handle)
+                reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
+                header = _next_record(reader, lines)
+                total = 0
+                while _next_record(reader, lines) is not None:
+                    total += 1
         except FileNotFoundError:
             raise ValidationFailed([FieldViolation("file", "does not exist")]) from None
         except UnicodeDecodeError:
@@ -404,3 +408,66 @@ def _compact(profile: dict[str, Any]) -> None:
             profile[name] = [v for v in profile[name] if v is not None]
             if not profile[name]:
                 profile.pop(name)
+
+
+class _RecordLines:
+    """The file's lines as the CSV reader takes them, keeping those of the current record
+    (the reader takes exactly one record's lines per row)."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.current: list[str] = []
+        self.first_line = 1  # of the current record
+
+    def __iter__(self) -> _RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.current.append(line)
+        return line
+
+    def start_record(self, line_num: int) -> None:
+        self.current = []
+        self.first_line = line_num + 1
+
+
+def _next_record(reader: Any, lines: _RecordLines) -> list[str] | None:
+    """The next record, or None at the end. An unbalanced quote makes the CSV reader take
+    the following rows into one field until a later quote (or the end of the file): a
+    record running over several lines, or one the strict reader refuses, is refused
+    naming the line its quoted field opened on. A cell cannot hold a line break anyway
+    (stored text is one line, see `ledger.domain.text`), so no good row is lost."""
+    lines.start_record(reader.line_num)
+    try:
+        record: list[str] | None = next(reader, None)
+    except csv.Error:
+        if any('"' in text for text in lines.current):
+            raise _unbalanced(lines) from None
+        raise
+    if len(lines.current) > 1:
+        raise _unbalanced(lines)
+    return record
+
+
+def _unbalanced(lines: _RecordLines) -> ValidationFailed:
+    return ValidationFailed(
+        [
+            FieldViolation(
+                f"line {_quote_opened(lines)}",
+                "a quoted field opens here and is not closed where its row ends "
+                "(an unbalanced quote); nothing was imported",
+            )
+        ]
+    )
+
+
+def _quote_opened(lines: _RecordLines) -> int:
+    """The first line of the record at whose end a quote is still open (the quote that
+    swallowed what follows opened on it); else the record's first line."""
+    quotes = 0
+    for offset, text in enumerate(lines.current):
+        quotes += text.count('"')
+        if quotes % 2:
+            return lines.first_line + offset
+    return lines.first_line

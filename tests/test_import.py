@@ -132,6 +132,50 @@ def test_unreadable_file_writes_nothing(store: StoreHandle, tmp_path: Path) -> N
         assert ledger.recorder.max_notification_id() in (None, 0)
 
 
+UNBALANCED = [
+    # An opening quote never closed: every following row would become part of one name.
+    pytest.param('first,last\nAnna,Alpha\n"Bert,Beta\nCara,Gamma\nDora,Delta\n', 3, id="to-eof"),
+    # Closed again by a later row's quote: the rows in between were silently one field.
+    pytest.param(
+        'first,last\nAnna,Alpha\nBert,"Beta\nCara,Gamma\n"Dora",Delta\n', 3, id="reclosed"
+    ),
+    # Closed on a later line with nothing else wrong: a cell spanning rows.
+    pytest.param('first,last\nAnna,Alpha\nBert,"Beta\nCara"\nDora,Delta\n', 3, id="spanning"),
+    # Text after a closing quote: the quote belonged to something else.
+    pytest.param('first,last\nAnna,Alpha\n"Bert"x,Beta\n', 3, id="stray"),
+    # The header's own quote.
+    pytest.param('first,"last\nAnna,Alpha\n', 1, id="header"),
+]
+
+
+@pytest.mark.parametrize(("text", "line"), UNBALANCED)
+def test_unbalanced_quote_is_refused_naming_its_line_and_writes_nothing(
+    store: StoreHandle, tmp_path: Path, text: str, line: int
+) -> None:
+    path = write(tmp_path, text)
+    with store.open() as ledger:
+        with pytest.raises(ValidationFailed) as refused:
+            CsvImporter(
+                ledger, parse_mapping(["first=given_name", "last=family_name"]), actor=ACTOR
+            ).run(path)
+        assert [v.field for v in refused.value.violations] == [f"line {line}"]
+        assert "quote" in str(refused.value)
+        assert "Beta" not in str(refused.value) and "Gamma" not in str(refused.value)
+        assert ledger.recorder.max_notification_id() in (None, 0)
+
+
+def test_quotes_used_properly_still_import(store: StoreHandle, tmp_path: Path) -> None:
+    text = 'first,last\n"Anna","Alpha, Jr."\n5" Bert,"Be""ta"\n'
+    path = write(tmp_path, text)
+    with store.open() as ledger:
+        summary = CsvImporter(
+            ledger, parse_mapping(["first=given_name", "last=family_name"]), actor=ACTOR
+        ).run(path)
+        assert (summary.rows, summary.imported, summary.problems) == (2, 2, [])
+        names = {ledger.get(i).to_json()["family_name"] for _, i in summary.registered}
+        assert names == {"Alpha, Jr.", 'Be"ta'}
+
+
 def test_reimporting_an_erased_person_creates_an_unlinked_customer(
     store: StoreHandle, tmp_path: Path
 ) -> None:
