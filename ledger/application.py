@@ -111,6 +111,7 @@ class CustomerLedger(Application[UUID]):
             save=self._save_batch,
             create_keys=self.keys.create_many,
             after_commit=self._after_commit,
+            stored=self._already_stored,
         )
         # Reads of personal data are recorded as events in this same log (ledger.audit),
         # through the group committer: concurrent reads share one transaction.
@@ -125,6 +126,29 @@ class CustomerLedger(Application[UUID]):
             return
         rows = [row for pending in new_keys for row in pending.rows]
         self.save(*events, new_keys=(new_keys[0].statement, rows))
+
+    def _already_stored(self, events: Sequence[Any]) -> bool:
+        """True when every one of `events` is in the log as this very event (same aggregate,
+        version, type and timestamp to the microsecond), i.e. an earlier attempt at this
+        save committed: the group committer asks this on a conflict."""
+        for event in events:
+            version = getattr(event, "originator_version", None)
+            if not isinstance(version, int):
+                return False
+            found = self.recorder.select_events(
+                event.originator_id, gt=version - 1, lte=version, limit=1
+            )
+            if not found:
+                return False
+            stored = self.mapper.to_domain_event(found[0])
+            when = getattr(stored, "timestamp", None)
+            if (
+                when is None
+                or type(stored) is not type(event)
+                or when != getattr(event, "timestamp", None)
+            ):
+                return False
+        return True
 
     def construct_mapper(self) -> Mapper[UUID]:
         return EncryptingMapper(transcoder=self.construct_transcoder(), keys=self.keys)

@@ -11,7 +11,12 @@ Guarantees each caller relies on:
 - a batch is atomic: events of one transaction are all stored or none is;
 - a command that conflicts (another command on the same customer at the same version, in
   this batch or elsewhere) fails alone with `StaleVersion`: on a conflict the batch is
-  retried one command at a time, and the others still commit.
+  retried one command at a time, and the others still commit;
+- a command whose own events are what the store already holds is not a conflict: when a
+  connection is lost after the store committed but before it said so, the save is retried
+  (by the event-sourcing library, or here) and meets its own rows. `stored(events)` tells
+  that case from a real conflict, so the command succeeds once, instead of failing with a
+  conflict although it was written (and being written again by a client's retry).
 Data keys of newly registered customers are created first, in one key-store transaction per
 batch, while the previous batch's events are being written (see `GroupCommitter`); should
 the events then fail, those keys are orphans that protect nothing (harmless). Writes that
@@ -71,8 +76,10 @@ class GroupCommitter:
         create_keys: Callable[[Sequence[UUID]], object],
         max_batch: int = DEFAULT_MAX_BATCH,
         after_commit: Callable[[], None] | None = None,
+        stored: Callable[[Sequence[Any]], bool] | None = None,
     ) -> None:
         self._save = save
+        self._stored = stored
         self._create_keys = create_keys
         self._after_commit = after_commit
         self._committed: queue.SimpleQueue[list[Write] | None] = queue.SimpleQueue()
@@ -262,7 +269,7 @@ class GroupCommitter:
             )
         except RecordConflictError:
             if len(batch) == 1:
-                batch[0].error = _conflict()
+                self._conflicted(batch[0])
                 return
             log.info("conflict in a batch of %d; committing one at a time", len(batch))
             for write in batch:
@@ -275,9 +282,23 @@ class GroupCommitter:
         try:
             self._save(write.events, [] if write.new_keys is None else [write.new_keys])
         except RecordConflictError:
-            write.error = _conflict()
+            self._conflicted(write)
         except BaseException as exc:
             write.error = exc
+
+    def _conflicted(self, write: Write) -> None:
+        """A conflict, unless the rows in the way are this write's own (committed by an
+        attempt whose acknowledgement was lost): then it is done. One read per event, only
+        on this rare path."""
+        try:
+            if self._stored is not None and self._stored(write.events):
+                log.info("a write met its own committed events (lost acknowledgement)")
+                write.error = None
+                return
+        except BaseException as exc:  # the check could not run: outcome unknown
+            write.error = exc
+            return
+        write.error = _conflict()
 
 
 def _answer(batch: list[Write]) -> None:

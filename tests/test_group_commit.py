@@ -189,3 +189,32 @@ def test_a_bad_command_in_a_batch_fails_alone(store: StoreHandle) -> None:
             assert ledger.get(outcome["value"]).version == 1
         assert ledger.get(erased).is_erased
         assert len(store.event_rows()) == events_before + 5
+
+
+def test_a_write_meeting_its_own_committed_events_succeeds_once(store: StoreHandle) -> None:
+    """A connection lost after the store committed but before it said so: the save is
+    tried again (the event-sourcing library retries on connection errors) and meets its
+    own rows. That is the write succeeding, not a conflict: under a PostgreSQL restart it
+    answered ConflictingWrite (INTERNAL) although the customer was stored."""
+    with store.open() as ledger:
+        save: Callable[[Sequence[Any], Sequence[Any]], object] = ledger.committer._save
+        attempts: list[int] = []
+
+        def committed_then_retried(events: Sequence[Any], new_keys: Sequence[Any]) -> object:
+            attempts.append(len(events))
+            save(events, new_keys)  # commits; its acknowledgement is "lost" ...
+            return save(events, new_keys)  # ... so the same save runs again
+
+        ledger.committer._save = committed_then_retried
+        before = len(store.event_rows())
+        customer_id = ledger.register(person(given_name="Once"), actor="t")
+        changed_to = ledger.change(customer_id, {"tags": ["vip"]}, actor="t", expected_version=1)
+        ledger.committer._save = save
+        assert attempts
+        assert changed_to
+        view = ledger.get(customer_id)
+        assert (view.version, view.tags) == (2, ["vip"])
+        assert isinstance(view.personal, dict) and view.personal["given_name"] == "Once"
+        assert len(store.event_rows()) == before + 2  # each event stored once
+
+        # A real conflict is still one: see the StaleVersion in the first test here.

@@ -220,7 +220,10 @@ class PostgresApiStore(ApiStore):
                     conn = psycopg.connect(self._dsn, autocommit=True)
                     self._readers.append(conn)
                     return conn
-            conn = self._idle.get(timeout=READER_WAIT_SECONDS)
+            try:
+                conn = self._idle.get(timeout=READER_WAIT_SECONDS)
+            except queue.Empty:  # all busy (or the server is slow): retryable, not a bug
+                raise psycopg.OperationalError("no API store connection came free") from None
         if conn.closed or conn.broken:
             with self._lock:
                 self._check_open()

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import sqlite3
 from collections.abc import Callable, Mapping
 
 import grpc
 import psycopg
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import PersistenceError, RecordConflictError
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -47,6 +48,17 @@ from ledger.domain.errors import (
 from ledger.domain.profile import EXTERNAL_ID_PREFIX, PERSONAL_FIELDS, PUBLIC_FIELDS
 
 log = logging.getLogger("ledger.api")
+
+# What a store raises when it cannot be reached or goes away mid-call (connection lost,
+# server restarting or shutting down, pool exhausted, SQLite busy): nothing the caller did
+# wrong, and retrying is safe (commands are idempotent with a request_id, or wrote nothing).
+STORE_UNAVAILABLE = (
+    PersistenceError,  # the event-sourcing library's wrapping of every driver error
+    psycopg.OperationalError,  # includes AdminShutdown, pool timeouts
+    psycopg.InterfaceError,  # "the connection is closed"
+    sqlite3.OperationalError,  # "database is locked"
+    KeyStoreError,
+)
 
 DOMAIN = "ledger"
 CUSTOMER_TYPE = "ledger.internal/Customer"
@@ -256,7 +268,16 @@ def status_of(error: BaseException) -> status_pb2.Status:
     if isinstance(error, SealError):
         log.error("integrity failure: %s", error)
         return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))
-    if isinstance(error, PersistenceError | psycopg.OperationalError | KeyStoreError):
+    if isinstance(error, RecordConflictError):
+        # A write met another one on the same record (ConflictingWrite, the library's
+        # IntegrityError): a real conflict, since a write meeting its own committed rows
+        # after a lost acknowledgement succeeds (ledger.group_commit). Retry from a read.
+        return _status(
+            code.ABORTED,
+            "CONCURRENT_CHANGE",
+            "another change to this record was written first; nothing was written, retry",
+        )
+    if isinstance(error, STORE_UNAVAILABLE):
         log.error("store unavailable: %s", type(error).__name__)
         return _status(code.UNAVAILABLE, "STORE_UNAVAILABLE", "the store is unavailable; retry")
     incident = secrets.token_hex(6)
