@@ -98,6 +98,16 @@ def test_commands_refuse_control_and_bidi_text_and_write_nothing(
         "reason",
         bad,
     )
+    _refused(
+        lambda: ledger.read(customer_id, principal="auditor", purpose=f"audit{bad}"),
+        "purpose",
+        bad,
+    )
+    _refused(
+        lambda: ledger.read(customer_id, principal=f"aud{bad}", purpose="audit"),
+        "principal",
+        bad,
+    )
     assert _position(ledger) == before  # nothing written
     assert ledger.get(customer_id).status != "erased"
 

@@ -23,6 +23,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
 from ledger.domain.errors import FieldViolation, ValidationFailed
+from ledger.domain.text import storable_violations
 
 if TYPE_CHECKING:
     from eventsourcing.application import Application
@@ -100,6 +101,8 @@ def _label(name: str, value: object, violations: list[FieldViolation]) -> None:
         violations.append(
             FieldViolation(name, f"must be a non-empty text of at most {MAX_LABEL} characters")
         )
+        return
+    violations += storable_violations([(name, value)])  # shown by `ledger access-log`
 
 
 class AccessLog:
