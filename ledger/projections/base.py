@@ -163,6 +163,11 @@ class Projection(ABC):
         that later (older) events cannot bring back to life. Must leave exactly what
         applying the customer's `Erased` event leaves, so a rebuild gives the same rows."""
 
+    def tampered(self, tx: Tx) -> list[tuple[str, str]]:
+        """(table, customer id) of every row that fails its integrity check (see
+        `ledger.projections.row_mac`); projections whose rows decide nothing have none."""
+        return []
+
     def row_count(self, tx: Tx) -> int:
         row = tx.one(f"SELECT COUNT(*) FROM {self.tables()[0]}")
         return int(row[0]) if row else 0

@@ -529,6 +529,16 @@ class ProjectionRunner:
                 for p in self.projections
             ]
 
+    def tampered(self) -> list[tuple[str, str, str]]:
+        """(projection, table, customer id) of every row that fails its integrity check,
+        read in one snapshot. `ledger rebuild` replaces them from the log."""
+        with self.db.reading(snapshot=True) as tx:
+            return [
+                (p.name, table, customer_id)
+                for p in self.projections
+                for table, customer_id in p.tampered(tx)
+            ]
+
     def wait_until_caught_up(self, timeout: float = 10.0) -> bool:
         """For callers that need read-your-writes across processes (worker mode)."""
         deadline = time.monotonic() + timeout
