@@ -98,7 +98,8 @@ def test_an_edited_status_or_merge_flag_unmasks_nothing(api: Api, store: StoreHa
     # An erased customer's tombstone brought back and given to Alice:
     runner_of(api.ledger).rebuild(["current_view"])
     store.execute(
-        f"UPDATE current_view SET status = 'active', owner = 'sales.alice' WHERE customer_id = {ph}",
+        "UPDATE current_view SET status = 'active', owner = 'sales.alice'"
+        f" WHERE customer_id = {ph}",
         (uid(erased.name),),
     )
     tampered_details(lambda: list(alice.list_customers()), uid(erased.name))
