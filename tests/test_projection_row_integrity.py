@@ -76,6 +76,40 @@ def test_an_edited_owner_does_not_give_a_salesperson_another_owners_customer(
     assert owners == {bob_id: "sales.bob", alice_id: "sales.alice"}
 
 
+def test_the_next_event_of_an_edited_customer_heals_its_rows_from_the_log(
+    api: Api, store: StoreHandle
+) -> None:
+    """Folding an edited row would launder the edit under a fresh MAC, and refusing to fold
+    it would stall every projection (leaving everyone's rows stale): the catch-up replaces
+    it with the customer's state folded from the log instead."""
+    bob_id, alice_id = bobs_and_alices(api)
+    admin = api.client("root", "admin")
+    alice = api.client("sales.alice", "sales")
+    for table in ("current_view", "duplicate_records"):
+        store.execute(f"UPDATE {table} SET owner = 'sales.alice' WHERE customer_id = {store.ph}",
+                      (bob_id,))  # fmt: skip
+    admin.update_customer(bob_id, customer(given_name="Augusta"), update_mask=["given_name"])
+
+    runner = runner_of(api.ledger)
+    assert runner.tampered() == []
+    assert [uid(c.name) for c in alice.list_customers()] == [alice_id]
+    (bobs,) = admin.list_customers(filter='owner = "sales.bob"')
+    assert (bobs.given_name, bobs.owner) == ("Augusta", "sales.bob")
+    assert runner.positions() == dict.fromkeys(runner.names, runner.head())
+
+
+def test_an_erasure_replaces_an_edited_row(api: Api, store: StoreHandle) -> None:
+    bob_id, alice_id = bobs_and_alices(api)
+    store.execute(f"UPDATE current_view SET owner = 'sales.alice' WHERE customer_id = {store.ph}",
+                  (bob_id,))  # fmt: skip
+    api.client("dpo", "compliance").erase_customer(
+        bob_id, legal_basis="GDPR Art. 17(1)(a)", reason="subject-request"
+    )
+    assert runner_of(api.ledger).tampered() == []
+    alice = api.client("sales.alice", "sales")
+    assert [uid(c.name) for c in alice.list_customers(filter="state = ANY")] == [alice_id]
+
+
 def test_an_edited_status_or_merge_flag_unmasks_nothing(api: Api, store: StoreHandle) -> None:
     alice = api.client("sales.alice", "sales")
     kept = alice.create_customer(customer())

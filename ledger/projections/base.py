@@ -16,6 +16,7 @@ runs in `ledger project`, rebuilds with `ledger rebuild NAME` and reports its la
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,11 +27,31 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from ledger.domain.customer import Customer
+from ledger.projections.row_mac import ProjectionRowTampered
 from ledger.projections.sealed_rows import shared_plaintexts
 from ledger.projections.state import CustomerState, fold
 from ledger.projections.store import Tx
 
 T = TypeVar("T")
+log = logging.getLogger("ledger.projections")
+
+Replay = Callable[[UUID], Sequence[Customer.Event]]
+"""A customer's events, read from the log (for replacing a row that fails its check)."""
+_REPLAY: ContextVar[Replay | None] = ContextVar("ledger_replay", default=None)
+
+
+@contextmanager
+def replaying(replay: Replay) -> Iterator[None]:
+    """Within the block (a catch-up's batch, in the projections' own transaction), a row
+    that fails its integrity check is replaced by its customer's state folded from the
+    log instead of failing the batch. Not inside the events' own transaction (inline
+    writes): there the batch fails, the events are saved without it and a catch-up follows."""
+    token = _REPLAY.set(replay)
+    try:
+        yield
+    finally:
+        _REPLAY.reset(token)
+
 
 # What `preload` read for `apply`, inside `batch_scope` only: (projection, events) -> rows.
 _PRELOADED: ContextVar[dict[tuple[int, int], tuple[object, object, Any]] | None] = ContextVar(
@@ -188,13 +209,40 @@ class FoldingProjection(Projection):
         """Store these states, replacing the customers' rows."""
 
     def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        keep_preloaded(self, events, self.load(tx, customers_of(events)))
+        keep_preloaded(self, events, self.load_sound(tx, customers_of(events)))
+
+    def load_sound(self, tx: Tx, ids: Sequence[UUID]) -> dict[UUID, CustomerState]:
+        """`load` for folding: a row that fails its check must never be folded into a new
+        row (that would launder an edited owner under a fresh MAC). Inside `replaying`
+        it is replaced, and rewritten, from the customer's events in the log, so the
+        projection heals instead of stalling; elsewhere the failure stands."""
+        wanted = list(ids)
+        repaired: dict[UUID, CustomerState] = {}
+        while True:
+            try:
+                states = self.load(tx, wanted)
+                break
+            except ProjectionRowTampered as error:
+                replay = _REPLAY.get()
+                customer_id = UUID(error.customer_id)
+                if replay is None or customer_id not in wanted:
+                    raise
+                wanted.remove(customer_id)
+                log.error("%s; replaced from the log", error)
+                state: CustomerState | None = None
+                for event in replay(customer_id):
+                    state = fold(state, event)
+                if state is not None:
+                    repaired[customer_id] = state
+        if repaired:
+            self.write(tx, list(repaired.values()))
+        return states | repaired
 
     def apply(
         self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
     ) -> None:
         states: dict[UUID, CustomerState | None] = dict(
-            rows_for(self, tx, events, fresh, self.load)
+            rows_for(self, tx, events, fresh, self.load_sound)
         )
         changed: dict[UUID, CustomerState] = {}
         for positioned in events:

@@ -39,7 +39,13 @@ from eventsourcing.utils import resolve_topic
 
 from ledger.audit.recorders import InsertedBatch
 from ledger.domain.customer import Customer
-from ledger.projections.base import PositionedEvent, Projection, Tombstone, batch_scope
+from ledger.projections.base import (
+    PositionedEvent,
+    Projection,
+    Tombstone,
+    batch_scope,
+    replaying,
+)
 from ledger.projections.store import ProjectionDatabase, Tx
 
 if TYPE_CHECKING:
@@ -291,7 +297,7 @@ class ProjectionRunner:
             current = self._positions(tx)
             if any(current[name] != start for name in names):
                 return None
-            with batch_scope():
+            with batch_scope(), replaying(self._customer_events):
                 for projection in group:  # every read first: see `Projection.preload`
                     projection.preload(tx, events)
                 for projection in sorted(group, key=lambda p: -p.write_weight):
@@ -301,6 +307,11 @@ class ProjectionRunner:
                 [(end, name) for name in names],
             )
         return end, count
+
+    def _customer_events(self, customer_id: UUID) -> list[Customer.Event]:
+        """A customer's whole stream from the log: what replaces a row that fails its
+        integrity check (see `FoldingProjection.load_sound`)."""
+        return [e for e in self.ledger.events.get(customer_id) if isinstance(e, Customer.Event)]
 
     def _read(self, start: int, head: int) -> Batch | None:
         """The notifications after `start` (up to `batch_size`, not beyond `head`): the
