@@ -98,6 +98,39 @@ def test_the_next_event_of_an_edited_customer_heals_its_rows_from_the_log(
     assert runner.positions() == dict.fromkeys(runner.names, runner.head())
 
 
+def test_a_row_put_back_from_an_older_state_is_found_and_healed(
+    api: Api, store: StoreHandle
+) -> None:
+    """A whole row copied back from before a reassignment has a sound MAC. The log tells:
+    `--check` names it, and the customer's next event replaces it rather than folding onto
+    it (which would keep the old owner under a fresh MAC)."""
+    _, alice_id = bobs_and_alices(api)
+    alice = api.client("sales.alice", "sales")
+    ph = store.ph
+    saved = {
+        table: store.execute(f"SELECT * FROM {table} WHERE customer_id = {ph}", (alice_id,))[0]
+        for table in ("current_view", "duplicate_records")
+    }
+    service = api.client("crm-sync", "service")
+    service.assign_owner(alice_id, "sales.bob")
+    assert list(alice.list_customers()) == []
+    for table, row in saved.items():
+        store.execute(f"DELETE FROM {table} WHERE customer_id = {ph}", (alice_id,))
+        store.execute(f"INSERT INTO {table} VALUES ({', '.join([ph] * len(row))})", row)
+    runner = runner_of(api.ledger)
+    assert {(table, c) for _, table, c in runner.tampered()} == {
+        ("current_view", alice_id),
+        ("duplicate_records", alice_id),
+    }
+
+    service.update_customer(alice_id, customer(given_name="Gracie"), update_mask=["given_name"])
+    assert runner.tampered() == []
+    assert list(alice.list_customers()) == []
+    assert alice.find_duplicates(customer(given_name="Gracie", family_name="Hopper")) == []
+    moved = {c.name: c.given_name for c in service.list_customers(filter='owner = "sales.bob"')}
+    assert moved[f"customers/{alice_id}"] == "Gracie"
+
+
 def test_an_erasure_replaces_an_edited_row(api: Api, store: StoreHandle) -> None:
     bob_id, alice_id = bobs_and_alices(api)
     store.execute(f"UPDATE current_view SET owner = 'sales.alice' WHERE customer_id = {store.ph}",

@@ -111,6 +111,7 @@ def scan(tx: Tx, table: str, columns: Sequence[str]) -> Iterator[tuple[object, .
 class CurrentView(FoldingProjection):
     name = "current_view"
     description = "one row per customer (personal fields sealed), tags, exact-lookup keys"
+    rows_table = TABLE
     schema_version = 2  # 2: row_mac (older rows are rebuilt on open)
     write_weight = 5  # the row, its tags and lookup keys
 

@@ -83,6 +83,7 @@ def blocking_keyer(index_key: IndexKey) -> BlockingKeyer:
 class DuplicateIndexProjection(FoldingProjection):
     name = "duplicate_index"
     description = "blocking keys (keyed hashes) of active customers, for duplicate detection"
+    rows_table = RECORDS
     schema_version = 2  # 2: row_mac (older rows are rebuilt on open)
     write_weight = 16  # a record and some fifteen blocking keys per customer
 
