@@ -15,8 +15,16 @@ sound, whether or not it holds a sealed value: tombstones, rows whose key was de
 before their `Erased` event was applied, owner, status, merged_into, tags and times alike.
 It is deterministic, so a rebuild writes the same bytes as incremental processing.
 
-What it cannot tell is a whole row put back from an older state of the same customer (a
-valid row, once): that needs the log, which `ledger rebuild` replays.
+What a MAC cannot tell is a whole row put back from an older state of the same customer (a
+sound row, once). The log can: `ledger projections --check` compares every row's version
+with its customer's last version in the log, and a catch-up that meets a row behind its
+customer's next event replaces it from the log instead of folding onto it
+(`FoldingProjection.apply`). Until then such a row is served as it is: checking each read
+against the log would cost a round trip per call.
+
+A row that fails its check during a catch-up is replaced the same way (folding it would
+launder the edit under a fresh MAC; refusing it would stall every projection). A row that
+fails when queried fails the call: DATA_LOSS, reason PROJECTION_ROW_TAMPERED.
 """
 
 from __future__ import annotations
