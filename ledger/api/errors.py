@@ -46,6 +46,7 @@ from ledger.domain.errors import (
     ValidationFailed,
 )
 from ledger.domain.profile import EXTERNAL_ID_PREFIX, PERSONAL_FIELDS, PUBLIC_FIELDS
+from ledger.projections.row_mac import ProjectionRowTampered
 
 log = logging.getLogger("ledger.api")
 
@@ -265,6 +266,17 @@ def status_of(error: BaseException) -> status_pb2.Status:
         return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))
     if isinstance(error, ProofUnavailable):
         return _status(code.NOT_FOUND, "PROOF_UNAVAILABLE", str(error))
+    if isinstance(error, ProjectionRowTampered):
+        # The customer id only: the row's values are exactly what must not be trusted.
+        log.error("projection row tampered: %s", error)
+        name = f"customers/{error.customer_id}"
+        return _status(
+            code.DATA_LOSS,
+            "PROJECTION_ROW_TAMPERED",
+            str(error),
+            {"customer": name, "table": error.table},
+            [_resource(error.customer_id)],
+        )
     if isinstance(error, SealError):
         log.error("integrity failure: %s", error)
         return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))

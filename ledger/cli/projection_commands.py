@@ -23,6 +23,8 @@ from ledger.projections.queries import ORDERS, STATUSES, CustomerRecord, ListFil
 from ledger.projections.runner import ProjectionRunner, UnknownProjection
 from ledger.projections.wiring import customer_queries, runner_of
 
+EXIT_INTEGRITY = 4  # as `ledger verify`
+
 
 def _caught_up(ledger: CustomerLedger) -> ProjectionRunner:
     """In inline mode a query first applies what other processes wrote since; in worker
@@ -34,10 +36,15 @@ def _caught_up(ledger: CustomerLedger) -> ProjectionRunner:
 
 
 def cmd_projections(args: argparse.Namespace, settings: Settings) -> int:
+    """With `--check`, every row is also checked against its MAC (and index entries against
+    their rows); any that fails is listed by customer id and the exit status is 4."""
+    tampered: list[tuple[str, str, str]] = []
     with open_for(settings) as ledger:
         runner = runner_of(ledger)
         statuses = runner.status()
-    data = {
+        if args.check:
+            tampered = runner.tampered()
+    data: dict[str, Any] = {
         "mode": settings.projection_mode,
         "projections": [s.to_json() for s in statuses],
     }
@@ -45,8 +52,18 @@ def cmd_projections(args: argparse.Namespace, settings: Settings) -> int:
     for s in statuses:
         lines.append(f"{s.name:<16} {s.position:>10} {s.head:>10} {s.lag:>8} {s.rows:>10}")
     lines.append(f"mode: {settings.projection_mode}")
+    if args.check:
+        data["tampered"] = [
+            {"projection": name, "table": table, "customer_id": customer_id}
+            for name, table, customer_id in tampered
+        ]
+        lines += [f"TAMPERED {table} row of customer {c} ({n})" for n, table, c in tampered]
+        if tampered:
+            lines.append("repair with `ledger rebuild`")
+        else:
+            lines.append("every row checked: none altered")
     emit(args, data, "\n".join(lines))
-    return 0
+    return EXIT_INTEGRITY if tampered else 0
 
 
 def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
@@ -205,10 +222,15 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(add: AddCommand) -> None:
-    add(
+    p = add(
         "projections",
         cmd_projections,
         "show each projection's position, the log's head and the lag",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="also check every row's integrity (MAC); exit 4 naming any altered row",
     )
 
     p = add("project", cmd_project, "run the projection worker: apply new events as they come")

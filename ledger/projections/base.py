@@ -16,6 +16,7 @@ runs in `ledger project`, rebuilds with `ledger rebuild NAME` and reports its la
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,11 +27,31 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from ledger.domain.customer import Customer
+from ledger.projections.row_mac import ProjectionRowTampered
 from ledger.projections.sealed_rows import shared_plaintexts
 from ledger.projections.state import CustomerState, fold
 from ledger.projections.store import Tx
 
 T = TypeVar("T")
+log = logging.getLogger("ledger.projections")
+
+Replay = Callable[[UUID], Sequence[Customer.Event]]
+"""A customer's events, read from the log (for replacing a row that fails its check)."""
+_REPLAY: ContextVar[Replay | None] = ContextVar("ledger_replay", default=None)
+
+
+@contextmanager
+def replaying(replay: Replay) -> Iterator[None]:
+    """Within the block (a catch-up's batch, in the projections' own transaction), a row
+    that fails its integrity check is replaced by its customer's state folded from the
+    log instead of failing the batch. Not inside the events' own transaction (inline
+    writes): there the batch fails, the events are saved without it and a catch-up follows."""
+    token = _REPLAY.set(replay)
+    try:
+        yield
+    finally:
+        _REPLAY.reset(token)
+
 
 # What `preload` read for `apply`, inside `batch_scope` only: (projection, events) -> rows.
 _PRELOADED: ContextVar[dict[tuple[int, int], tuple[object, object, Any]] | None] = ContextVar(
@@ -163,6 +184,11 @@ class Projection(ABC):
         that later (older) events cannot bring back to life. Must leave exactly what
         applying the customer's `Erased` event leaves, so a rebuild gives the same rows."""
 
+    def tampered(self, tx: Tx) -> list[tuple[str, str]]:
+        """(table, customer id) of every row that fails its integrity check (see
+        `ledger.projections.row_mac`); projections whose rows decide nothing have none."""
+        return []
+
     def row_count(self, tx: Tx) -> int:
         row = tx.one(f"SELECT COUNT(*) FROM {self.tables()[0]}")
         return int(row[0]) if row else 0
@@ -174,6 +200,16 @@ class FoldingProjection(Projection):
     the customers an event changed, so a customer with many events in one batch costs one
     read and one write."""
 
+    rows_table: ClassVar[str]
+    """The table with one row per customer (`customer_id`, `version`, ...)."""
+
+    def versions(self, tx: Tx) -> dict[UUID, int]:
+        """Each customer's row version: a caught-up row is at its customer's last version
+        in the log, which is how `ledger projections --check` tells a row put back from an
+        older state (sound, once) from the current one."""
+        rows = tx.rows(f"SELECT customer_id, version FROM {self.rows_table}")
+        return {UUID(str(customer_id)): int(version) for customer_id, version in rows}
+
     @abstractmethod
     def load(self, tx: Tx, ids: Sequence[UUID]) -> dict[UUID, CustomerState]:
         """The stored state of those of `ids` that have rows."""
@@ -183,17 +219,68 @@ class FoldingProjection(Projection):
         """Store these states, replacing the customers' rows."""
 
     def preload(self, tx: Tx, events: Sequence[PositionedEvent]) -> None:
-        keep_preloaded(self, events, self.load(tx, customers_of(events)))
+        keep_preloaded(self, events, self.load_sound(tx, customers_of(events)))
+
+    def load_sound(self, tx: Tx, ids: Sequence[UUID]) -> dict[UUID, CustomerState]:
+        """`load` for folding: a row that fails its check must never be folded into a new
+        row (that would launder an edited owner under a fresh MAC). Inside `replaying`
+        it is replaced, and rewritten, from the customer's events in the log, so the
+        projection heals instead of stalling; elsewhere the failure stands."""
+        wanted = list(ids)
+        repaired: dict[UUID, CustomerState] = {}
+        while True:
+            try:
+                states = self.load(tx, wanted)
+                break
+            except ProjectionRowTampered as error:
+                customer_id = UUID(error.customer_id)
+                if customer_id not in wanted:
+                    raise
+                wanted.remove(customer_id)
+                state = self._from_log(error)
+                if state is not None:
+                    repaired[customer_id] = state
+        if repaired:
+            self.write(tx, list(repaired.values()))
+        return states | repaired
+
+    def _from_log(self, error: ProjectionRowTampered) -> CustomerState | None:
+        """The customer's state folded from its events in the log, inside `replaying`;
+        elsewhere `error` stands."""
+        replay = _REPLAY.get()
+        if replay is None:
+            raise error
+        log.error("%s; replaced from the log", error)
+        state: CustomerState | None = None
+        for event in replay(UUID(error.customer_id)):
+            state = fold(state, event)
+        return state
 
     def apply(
         self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
     ) -> None:
         states: dict[UUID, CustomerState | None] = dict(
-            rows_for(self, tx, events, fresh, self.load)
+            rows_for(self, tx, events, fresh, self.load_sound)
         )
         changed: dict[UUID, CustomerState] = {}
         for positioned in events:
             before = states.get(positioned.customer_id)
+            if (
+                before is not None
+                and not before.is_erased
+                and positioned.event.originator_version > before.version + 1
+            ):
+                # A customer's versions have no gaps, and every one of its events reaches
+                # every projection in order: a row behind its next event is one put back
+                # whole from an older state (its MAC is sound). Folding onto it would keep
+                # what it said then (an owner since replaced, say) under a fresh MAC.
+                lagging = ProjectionRowTampered(
+                    self.rows_table, str(positioned.customer_id), "is behind the log"
+                )
+                before = self._from_log(lagging)
+                states[positioned.customer_id] = before
+                if before is not None:
+                    changed[positioned.customer_id] = before
             after = fold(before, positioned.event)
             if after is not None and after is not before:
                 states[positioned.customer_id] = after

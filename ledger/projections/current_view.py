@@ -2,6 +2,9 @@
 
 Columns that filter and sort (status, owner, country, locale, tags, times, version) are
 readable; every personal field is in one sealed column (`personal`, see `sealed_rows`).
+Access decisions rest on the readable ones (a salesperson's customers are those whose
+`owner` names it), so every row carries `row_mac` (see `row_mac`) and is checked on read:
+an edited row is an integrity failure, never another owner's customer.
 Tags get their own table so a tag filter uses an index; exact lookups by email, phone and
 external id use `current_view_lookup`, whose keys are HMACs (see `lookup`). An erased
 customer keeps a tombstone row — id, status, times, version — and nothing else.
@@ -13,13 +16,14 @@ events costs a few statements per batch rather than per event.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from uuid import UUID
 
 from ledger.crypto_shred.keyring import KeyRing
 from ledger.projections.base import FoldingProjection, Tombstone
 from ledger.projections.index_key import IndexKey
 from ledger.projections.lookup import digests_of
+from ledger.projections.row_mac import ProjectionRowTampered, RowMac
 from ledger.projections.sealed_rows import RowSealer
 from ledger.projections.state import CustomerState
 from ledger.projections.store import Tx, iso, parse_iso
@@ -41,8 +45,10 @@ COLUMNS = (
     "verified_at",
     "erased_at",
     "personal",
+    "row_mac",
 )
-COLUMN_TYPES = {"version": "bigint", "personal": "bytea"}  # the others are TEXT
+COLUMN_TYPES = {"version": "bigint", "personal": "bytea", "row_mac": "bytea"}  # the others are TEXT
+PERSONAL = COLUMNS.index("personal")
 CHUNK = 500
 
 _DDL = [
@@ -59,7 +65,8 @@ _DDL = [
         updated_at TEXT NOT NULL,
         verified_at TEXT,
         erased_at TEXT,
-        personal {{blob}}
+        personal {{blob}},
+        row_mac {{blob}} NOT NULL
     )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_by_updated ON {TABLE} (status, updated_at, customer_id)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_by_created ON {TABLE} (status, created_at, customer_id)",
@@ -85,15 +92,33 @@ def chunks(values: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
         yield values[start : start + size]
 
 
+def scan(tx: Tx, table: str, columns: Sequence[str]) -> Iterator[tuple[object, ...]]:
+    """Every row of `table` (keyed by customer_id, its first column), in id order, read a
+    chunk at a time so a check of a large table does not hold it all in memory."""
+    last = ""
+    while True:
+        rows = tx.rows(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE customer_id > ?"
+            " ORDER BY customer_id LIMIT ?",
+            (last, CHUNK),
+        )
+        yield from rows
+        if len(rows) < CHUNK:
+            return
+        last = str(rows[-1][0])
+
+
 class CurrentView(FoldingProjection):
     name = "current_view"
     description = "one row per customer (personal fields sealed), tags, exact-lookup keys"
-    schema_version = 1
+    rows_table = TABLE
+    schema_version = 2  # 2: row_mac (older rows are rebuilt on open)
     write_weight = 5  # the row, its tags and lookup keys
 
     def __init__(self, keys: KeyRing, index_key: IndexKey) -> None:
         self.sealer = RowSealer(keys, TABLE)
         self.index_key = index_key
+        self.mac = RowMac(index_key, TABLE)
 
     def tables(self) -> Sequence[str]:
         return (TABLE, TAGS, LOOKUP)
@@ -103,7 +128,11 @@ class CurrentView(FoldingProjection):
             tx.execute(statement)
 
     def purge(self, tx: Tx, tombstone: Tombstone) -> None:
-        existing = self.load(tx, [tombstone.customer_id]).get(tombstone.customer_id)
+        """An erasure must succeed even over an edited row: the tombstone replaces it."""
+        try:
+            existing = self.load(tx, [tombstone.customer_id]).get(tombstone.customer_id)
+        except ProjectionRowTampered:
+            existing = None
         created_at = existing.created_at if existing is not None else tombstone.created_at
         self.write(
             tx,
@@ -113,6 +142,38 @@ class CurrentView(FoldingProjection):
                 )
             ],
         )
+
+    def tampered(self, tx: Tx) -> list[tuple[str, str]]:
+        """Rows whose MAC fails, and index entries (tags, lookup keys) that their sound row
+        does not account for: what `ledger projections --check` reports."""
+        found: list[tuple[str, str]] = []
+        tags: dict[str, set[str]] = {}
+        digests: dict[str, set[bytes]] = {}
+        for row in scan(tx, TABLE, COLUMNS):
+            customer_id = str(row[0])
+            if not self.mac.sound(row):
+                found.append((TABLE, customer_id))
+                continue
+            try:
+                state = self.state_of(row)
+            except ProjectionRowTampered:  # sound MAC, yet the seal does not open
+                found.append((TABLE, customer_id))
+                continue
+            if state.is_erased:
+                continue
+            tags[customer_id] = set(state.tags)
+            if state.personal is not None and row[PERSONAL] is not None:
+                digests[customer_id] = digests_of(self.index_key, state.personal)
+        bad = {c for _, c in found}
+        for tag, customer_id in tx.rows(f"SELECT tag, customer_id FROM {TAGS}"):
+            if str(customer_id) not in bad and str(tag) not in tags.get(str(customer_id), ()):
+                found.append((TAGS, str(customer_id)))
+        for digest, customer_id in tx.rows(f"SELECT digest, customer_id FROM {LOOKUP}"):
+            if str(customer_id) not in bad and bytes(digest) not in digests.get(
+                str(customer_id), ()
+            ):
+                found.append((LOOKUP, str(customer_id)))
+        return sorted(set(found), key=lambda item: (item[1], item[0]))
 
     # Rows -----------------------------------------------------------------------------------
 
@@ -127,6 +188,8 @@ class CurrentView(FoldingProjection):
         return states
 
     def state_of(self, row: Sequence[object]) -> CustomerState:
+        """The row's state, once its MAC shows nobody changed it (`ProjectionRowTampered`)."""
+        self.mac.check(row)
         values = dict(zip(COLUMNS, row, strict=True))
         customer_id = UUID(str(values["customer_id"]))
         version = int(str(values["version"]))
@@ -154,7 +217,7 @@ class CurrentView(FoldingProjection):
         sealed = None
         if state.personal is not None and not state.is_erased:
             sealed = self.sealer.seal(state.customer_id, state.version, state.personal)
-        return (
+        row = (
             str(state.customer_id),
             state.version,
             state.status,
@@ -169,6 +232,7 @@ class CurrentView(FoldingProjection):
             iso(state.erased_at),
             sealed,
         )
+        return (*row, self.mac.of(row))
 
     def write(self, tx: Tx, states: Sequence[CustomerState]) -> None:
         if not states:
@@ -186,7 +250,7 @@ class CurrentView(FoldingProjection):
             if state.is_erased:
                 continue
             tags += [(tag, customer_id) for tag in sorted(set(state.tags))]
-            if row[-1] is not None and state.personal is not None:
+            if row[PERSONAL] is not None and state.personal is not None:
                 digests += [
                     (digest, customer_id)
                     for digest in sorted(digests_of(self.index_key, state.personal))

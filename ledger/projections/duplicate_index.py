@@ -13,6 +13,9 @@ Three tables:
   may read only its own tables (the current view can be at another position, e.g. while one
   of them rebuilds). The same rows give candidates' records for scoring, so keys and records
   always come from one position. An erased customer keeps a tombstone (id, version, status).
+  A salesperson's candidates are the rows whose `owner` names it, so each row carries
+  `row_mac` (see `row_mac`) and is checked whenever it is read: an edited owner or status is
+  an integrity failure, never another owner's customer scored or named.
 * `duplicate_model`: the fitted Fellegi-Sunter model (probabilities only, no personal
   data). It is estimated from the data, not folded from the log, so a rebuild keeps it;
   `DuplicateQueries.refit` (run by `ledger duplicates` and after an import) replaces it.
@@ -29,11 +32,12 @@ from uuid import UUID
 from ledger.crypto_shred.keyring import KeyRing
 from ledger.domain.customer import ACTIVE
 from ledger.projections.base import FoldingProjection, Tombstone
-from ledger.projections.current_view import CHUNK, chunks
+from ledger.projections.current_view import CHUNK, chunks, scan
 from ledger.projections.dedup import BlockingKeyer, DuplicateIndex, Model, Record, prepare
 from ledger.projections.dedup.normalise import clear_caches
 from ledger.projections.index_key import IndexKey
 from ledger.projections.record_cache import RecordCache
+from ledger.projections.row_mac import ProjectionRowTampered, RowMac
 from ledger.projections.sealed_rows import RowSealer
 from ledger.projections.state import CustomerState
 from ledger.projections.store import ProjectionDatabase, Tx
@@ -42,10 +46,11 @@ KEYS = "duplicate_keys"
 RECORDS = "duplicate_records"
 MODEL = "duplicate_model"
 MODEL_NAME = "current"
-RECORD_COLUMNS = ("customer_id", "version", "status", "owner", "personal")
-RECORD_TYPES = {"version": "bigint", "personal": "bytea"}
+RECORD_COLUMNS = ("customer_id", "version", "status", "owner", "personal", "row_mac")
+RECORD_TYPES = {"version": "bigint", "personal": "bytea", "row_mac": "bytea"}
 # The blocking secret is derived from the index key, domain-separated from lookup digests.
 BLOCKING_SECRET_KIND = "duplicate-blocking-key"  # noqa: S105 - a label, not a secret
+_SELECTED = ", ".join(RECORD_COLUMNS)
 _NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # the fold wants times; these rows keep none
 
 _DDL = [
@@ -60,7 +65,8 @@ _DDL = [
         version {{bigint}} NOT NULL,
         status TEXT NOT NULL,
         owner TEXT,
-        personal {{blob}}
+        personal {{blob}},
+        row_mac {{blob}} NOT NULL
     )""",
     f"CREATE INDEX IF NOT EXISTS {RECORDS}_by_owner ON {RECORDS} (owner, status)",
     f"""CREATE TABLE IF NOT EXISTS {MODEL} (
@@ -77,16 +83,27 @@ def blocking_keyer(index_key: IndexKey) -> BlockingKeyer:
 class DuplicateIndexProjection(FoldingProjection):
     name = "duplicate_index"
     description = "blocking keys (keyed hashes) of active customers, for duplicate detection"
-    schema_version = 1
+    rows_table = RECORDS
+    schema_version = 2  # 2: row_mac (older rows are rebuilt on open)
     write_weight = 16  # a record and some fifteen blocking keys per customer
 
     def __init__(self, keys: KeyRing, index_key: IndexKey) -> None:
         self.sealer = RowSealer(keys, RECORDS)
+        self.row_mac = RowMac(index_key, RECORDS)
         self.keyer = blocking_keyer(index_key)
         self._engine = DuplicateIndex(self.keyer)  # key derivation only; holds no rows
 
     def tables(self) -> Sequence[str]:
         return (KEYS, RECORDS, MODEL)
+
+    def tampered(self, tx: Tx) -> list[tuple[str, str]]:
+        """Records whose MAC fails. (A forged blocking key only makes a customer a
+        candidate; it is scored, and its owner checked, on its sound record.)"""
+        return [
+            (RECORDS, str(row[0]))
+            for row in scan(tx, RECORDS, RECORD_COLUMNS)
+            if not self.row_mac.sound(row)
+        ]
 
     def create(self, tx: Tx) -> None:
         for statement in _DDL:
@@ -114,7 +131,9 @@ class DuplicateIndexProjection(FoldingProjection):
             rows = tx.rows(
                 f"SELECT {', '.join(RECORD_COLUMNS)} FROM {RECORDS} WHERE {where}", params
             )
-            for customer_id, version, status, owner, blob in rows:
+            for row in rows:
+                self.row_mac.check(row)
+                customer_id, version, status, owner, blob, _ = row
                 uid = UUID(str(customer_id))
                 personal = self.sealer.open(
                     uid, int(version), None if blob is None else bytes(blob)
@@ -146,7 +165,8 @@ class DuplicateIndexProjection(FoldingProjection):
             if state.personal is not None and not state.is_erased:
                 sealed = self.sealer.seal(state.customer_id, state.version, state.personal)
             owner = None if state.is_erased else state.owner
-            rows.append((customer_id, state.version, state.status, owner, sealed))
+            row = (customer_id, state.version, state.status, owner, sealed)
+            rows.append((*row, self.row_mac.of(row)))
             if state.status == ACTIVE and sealed is not None and state.personal is not None:
                 digests = self._engine.keys_for(state.personal)
                 keys += [(digest, customer_id) for digest in sorted(digests)]
@@ -241,19 +261,23 @@ class SealedRecords:
     """`RecordSource` over `duplicate_records`: opens each active customer's sealed fields
     under its key and prepares the canonical record. With `owner`, only that owner's
     customers exist for the caller (a salesperson never scores, nor learns of, another
-    owner's customers). Decrypted data lives in memory for one call only; `load_all`
-    (batch runs) keeps it for the run, in an object the caller drops afterwards."""
+    owner's customers): the query filters on `owner`, and every row it returns is checked
+    against its MAC before it is believed (`ProjectionRowTampered`). Decrypted data lives in
+    memory for one call only; `load_all` (batch runs) keeps it for the run, in an object the
+    caller drops afterwards."""
 
     def __init__(
         self,
         db: ProjectionDatabase,
         keys: KeyRing,
+        row_mac: RowMac,
         *,
         owner: str | None = None,
         cache: RecordCache | None = None,
     ) -> None:
         self.db = db
         self.keys = keys
+        self.row_mac = row_mac
         self.sealer = RowSealer(keys, RECORDS)
         self.owner = owner
         self.cache = cache
@@ -294,7 +318,8 @@ class SealedRecords:
         return self._opened(self._rows(wanted))
 
     def _rows(self, customer_ids: Collection[str]) -> list[tuple[Any, ...]]:
-        """(customer_id, version, sealed personal) of the active ones (the owner's)."""
+        """(customer_id, version, sealed personal) of the active ones (the owner's), each
+        row checked against its MAC."""
         wanted = sorted(set(customer_ids))
         rows: list[tuple[Any, ...]] = []
         if not wanted:
@@ -302,27 +327,36 @@ class SealedRecords:
         with self.db.reading(snapshot=len(wanted) > CHUNK) as tx:
             for chunk in chunks(wanted):
                 where, params = tx.is_in("customer_id", chunk)
-                query = (
-                    f"SELECT customer_id, version, personal FROM {RECORDS}"
-                    f" WHERE {where} AND status = ?"
-                )
+                query = f"SELECT {_SELECTED} FROM {RECORDS} WHERE {where} AND status = ?"
                 params.append(ACTIVE)
                 if self.owner is not None:
                     query += " AND owner = ?"
                     params.append(self.owner)
                 rows += tx.rows(query, params)
-        return rows
+        return self._checked(rows)
+
+    def _checked(self, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """(customer_id, version, personal) of rows whose MAC holds and whose (now
+        believable) status and owner are what the query asked for; else an integrity error."""
+        checked = []
+        for row in rows:
+            self.row_mac.check(row)
+            customer_id, version, status, owner, personal, _ = row
+            if status != ACTIVE or (self.owner is not None and owner != self.owner):
+                raise ProjectionRowTampered(RECORDS, str(customer_id), "does not match its query")
+            checked.append((customer_id, version, personal))
+        return checked
 
     def load_all(self) -> int:
         """Hold every active customer's record in memory (a batch run compares most of
         them, many times over). Returns how many."""
-        query = f"SELECT customer_id, version, personal FROM {RECORDS} WHERE status = ?"
+        query = f"SELECT {_SELECTED} FROM {RECORDS} WHERE status = ?"
         params: list[Any] = [ACTIVE]
         if self.owner is not None:
             query += " AND owner = ?"
             params.append(self.owner)
         with self.db.reading(snapshot=True) as tx:
-            rows = tx.rows(query + " ORDER BY customer_id", params)
+            rows = self._checked(tx.rows(query + " ORDER BY customer_id", params))
         self.keys.prefetch([UUID(str(row[0])) for row in rows])
         self._personal = self._opened(rows)
         self._held = {i: prepare(p) for i, p in self._personal.items()}

@@ -35,6 +35,7 @@ from ledger.projections.duplicate_index import (
     save_model,
 )
 from ledger.projections.record_cache import RecordCache
+from ledger.projections.row_mac import RowMac
 from ledger.projections.store import ProjectionDatabase
 
 DEFAULT_LIMIT = 10
@@ -84,6 +85,7 @@ class DuplicateQueries:
         db: ProjectionDatabase,
         keys: KeyRing,
         keyer: BlockingKeyer,
+        row_mac: RowMac,
         *,
         threshold: float,
         max_block: int = DEFAULT_MAX_BLOCK,
@@ -91,6 +93,7 @@ class DuplicateQueries:
         self.db = db
         self.keys = keys
         self.keyer = keyer
+        self.row_mac = row_mac
         self.threshold = threshold
         self.max_block = max_block
         self._model: Model | None = None
@@ -130,7 +133,9 @@ class DuplicateQueries:
     ) -> list[Match]:
         """Likely duplicates of a (new) profile, best first. With `owner`, only that
         owner's customers are considered at all; `exclude`d ids are never matched."""
-        records = SealedRecords(self.db, self.keys, owner=owner, cache=self.record_cache)
+        records = SealedRecords(
+            self.db, self.keys, self.row_mac, owner=owner, cache=self.record_cache
+        )
         index = self._index(records)
         return index.lookup(profile, limit=limit, min_score=self._min(min_score), exclude=exclude)
 
@@ -143,10 +148,10 @@ class DuplicateQueries:
     ) -> list[Match]:
         """Likely duplicates of a customer in the index (none when it is not active)."""
         wanted = str(customer_id)
-        record = SealedRecords(self.db, self.keys).records((wanted,)).get(wanted)
+        record = SealedRecords(self.db, self.keys, self.row_mac).records((wanted,)).get(wanted)
         if record is None:
             return []
-        index = self._index(SealedRecords(self.db, self.keys, owner=owner))
+        index = self._index(SealedRecords(self.db, self.keys, self.row_mac, owner=owner))
         return index.lookup(record, limit=limit, min_score=self._min(min_score), exclude=(wanted,))
 
     def _min(self, min_score: float | None) -> float:
@@ -159,7 +164,7 @@ class DuplicateQueries:
     ) -> DuplicatesResult:
         """Every likely-duplicate pair and cluster. The model is re-estimated on this run's
         candidate pairs (when there are enough) and kept for real-time look-ups."""
-        records = SealedRecords(self.db, self.keys)
+        records = SealedRecords(self.db, self.keys, self.row_mac)
         customers = records.load_all()
         store = _RememberedBlocks(self.db)
         index = self._index(records, store)
@@ -183,7 +188,7 @@ class DuplicateQueries:
     def refit(self) -> Model:
         """Re-estimate the model by EM on the index's own candidate pairs (no labels) and
         keep it, unless there are too few pairs to learn from."""
-        records = SealedRecords(self.db, self.keys)
+        records = SealedRecords(self.db, self.keys, self.row_mac)
         records.load_all()
         index = self._index(records, _RememberedBlocks(self.db))
         if len(index.candidate_pairs()) < MIN_FIT_PAIRS:

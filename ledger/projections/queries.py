@@ -2,6 +2,11 @@
 lookup by email, phone or external id. Personal fields are decrypted on read, per row,
 with the customer's own key; an erased customer reads as a tombstone with `ERASED` data.
 
+Every row read is checked against its MAC (`ledger.projections.row_mac`) before anything in
+it is believed, and a row reached through an index table (tags, lookup keys) must hold what
+the index claims: access decisions made on these rows rest on nothing an insider with only
+the database could have edited.
+
 A merged customer is hidden from lists (unless asked for by status) and lookups lead to the
 customer it was merged into. Page tokens are opaque to callers and bound to the query that
 made them: a token replayed with other filters or another order is refused.
@@ -25,7 +30,8 @@ from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.domain.profile import PERSONAL_FIELDS
 from ledger.domain.text import has_nul
 from ledger.projections.current_view import COLUMNS, LOOKUP, TABLE, TAGS, CurrentView
-from ledger.projections.lookup import email_key, external_id_key, phone_key
+from ledger.projections.lookup import digests_of, email_key, external_id_key, phone_key
+from ledger.projections.row_mac import ProjectionRowTampered
 from ledger.projections.state import CustomerState
 from ledger.projections.store import ProjectionDatabase, iso
 
@@ -215,6 +221,12 @@ class CustomerQueries:
         with self.db.reading() as tx:
             rows = tx.rows(sql, [*params, page_size + 1])
             states = [self.view.state_of(row) for row in rows[:page_size]]
+        if filters.tag is not None:  # the tag table is an index: its rows carry no MAC
+            for state in states:
+                if filters.tag not in state.tags:
+                    raise ProjectionRowTampered(
+                        TAGS, str(state.customer_id), "lists a tag its customer does not have"
+                    )
         token = None
         if len(rows) > page_size:
             last = rows[page_size - 1]
@@ -271,6 +283,13 @@ class CustomerQueries:
                 (digest,),
             )
             states = [self.view.state_of(row) for row in rows]
+        for state in states:  # the lookup table is an index: its rows carry no MAC
+            if state.personal is None or digest not in digests_of(
+                self.view.index_key, state.personal
+            ):
+                raise ProjectionRowTampered(
+                    LOOKUP, str(state.customer_id), "leads to a customer without that key"
+                )
         found: dict[UUID, CustomerRecord] = {}
         for state in states:
             record: CustomerRecord | None = CustomerRecord.of(state)

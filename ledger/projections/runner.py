@@ -38,8 +38,16 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import resolve_topic
 
 from ledger.audit.recorders import InsertedBatch
+from ledger.audit.storage import POSTGRES, SQLITE
 from ledger.domain.customer import Customer
-from ledger.projections.base import PositionedEvent, Projection, Tombstone, batch_scope
+from ledger.projections.base import (
+    FoldingProjection,
+    PositionedEvent,
+    Projection,
+    Tombstone,
+    batch_scope,
+    replaying,
+)
 from ledger.projections.store import ProjectionDatabase, Tx
 
 if TYPE_CHECKING:
@@ -291,7 +299,7 @@ class ProjectionRunner:
             current = self._positions(tx)
             if any(current[name] != start for name in names):
                 return None
-            with batch_scope():
+            with batch_scope(), replaying(self._customer_events):
                 for projection in group:  # every read first: see `Projection.preload`
                     projection.preload(tx, events)
                 for projection in sorted(group, key=lambda p: -p.write_weight):
@@ -301,6 +309,11 @@ class ProjectionRunner:
                 [(end, name) for name in names],
             )
         return end, count
+
+    def _customer_events(self, customer_id: UUID) -> list[Customer.Event]:
+        """A customer's whole stream from the log: what replaces a row that fails its
+        integrity check (see `FoldingProjection.load_sound`)."""
+        return [e for e in self.ledger.events.get(customer_id) if isinstance(e, Customer.Event)]
 
     def _read(self, start: int, head: int) -> Batch | None:
         """The notifications after `start` (up to `batch_size`, not beyond `head`): the
@@ -528,6 +541,41 @@ class ProjectionRunner:
                 )
                 for p in self.projections
             ]
+
+    def tampered(self) -> list[tuple[str, str, str]]:
+        """(projection, table, customer id) of every row that fails its integrity check,
+        and of every customer whose row is not at its last version in the log up to the
+        projection's position (a row deleted, or put back whole from an older state: its
+        MAC holds, the log says otherwise). One snapshot of the database, which holds the
+        log too. `ledger rebuild` replaces them all from the log."""
+        found: list[tuple[str, str, str]] = []
+        with self.db.reading(snapshot=True) as tx:
+            positions = self._positions(tx)
+            for projection in self.projections:
+                found += [(projection.name, t, c) for t, c in projection.tampered(tx)]
+                if isinstance(projection, FoldingProjection):
+                    log_versions = self._log_versions(tx, positions[projection.name])
+                    rows = projection.versions(tx)
+                    found += [
+                        (projection.name, projection.rows_table, str(customer_id))
+                        for customer_id, version in sorted(log_versions.items())
+                        if rows.get(customer_id) != version
+                    ]
+        return sorted(set(found), key=lambda item: (item[2], item[0], item[1]))
+
+    def _log_versions(self, tx: Tx, position: int) -> dict[UUID, int]:
+        """Each customer's last version among the events up to `position`."""
+        dialect = POSTGRES if tx.is_postgres else SQLITE
+        rows = tx.rows(
+            f"SELECT originator_id, MAX(originator_version), MIN(topic) FROM"
+            f" {dialect.events_table} WHERE {dialect.position} <= ? GROUP BY originator_id",
+            (position,),
+        )
+        return {
+            UUID(str(originator_id)): int(version)
+            for originator_id, version, topic in rows
+            if self._is_customer_topic(str(topic))
+        }
 
     def wait_until_caught_up(self, timeout: float = 10.0) -> bool:
         """For callers that need read-your-writes across processes (worker mode)."""

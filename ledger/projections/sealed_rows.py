@@ -18,15 +18,18 @@ from typing import Any
 from uuid import UUID
 
 from ledger.crypto_shred.keyring import KeyRing
-from ledger.crypto_shred.mapper import SealError
 from ledger.crypto_shred.sealing import SealOpenError, open_sealed, seal_deterministic
+from ledger.projections.row_mac import ProjectionRowTampered
 
 ROW_AAD_VERSION = b"ledger.row.v1"
 
 
-class RowSealError(SealError):
+class RowSealError(ProjectionRowTampered):
     """A sealed projection value does not open although its key lives: the row was
     altered or copied from elsewhere. Names the table and customer id only."""
+
+    def __init__(self, table: str, customer_id: UUID) -> None:
+        super().__init__(table, str(customer_id), "does not open")
 
 
 def canonical_json(data: Any) -> bytes:
@@ -95,7 +98,5 @@ class RowSealer:
         try:
             plaintext = open_sealed(key.key, bytes(blob), row_aad(self.table, customer_id, version))
         except SealOpenError:
-            raise RowSealError(
-                f"{self.table} row of customer {customer_id} does not open: altered or moved"
-            ) from None
+            raise RowSealError(self.table, customer_id) from None
         return json.loads(plaintext)

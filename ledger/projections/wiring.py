@@ -77,7 +77,11 @@ def duplicate_queries(ledger: CustomerLedger) -> DuplicateQueries:
         index = runner.get(DuplicateIndexProjection.name)
         assert isinstance(index, DuplicateIndexProjection)
         queries = DuplicateQueries(
-            runner.db, ledger.keys, index.keyer, threshold=ledger.settings.duplicate_threshold
+            runner.db,
+            ledger.keys,
+            index.keyer,
+            index.row_mac,
+            threshold=ledger.settings.duplicate_threshold,
         )
         _DUPLICATE_QUERIES[runner] = queries
         ledger.erasure_purgers.append(queries.record_cache.forget)
