@@ -33,7 +33,9 @@ from ledger.api.auth import Authenticator
 from ledger.api.authz import ROLES
 from ledger.api.compliance_service import ComplianceService
 from ledger.api.customer_service import CustomerService
+from ledger.api.refusals import RefusalLog
 from ledger.api.rpc import Gate, service_handler
+from ledger.api.streams import StreamSlots
 from ledger.api.tokens import TokenVerifier
 from ledger.application import CustomerLedger
 from ledger.audit.read_alerts import ReadRateMonitor
@@ -59,12 +61,16 @@ class ApiServer:
     health: health.HealthServicer
     stopping: threading.Event
     store: ApiStore
+    gate: Gate | None = None
 
     def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, finish in-flight ones within `grace` seconds, then close."""
+        """Refuse new calls, finish in-flight ones within `grace` seconds, write the
+        refused-authentication counts still held, then close."""
         self.stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.gate is not None:
+            self.gate.refusals.flush()
         self.store.close()
 
 
@@ -146,9 +152,17 @@ def build_server(
     default_access = AuditedAccess(
         ledger, ReadRateMonitor(settings.read_alert_rate, settings.read_alert_window_seconds)
     )
+    chosen_log = access_log if access_log is not None else default_access
+    api = settings.api
     gate = Gate(
-        Authenticator(TokenVerifier(token_signer.public_key_pem(), ROLES), store),
-        access_log if access_log is not None else default_access,
+        Authenticator(
+            TokenVerifier(token_signer.public_key_pem(), ROLES),
+            store,
+            recheck_seconds=api.stream_recheck_seconds,
+        ),
+        chosen_log,
+        refusals=RefusalLog(chosen_log, window_seconds=api.auth_refusal_window_seconds),
+        streams=StreamSlots(api.stream_slots, api.max_streams_per_principal),
     )
     implementations: dict[str, object] = {
         "CustomerService": CustomerService(ledger, store),
@@ -177,7 +191,7 @@ def build_server(
         store.close()
         raise ConfigError(f"cannot listen on {address} (in use, or not an address of this host)")
     server.start()
-    return ApiServer(server, port, address, health_servicer, stopping, store)
+    return ApiServer(server, port, address, health_servicer, stopping, store, gate)
 
 
 def serve(
