@@ -292,3 +292,32 @@ def test_a_masked_role_learns_nothing_from_values_it_may_not_see(api: Api) -> No
     past = [_comparable(auditor.get_customer_as_of(n, version=1))
             for n in (with_birth_date, without)]  # fmt: skip
     assert past[0] == past[1]
+
+
+def test_unauthenticated_streams_cannot_occupy_the_workers(small_pool: Api) -> None:
+    """Health `Watch` needs no credentials and holds a worker while open: it shares the
+    stream slots (per peer address), so watchers cannot starve the API either."""
+    api = small_pool
+    name = api.client("crm-sync", "service").create_customer(customer()).name
+    channel = grpc.insecure_channel(api.target)
+    health = health_pb2_grpc.HealthStub(channel)
+    watches: list[Any] = []
+    try:
+        admitted, refused = [], []
+        for _ in range(4):  # as many as the pool has workers
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+            watches.append(watch)
+            try:
+                admitted.append(next(watch).status)
+            except grpc.RpcError as error:
+                refused.append(error_details(error))
+        assert admitted == [health_pb2.HealthCheckResponse.SERVING] * 2
+        assert [r["reason"] for r in refused] == ["TOO_MANY_STREAMS"] * 2
+        reader = LedgerClient(api.target, token=api.token("crm-sync", "service"), timeout=2)
+        api.clients.append(reader)
+        assert reader.get_customer(name).given_name == "Ada"
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1
+    finally:
+        for watch in watches:
+            watch.cancel()
+        channel.close()

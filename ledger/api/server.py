@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from ledger.api.compliance_service import ComplianceService
 from ledger.api.customer_service import CustomerService
 from ledger.api.refusals import RefusalLog
 from ledger.api.rpc import Gate, service_handler
-from ledger.api.streams import StreamSlots
+from ledger.api.streams import OtherStreamsLimit, StreamSlots
 from ledger.api.tokens import TokenVerifier
 from ledger.application import CustomerLedger
 from ledger.audit.read_alerts import ReadRateMonitor
@@ -113,11 +113,12 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def grpc_server(workers: int) -> grpc.Server:
+def grpc_server(workers: int, interceptors: Sequence[grpc.ServerInterceptor] = ()) -> grpc.Server:
     """The gRPC server as `ledger serve` runs it (the benchmark's no-op baseline runs the
     same): a pool of `workers` request threads, and no port sharing with other processes."""
     return grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger-api"),
+        interceptors=list(interceptors),
         options=[("grpc.so_reuseport", 0)],
     )
 
@@ -164,12 +165,13 @@ def build_server(
         refusals=RefusalLog(chosen_log, window_seconds=api.auth_refusal_window_seconds),
         streams=StreamSlots(api.stream_slots, api.max_streams_per_principal),
     )
+    others = OtherStreamsLimit(gate.streams, tuple(s.full_name for s in SERVICES))
     implementations: dict[str, object] = {
         "CustomerService": CustomerService(ledger, store),
         "AuditService": AuditService(ledger, stopping),
         "ComplianceService": ComplianceService(ledger),
     }
-    server = grpc_server(settings.api.workers)
+    server = grpc_server(settings.api.workers, [others])
     server.add_generic_rpc_handlers(
         tuple(service_handler(s, implementations[s.name], gate) for s in SERVICES)
     )
