@@ -241,7 +241,8 @@ def cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     lines = [
-        f"{e.position:>8}  {e.at.isoformat(timespec='seconds')}  {e.principal}  "
+        f"{e.position:>8}  {e.at.isoformat(timespec='seconds')}  {e.principal}"
+        f"{f' [{e.os_user}]' if e.os_user else ''}  "
         f"method={e.method or '-'}  purpose={e.purpose}  customers={','.join(e.customer_ids)}  "
         f"fields={','.join(e.fields)}"
         for e in entries
