@@ -538,19 +538,24 @@ class CustomerLedger(Application[UUID]):
 
     # Reads of personal data, each recorded in the access log before it is returned --------
 
-    def read(self, customer_id: UUID, *, principal: str, purpose: str) -> CustomerView:
+    def read(
+        self, customer_id: UUID, *, principal: str, purpose: str, os_user: str = "",
+        method: str = "ledger.read",
+    ) -> CustomerView:  # fmt: skip
+        """`os_user`: the operating-system account behind a CLI read (recorded with it)."""
         view = self.get(customer_id)
         self.access_log.record(
-            principal, purpose, [customer_id], PERSONAL_FIELDS, method="ledger.read"
+            principal, purpose, [customer_id], PERSONAL_FIELDS, method=method, os_user=os_user
         )
         return view
 
     def read_history(
-        self, customer_id: UUID, *, principal: str, purpose: str
-    ) -> list[HistoryEntry]:
+        self, customer_id: UUID, *, principal: str, purpose: str, os_user: str = "",
+        method: str = "ledger.read_history",
+    ) -> list[HistoryEntry]:  # fmt: skip
         entries = self.history(customer_id)
         self.access_log.record(
-            principal, purpose, [customer_id], PERSONAL_FIELDS, method="ledger.read_history"
+            principal, purpose, [customer_id], PERSONAL_FIELDS, method=method, os_user=os_user
         )
         return entries
 
@@ -562,22 +567,25 @@ class CustomerLedger(Application[UUID]):
         purpose: str,
         version: int | None = None,
         at: datetime | None = None,
+        os_user: str = "",
+        method: str = "ledger.read_as_of",
     ) -> CustomerView:
         view = self.as_of(customer_id, version=version, at=at)
         self.access_log.record(
-            principal, purpose, [customer_id], PERSONAL_FIELDS, method="ledger.read_as_of"
+            principal, purpose, [customer_id], PERSONAL_FIELDS, method=method, os_user=os_user
         )
         return view
 
     def read_field_history(
-        self, customer_id: UUID, field: str, *, principal: str, purpose: str
-    ) -> list[FieldChange]:
+        self, customer_id: UUID, field: str, *, principal: str, purpose: str, os_user: str = "",
+        method: str = "ledger.read_field_history",
+    ) -> list[FieldChange]:  # fmt: skip
         """Every event that set or cleared one field (a read of personal data only when
         the field is personal; owner, locale and tags are not)."""
         changes = field_history(self._events(customer_id), field)
         if is_personal(field):
             self.access_log.record(
-                principal, purpose, [customer_id], [field], method="ledger.read_field_history"
+                principal, purpose, [customer_id], [field], method=method, os_user=os_user
             )
         return changes
 

@@ -261,6 +261,22 @@ class ApiSettings:
     token_key_file: Path | None = None
     workers: int = 64
     shutdown_grace_seconds: float = 30.0
+    # A followed stream holds a worker for as long as it is open, so streams are capped in
+    # total below the pool (the rest stays free for unary calls and health checks) and per
+    # principal (one client cannot take every stream slot).
+    max_streams: int = 32
+    max_streams_per_principal: int = 4
+    # How stale the revocation list open streams check may be (a revocation or expiry ends
+    # them within about this long, plus one follow poll).
+    stream_recheck_seconds: float = 0.5
+    # Refused authentications from one source are recorded at most once per window; the
+    # rest are counted into the next record (ledger.api.refusals).
+    auth_refusal_window_seconds: float = 1.0
+
+    @property
+    def stream_slots(self) -> int:
+        """Streams allowed at once: LEDGER_MAX_STREAMS, but always leaving one worker free."""
+        return max(0, min(self.max_streams, self.workers - 1))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiSettings:
@@ -278,6 +294,21 @@ class ApiSettings:
             workers=int(_number(env, "LEDGER_API_WORKERS", 64, minimum=1)),
             shutdown_grace_seconds=_number(env, "LEDGER_SHUTDOWN_GRACE_SECONDS", 30, minimum=0),
         )
+        settings = replace(
+            settings,
+            max_streams=_whole(env, "LEDGER_MAX_STREAMS", settings.workers // 2),
+            max_streams_per_principal=_whole(env, "LEDGER_MAX_STREAMS_PER_PRINCIPAL", 4),
+            stream_recheck_seconds=_number(env, "LEDGER_STREAM_RECHECK_SECONDS", 0.5, minimum=0.05),
+            auth_refusal_window_seconds=_number(
+                env, "LEDGER_AUTH_REFUSAL_WINDOW_SECONDS", 1.0, minimum=0
+            ),
+        )
+        if settings.max_streams >= settings.workers:
+            raise ConfigError(
+                f"LEDGER_MAX_STREAMS must be below LEDGER_API_WORKERS ({settings.workers}): "
+                "a stream holds a worker while open, and unary calls and health checks "
+                "need the rest"
+            )
         if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
             raise ConfigError("LEDGER_TLS_CERT_FILE and LEDGER_TLS_KEY_FILE go together")
         if settings.tls_client_ca_file is not None and settings.tls_cert_file is None:

@@ -104,6 +104,30 @@ class AccessAttempt(Aggregate):
         return cls._create(cls.Denied, id=uuid4(), **attributes)
 
 
+class AuthenticationRefusal(Aggregate):
+    """Calls refused before anyone was authenticated (missing, malformed, forged, expired or
+    revoked credentials), kept as a one-event stream in the ledger's log. One record may
+    stand for several refusals from the same peer (`refusals`), so a flood of bad tokens
+    costs a bounded number of writes (ledger.api.refusals)."""
+
+    class Refused(Aggregate.Created):
+        method: str
+        reason: str  # the fixed code the caller got (TOKEN_EXPIRED, CREDENTIALS_REVOKED, ...)
+        peer: str  # the caller's address without its port ("ipv4:10.0.0.7")
+        # The principal the credential names, only when its signature (or the TLS layer)
+        # proved it genuine; "" otherwise. Never the token itself.
+        principal: str
+        refusals: int  # how many refusals this record stands for (1 unless coalesced)
+        personal_attributes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, method: str, reason: str, peer: str, principal: str, refusals: int) -> None:
+        self.method = method
+        self.reason = reason
+        self.peer = peer
+        self.principal = principal
+        self.refusals = refusals
+
+
 class AuditedAccess:
     """The access log of the API (the default in `build_server`): every response carrying
     personal data and every refused attempt is recorded, durably, before the caller hears
@@ -229,6 +253,13 @@ class AuditedAccess:
             purpose=purpose,
         )
         self._commit(attempt.collect_events())
+
+    def record_refused(
+        self, *, method: str, reason: str, peer: str, principal: str, refusals: int
+    ) -> None:
+        """A refused authentication (see `AuthenticationRefusal`)."""
+        refusal = AuthenticationRefusal(method, reason, peer, principal, refusals)
+        self._commit(refusal.collect_events())
 
     def _commit(self, events: Sequence[Any]) -> None:
         """Durable when it returns: the ledger's group committer (shared transactions)."""

@@ -1,8 +1,10 @@
 """ListAccessLog and ListAccessAlerts: the access log and its alerts, read from the ledger's
 own log, oldest first, a page at a time, filtered (AIP-160 subset, ledger.api.filters).
 
-The access log holds two kinds of events: `AccessRecord.Recorded` (granted reads of personal
-data, outcome GRANTED) and `AccessAttempt.Denied` (refusals, outcome DENIED). Neither holds
+The access log holds three kinds of events: `AccessRecord.Recorded` (granted reads of personal
+data, outcome GRANTED), `AccessAttempt.Denied` (refusals, outcome DENIED) and
+`AuthenticationRefusal.Refused` (refused credentials, outcome DENIED, reason
+"UNAUTHENTICATED: <code>", peer and count in `details`). None holds
 personal data, so listing them records nothing and needs no customer key: events are
 decoded without unsealing.
 
@@ -22,7 +24,7 @@ from eventsourcing.persistence import Mapper
 from eventsourcing.utils import get_topic
 from google.protobuf import field_mask_pb2
 
-from ledger.api.access import AccessAttempt
+from ledger.api.access import AccessAttempt, AuthenticationRefusal
 from ledger.api.convert import customer_name, timestamp
 from ledger.api.errors import ApiError
 from ledger.api.filters import Comparison, invalid, parse_filter
@@ -33,6 +35,7 @@ from ledger.audit.read_alerts import RAISED_TOPIC, AccessAlert, alert_entry
 from ledger.v1 import audit_service_pb2 as pb
 
 DENIED_TOPIC = get_topic(AccessAttempt.Denied)
+REFUSED_TOPIC = get_topic(AuthenticationRefusal.Refused)
 SCAN_BUDGET = 20_000
 BATCH = 1_000
 EQUALS = frozenset({"="})
@@ -102,11 +105,22 @@ def _topics(terms: list[Comparison]) -> list[str]:
     if outcomes == {"GRANTED"}:
         return [RECORDED_TOPIC]
     if outcomes == {"DENIED"}:
-        return [DENIED_TOPIC]
-    return [RECORDED_TOPIC, DENIED_TOPIC]
+        return [DENIED_TOPIC, REFUSED_TOPIC]
+    return [RECORDED_TOPIC, DENIED_TOPIC, REFUSED_TOPIC]
 
 
 def record_message(position: int, event: Any) -> pb.AccessRecord:
+    if isinstance(event, AuthenticationRefusal.Refused):
+        refused = pb.AccessRecord(
+            position=position,
+            access_time=timestamp(event.timestamp),
+            principal=event.principal,
+            method=event.method,
+            outcome=Outcome.DENIED,
+            reason=f"UNAUTHENTICATED: {event.reason}",
+        )
+        refused.details.update({"peer": event.peer, "refusals": event.refusals})
+        return refused
     message = pb.AccessRecord(
         position=position,
         access_time=timestamp(event.timestamp),
@@ -118,6 +132,8 @@ def record_message(position: int, event: Any) -> pb.AccessRecord:
     if isinstance(event, AccessRecord.Recorded):
         message.outcome = Outcome.GRANTED
         message.fields.extend(event.fields)
+        if event.os_user:
+            message.details.update({"os_user": event.os_user})
     else:
         message.outcome = Outcome.DENIED
         message.reason = event.reason

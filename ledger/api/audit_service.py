@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from eventsourcing.persistence import Mapper, Notification
 from eventsourcing.utils import get_topic
 
 from ledger.api import convert
-from ledger.api.access import AccessAttempt
+from ledger.api.access import AccessAttempt, AuthenticationRefusal
 from ledger.api.access_listing import AccessListing
 from ledger.api.customer_access import CustomerAccess
 from ledger.api.errors import ApiError, renamed
@@ -45,7 +46,13 @@ def _event_classes() -> list[type]:
     customer_events = [
         c for c in vars(Customer).values() if isinstance(c, type) and issubclass(c, Customer.Event)
     ]
-    return [*customer_events, AccessAttempt.Denied, AccessRecord.Recorded, AccessAlert.Raised]
+    return [
+        *customer_events,
+        AccessAttempt.Denied,
+        AuthenticationRefusal.Refused,
+        AccessRecord.Recorded,
+        AccessAlert.Raised,
+    ]
 
 
 EVENT_TOPICS: dict[str, str] = {cls.__name__: get_topic(cls) for cls in _event_classes()}
@@ -76,6 +83,7 @@ class AuditService:
         position = max(request.start_position, 1) - 1  # the last position already sent
         recorder = self.ledger.recorder
         while True:
+            call.check_credentials()  # nothing is read, recorded or sent for a dead credential
             batch = recorder.select_notifications(
                 start=position, limit=STREAM_BATCH, topics=topics, inclusive_of_start=False
             )
@@ -98,9 +106,11 @@ class AuditService:
         return lambda notification: Mapper.to_domain_event(mapper, notification)
 
     def _wait_for_more(self, call: Call) -> bool:
-        """Following the log: poll until the caller leaves or the server stops."""
+        """Following the log: poll until the caller leaves, the server stops or the
+        caller's credential expires or is revoked (then TokenError: UNAUTHENTICATED)."""
         if self.stopping.wait(FOLLOW_POLL_SECONDS):
             return False
+        call.check_credentials()
         return call.context.is_active()
 
     @staticmethod
@@ -163,7 +173,10 @@ class AuditService:
         offset = decode_token(request.page_token, "GetFieldHistory", query)
         view = self.access.load(call, customer_id)
         show = call.grant.may_read_personal(view.owner)
-        changes = field_changes(self.ledger.history(customer_id), request.field, show)
+        history = self.ledger.history(customer_id)
+        if not show:  # what the caller may not see cannot shape the answer (see field_changes)
+            history = [_sealed(entry) for entry in history]
+        changes = field_changes(history, request.field, show)
         page = changes[offset : offset + size]
         if request.field in PERSONAL_FIELDS and any(
             c.value_state == PDS.PERSONAL_DATA_STATE_AVAILABLE for c in page
@@ -202,24 +215,35 @@ class AuditService:
         return self.listing.list_access_alerts(request)
 
 
+def _sealed(entry: HistoryEntry) -> HistoryEntry:
+    """The entry as a caller who may not read personal data knows it: without its personal
+    data (an erased one stays erased: erasure is public)."""
+    if isinstance(entry.personal, ErasedValue):
+        return entry
+    return replace(entry, personal=None)
+
+
 def field_changes(
     history: list[HistoryEntry], field: str, show_personal: bool
 ) -> list[pb.FieldChange]:
     """Every event that set, changed, cleared or erased `field`, oldest first, read from the
     events' readable metadata (`changed_fields`, owner) and, where allowed, their personal
-    data. A registration whose personal data cannot be read is listed as a change whose value
-    is REDACTED or ERASED, since whether it set the field is sealed with the value."""
+    data. A registration whose personal data cannot be read (erased, or hidden from the
+    caller) is listed as a change whose value is REDACTED or ERASED, whatever it held: whether
+    it set the field is sealed with the value, so a caller who may not see the value must
+    not learn it from whether the registration is listed."""
     personal_field = field in PERSONAL_FIELDS
     changes = []
     for entry in history:
         kind = entry.event_type
         if kind == "Registered":
-            touched = (
-                (not isinstance(entry.personal, dict) or field in entry.personal)
-                if personal_field
-                else bool(entry.details.get(field))
-            )
-        elif kind == "ProfileChanged":
+            if not personal_field:
+                touched = bool(entry.details.get(field))
+            elif show_personal and isinstance(entry.personal, dict):
+                touched = field in entry.personal
+            else:
+                touched = True
+        elif kind in ("ProfileChanged", "MergeAbsorbed", "MergeUndone"):
             touched = field in (entry.details.get("changed_fields") or [])
         elif kind == "OwnerAssigned":
             touched = field == "owner"

@@ -6,10 +6,16 @@ A client certificate names its principal in the subject's common name (CN) and i
 the subject's organisational-unit (OU) entries; issue certificates from the CA given in
 LEDGER_TLS_CLIENT_CA_FILE accordingly. A bearer token sent over mTLS takes precedence (a
 service may act for a person), and both must be valid.
+
+A long call (a followed stream) re-checks its credential while it runs (`still_valid`):
+expiry from the credential itself, revocation from a copy of the revocation list at most
+`recheck_seconds` old, shared by all streams (one query per interval, however many are open).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +35,7 @@ class Principal:
     issued_at: datetime
     via: str  # "token" or "mtls"
     token_id: str | None = None
+    expires_at: datetime | None = None  # the token's expiry, the certificate's not-after
 
 
 def _metadata(context: grpc.ServicerContext, key: str) -> list[str]:
@@ -39,10 +46,58 @@ def _metadata(context: grpc.ServicerContext, key: str) -> list[str]:
     return values
 
 
+class RevocationWatch:
+    """The revocation list as it stood at most `max_age` seconds ago: what open streams
+    check between deliveries, so a revocation ends them within about `max_age` seconds at
+    the cost of one query per interval for all of them together."""
+
+    def __init__(self, store: ApiStore, max_age: float) -> None:
+        self.store = store
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._loaded_at = -float("inf")
+        self._revoked: dict[str, datetime] = {}
+
+    def revoked_at(self, principal: str) -> datetime | None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._loaded_at >= self.max_age:
+                self._revoked = dict(self.store.revocations())
+                self._loaded_at = now
+            return self._revoked.get(principal)
+
+
+def _revoked(principal: Principal) -> TokenError:
+    return TokenError(
+        "CREDENTIALS_REVOKED",
+        "the principal's credentials were revoked",
+        subject=principal.name,
+    )
+
+
 class Authenticator:
-    def __init__(self, verifier: TokenVerifier, store: ApiStore) -> None:
+    def __init__(
+        self, verifier: TokenVerifier, store: ApiStore, *, recheck_seconds: float = 0.5
+    ) -> None:
         self.verifier = verifier
         self.store = store
+        self.watch = RevocationWatch(store, recheck_seconds)
+
+    def still_valid(self, principal: Principal, *, now: datetime | None = None) -> None:
+        """Raises TokenError once the credential a call was opened with has expired or
+        been revoked (checked by long calls between deliveries; costs no query except
+        the shared revocation list's refresh)."""
+        moment = now or datetime.now(UTC)
+        if principal.expires_at is not None and principal.expires_at <= moment:
+            what = "token" if principal.via == "token" else "client certificate"
+            raise TokenError(
+                "TOKEN_EXPIRED" if principal.via == "token" else "CERTIFICATE_EXPIRED",
+                f"the {what} has expired",
+                subject=principal.name,
+            )
+        revoked = self.watch.revoked_at(principal.name)
+        if revoked is not None and principal.issued_at <= revoked:
+            raise _revoked(principal)
 
     def authenticate(self, context: grpc.ServicerContext) -> Principal:
         principal = self._from_token(context) or self._from_certificate(context)
@@ -53,7 +108,7 @@ class Authenticator:
             )
         revoked = self.store.revoked_at(principal.name)
         if revoked is not None and principal.issued_at <= revoked:
-            raise TokenError("CREDENTIALS_REVOKED", "the principal's credentials were revoked")
+            raise _revoked(principal)
         return principal
 
     def _from_token(self, context: grpc.ServicerContext) -> Principal | None:
@@ -72,6 +127,7 @@ class Authenticator:
             issued_at=claims.issued_at,
             via="token",
             token_id=claims.token_id,
+            expires_at=claims.expires_at,
         )
 
     def _from_certificate(self, context: grpc.ServicerContext) -> Principal | None:
@@ -102,4 +158,5 @@ class Authenticator:
             roles=frozenset(roles & ROLES),
             issued_at=certificate.not_valid_before_utc.astimezone(UTC),
             via="mtls",
+            expires_at=certificate.not_valid_after_utc.astimezone(UTC),
         )

@@ -76,11 +76,13 @@ class ApiError(Exception):
         *,
         metadata: Mapping[str, str] | None = None,
         violations: list[FieldViolation] | None = None,
+        details: list[Message] | None = None,
     ) -> None:
         self.code = code
         self.reason = reason
         self.metadata = dict(metadata or {})
         self.violations = list(violations or [])
+        self.details = list(details or [])
         super().__init__(message)
 
     @classmethod
@@ -191,6 +193,7 @@ def status_of(error: BaseException) -> status_pb2.Status:
     code = grpc.StatusCode
     if isinstance(error, ApiError):
         extra: list[Message] = [_bad_request(error.violations)] if error.violations else []
+        extra += error.details
         return _status(error.code, error.reason, str(error), error.metadata, extra)
     if isinstance(error, ValidationFailed):
         return _status(

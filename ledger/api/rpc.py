@@ -7,7 +7,12 @@ and get INVALID_ARGUMENT after authentication (gRPC's own handling would answer 
 
 Order of checks (AIP-211): authentication, then the method permission, then the request's
 content; a record-level refusal comes from the servicer once it has loaded the customer.
-Every refusal is recorded through the access log before the caller hears of it.
+Every refusal is recorded through the access log before the caller hears of it, refused
+authentication included (ledger.api.refusals, coalesced per source).
+
+Server streams hold a slot for their lifetime (ledger.api.streams) and re-check the
+caller's credential before every message they send (`Call.check_credentials`), so a
+revoked or expired credential ends an open stream with UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from ledger.api.access import PURPOSE_METADATA, AccessLog, check_purpose
 from ledger.api.auth import Authenticator, Principal
 from ledger.api.authz import AccessDenied, Grant
 from ledger.api.errors import ApiError, grpc_status
+from ledger.api.refusals import RefusalLog
+from ledger.api.streams import StreamSlots
+from ledger.api.tokens import TokenError
 from ledger.domain.errors import ValidationFailed
 from ledger.domain.text import NUL_REASON, has_nul
 
@@ -48,6 +56,15 @@ class Call:
     access_log: AccessLog
     # The full method ("/ledger.v1.CustomerService/GetCustomer"), as the access log names it.
     path: str = ""
+    # Raises TokenError once the call's credential expired or was revoked (see `Gate`).
+    recheck: Callable[[Principal], None] | None = None
+
+    def check_credentials(self) -> None:
+        """For long calls, before each message and while waiting: raises TokenError (the
+        call then ends UNAUTHENTICATED) once the credential it was opened with has expired
+        or been revoked. Cheap: no query of its own (ledger.api.auth.RevocationWatch)."""
+        if self.recheck is not None:
+            self.recheck(self.principal)
 
     def record_access(self, customer_ids: Sequence[str], fields: Sequence[str]) -> None:
         """Before returning personal data of `customer_ids` (resource names or ids) in
@@ -101,13 +118,26 @@ def _record_denied(
 
 
 class Gate:
-    def __init__(self, authenticator: Authenticator, access_log: AccessLog) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        access_log: AccessLog,
+        *,
+        refusals: RefusalLog | None = None,
+        streams: StreamSlots | None = None,
+    ) -> None:
         self.authenticator = authenticator
         self.access_log = access_log
+        self.refusals = refusals if refusals is not None else RefusalLog(access_log)
+        self.streams = streams if streams is not None else StreamSlots(32, 4)
 
     def open(self, context: grpc.ServicerContext, method: str, path: str = "") -> Call:
         """`method`: the short name (authorisation); `path`: the full one (access log)."""
-        principal = self.authenticator.authenticate(context)
+        try:
+            principal = self.authenticator.authenticate(context)
+        except TokenError as error:
+            self.refusals.refused(method=path or method, peer=context.peer() or "", error=error)
+            raise
         purposes = [
             v.decode("latin-1") if isinstance(v, bytes) else v
             for k, v in (context.invocation_metadata() or ())
@@ -126,7 +156,16 @@ class Gate:
             raise
         if purpose_error is not None:
             raise purpose_error
-        return Call(principal, grant, method, purpose, context, self.access_log, path)
+        peer = context.peer() or ""
+
+        def recheck(principal: Principal) -> None:
+            try:
+                self.authenticator.still_valid(principal)
+            except TokenError as error:
+                self.refusals.refused(method=path or method, peer=peer, error=error)
+                raise
+
+        return Call(principal, grant, method, purpose, context, self.access_log, path, recheck)
 
 
 def _abort(context: grpc.ServicerContext, call: Call | None, error: Exception) -> NoReturn:
@@ -216,7 +255,10 @@ def _handler(
             try:
                 call = prepare(request, context)
                 assert run is not None
-                yield from run(request, call)
+                with gate.streams.hold(call.principal.name):
+                    for message in run(request, call):
+                        call.check_credentials()
+                        yield message
             except Exception as error:
                 _abort(context, call, error)
 

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,9 @@ from ledger.api.auth import Authenticator
 from ledger.api.authz import ROLES
 from ledger.api.compliance_service import ComplianceService
 from ledger.api.customer_service import CustomerService
+from ledger.api.refusals import RefusalLog
 from ledger.api.rpc import Gate, service_handler
+from ledger.api.streams import OtherStreamsLimit, StreamSlots
 from ledger.api.tokens import TokenVerifier
 from ledger.application import CustomerLedger
 from ledger.audit.read_alerts import ReadRateMonitor
@@ -60,12 +62,16 @@ class ApiServer:
     health: health.HealthServicer
     stopping: threading.Event
     store: ApiStore
+    gate: Gate | None = None
 
     def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, finish in-flight ones within `grace` seconds, then close."""
+        """Refuse new calls, finish in-flight ones within `grace` seconds, write the
+        refused-authentication counts still held, then close."""
         self.stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.gate is not None:
+            self.gate.refusals.flush()
         self.store.close()
 
 
@@ -108,11 +114,12 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def grpc_server(workers: int) -> grpc.Server:
+def grpc_server(workers: int, interceptors: Sequence[grpc.ServerInterceptor] = ()) -> grpc.Server:
     """The gRPC server as `ledger serve` runs it (the benchmark's no-op baseline runs the
     same): a pool of `workers` request threads, and no port sharing with other processes."""
     return grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger-api"),
+        interceptors=list(interceptors),
         options=[("grpc.so_reuseport", 0)],
     )
 
@@ -148,16 +155,25 @@ def build_server(
     default_access = AuditedAccess(
         ledger, ReadRateMonitor(settings.read_alert_rate, settings.read_alert_window_seconds)
     )
+    chosen_log = access_log if access_log is not None else default_access
+    api = settings.api
     gate = Gate(
-        Authenticator(TokenVerifier(token_signer.public_key_pem(), ROLES), store),
-        access_log if access_log is not None else default_access,
+        Authenticator(
+            TokenVerifier(token_signer.public_key_pem(), ROLES),
+            store,
+            recheck_seconds=api.stream_recheck_seconds,
+        ),
+        chosen_log,
+        refusals=RefusalLog(chosen_log, window_seconds=api.auth_refusal_window_seconds),
+        streams=StreamSlots(api.stream_slots, api.max_streams_per_principal),
     )
+    others = OtherStreamsLimit(gate.streams, tuple(s.full_name for s in SERVICES))
     implementations: dict[str, object] = {
         "CustomerService": CustomerService(ledger, store),
         "AuditService": AuditService(ledger, stopping),
         "ComplianceService": ComplianceService(ledger),
     }
-    server = grpc_server(settings.api.workers)
+    server = grpc_server(settings.api.workers, [others])
     server.add_generic_rpc_handlers(
         tuple(service_handler(s, implementations[s.name], gate) for s in SERVICES)
     )
@@ -179,7 +195,7 @@ def build_server(
         store.close()
         raise ConfigError(f"cannot listen on {address} (in use, or not an address of this host)")
     server.start()
-    return ApiServer(server, port, address, health_servicer, stopping, store)
+    return ApiServer(server, port, address, health_servicer, stopping, store, gate)
 
 
 def serve(

@@ -38,10 +38,13 @@ _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCI
 
 class TokenError(Exception):
     """The token is not one this ledger issued, or no longer valid. `reason` is a fixed
-    UPPER_SNAKE code for google.rpc.ErrorInfo; the message never quotes the token."""
+    UPPER_SNAKE code for google.rpc.ErrorInfo; the message never quotes the token.
+    `subject`: the principal the credential names, set only once its signature (or the TLS
+    layer) proved it genuine, so a forged token can never put a name in the access log."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, subject: str | None = None) -> None:
         self.reason = reason
+        self.subject = subject
         super().__init__(message)
 
 
@@ -161,6 +164,17 @@ class TokenVerifier:
         return self._claims(_json(_unb64(claims_b64)), now or datetime.now(UTC))
 
     def _claims(self, claims: dict[str, Any], now: datetime) -> TokenClaims:
+        """Runs only on claims whose signature verified: refusals from here name the
+        subject (when it is a valid principal id) for the access log."""
+        try:
+            return self._checked_claims(claims, now)
+        except TokenError as error:
+            sub = claims.get("sub")
+            if error.subject is None and isinstance(sub, str) and PRINCIPAL.fullmatch(sub):
+                error.subject = sub
+            raise
+
+    def _checked_claims(self, claims: dict[str, Any], now: datetime) -> TokenClaims:
         roles = claims.get("roles")
         iat, exp, jti = claims.get("iat"), claims.get("exp"), claims.get("jti")
         if (

@@ -47,12 +47,20 @@ class AccessRecord(Aggregate):
         # The API method that returned the data ("/ledger.v1.CustomerService/GetCustomer"),
         # or "cli:<command>"; records written before it existed read as "".
         method: str
+        # The operating-system account that ran a CLI read (what the OS vouches for, while
+        # the principal is whatever --actor / LEDGER_ACTOR said); "" for API reads and for
+        # records written before it existed.
+        os_user: str
         personal_attributes: ClassVar[tuple[str, ...]] = ()
-        class_version: ClassVar[int] = 2
+        class_version: ClassVar[int] = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["method"] = ""
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["os_user"] = ""
 
     def __init__(
         self,
@@ -61,12 +69,14 @@ class AccessRecord(Aggregate):
         customer_ids: list[str],
         fields: list[str],
         method: str,
+        os_user: str = "",
     ) -> None:
         self.principal = principal
         self.purpose = purpose
         self.customer_ids = customer_ids
         self.fields = fields
         self.method = method
+        self.os_user = os_user
 
 
 RECORDED_TOPIC = get_topic(AccessRecord.Recorded)
@@ -82,6 +92,7 @@ class AccessEntry:
     customer_ids: list[str]
     fields: list[str]
     method: str = ""
+    os_user: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +100,7 @@ class AccessEntry:
             "record_id": str(self.record_id),
             "at": self.at.isoformat(),
             "principal": self.principal,
+            "os_user": self.os_user,
             "method": self.method,
             "purpose": self.purpose,
             "customer_ids": self.customer_ids,
@@ -129,9 +141,12 @@ class AccessLog:
         fields: Iterable[str],
         *,
         method: str = "",
+        os_user: str = "",
     ) -> UUID:
         """Durable when it returns."""
-        record = self.new_record(principal, purpose, customer_ids, fields, method=method)
+        record = self.new_record(
+            principal, purpose, customer_ids, fields, method=method, os_user=os_user
+        )
         self.commit(record.collect_events())
         return record.id
 
@@ -143,6 +158,7 @@ class AccessLog:
         fields: Iterable[str],
         *,
         method: str = "",
+        os_user: str = "",
     ) -> AccessRecord:
         """A checked record, not yet stored: for callers that commit it together with other
         events (an alert it triggers) in one transaction."""
@@ -156,9 +172,11 @@ class AccessLog:
             )
         if len(method) > MAX_LABEL:
             violations.append(FieldViolation("method", f"at most {MAX_LABEL} characters"))
+        if len(os_user) > MAX_LABEL:
+            violations.append(FieldViolation("os_user", f"at most {MAX_LABEL} characters"))
         if violations:
             raise ValidationFailed(violations)
-        return AccessRecord(principal, purpose, ids, sorted(set(fields)), method)
+        return AccessRecord(principal, purpose, ids, sorted(set(fields)), method, os_user)
 
     def entries(
         self,
@@ -200,6 +218,7 @@ class AccessLog:
                     customer_ids=list(event.customer_ids),
                     fields=list(event.fields),
                     method=event.method,
+                    os_user=event.os_user,
                 )
             if len(batch) < PAGE:
                 return

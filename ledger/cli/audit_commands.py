@@ -22,7 +22,7 @@ from ledger.audit.read_alerts import alerts
 from ledger.audit.storage import AuditStore, AuditStoreError
 from ledger.audit.tree_heads import RefusedToSign, TreeHead, TreeHeadFormatError
 from ledger.audit.verifier import Report, verify
-from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id
+from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id, read_as
 from ledger.cli.render import dumps, show
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
@@ -200,7 +200,11 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_field_history(args: argparse.Namespace, settings: Settings) -> int:
     with open_for(settings) as ledger:
         changes = ledger.read_field_history(
-            parse_customer_id(args.id), args.field, principal=settings.actor, purpose=args.purpose
+            parse_customer_id(args.id),
+            args.field,
+            principal=settings.actor,
+            purpose=args.purpose,
+            **read_as(args),
         )
     lines = []
     for change in changes:
@@ -237,7 +241,8 @@ def cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     lines = [
-        f"{e.position:>8}  {e.at.isoformat(timespec='seconds')}  {e.principal}  "
+        f"{e.position:>8}  {e.at.isoformat(timespec='seconds')}  {e.principal}"
+        f"{f' [{e.os_user}]' if e.os_user else ''}  "
         f"method={e.method or '-'}  purpose={e.purpose}  customers={','.join(e.customer_ids)}  "
         f"fields={','.join(e.fields)}"
         for e in entries

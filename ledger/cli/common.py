@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 from uuid import UUID
 
 from ledger.application import CustomerLedger
+from ledger.audit.access_log import DEFAULT_PURPOSE, MAX_CUSTOMERS
 from ledger.bootstrap import open_ledger
 from ledger.cli.render import dumps
 from ledger.config import Settings
@@ -51,3 +53,47 @@ def command_options(parser: argparse.ArgumentParser, *, versioned: bool = True) 
             metavar="N",
             help="refuse unless the customer is still at version N",
         )
+
+
+def os_user() -> str:
+    """The account the operating system runs this command as, recorded with every read next
+    to `--actor`: the actor is whatever the caller typed, the account is what the machine
+    vouches for. Taken from the process's uid, not $USER or $LOGNAME (the caller sets
+    those too)."""
+    uid = os.geteuid()
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):  # no passwd entry (containers run as bare uids)
+        return f"uid {uid}"
+
+
+def read_as(args: argparse.Namespace) -> dict[str, str]:
+    """The access-record attributes of a CLI read besides principal and purpose."""
+    return {"os_user": os_user(), "method": f"cli:{args.command}"}
+
+
+def record_read(
+    ledger: CustomerLedger,
+    args: argparse.Namespace,
+    settings: Settings,
+    customer_ids: Iterable[UUID | str],
+    fields: Iterable[str],
+) -> None:
+    """Record that this command is about to print `fields` of `customer_ids` (durable when
+    it returns; one transaction however many records the customers need). Every command
+    that prints personal data calls this, or a `ledger.read*` method, before printing."""
+    ids = list(dict.fromkeys(str(c) for c in customer_ids))
+    names = sorted(set(fields))
+    if not ids or not names:
+        return
+    purpose: str = getattr(args, "purpose", DEFAULT_PURPOSE)
+    access_log = ledger.access_log
+    events: list[Any] = []
+    for start in range(0, len(ids), MAX_CUSTOMERS):
+        record = access_log.new_record(
+            settings.actor, purpose, ids[start : start + MAX_CUSTOMERS], names, **read_as(args)
+        )
+        events += record.collect_events()
+    access_log.commit(events)

@@ -7,8 +7,16 @@ from datetime import datetime
 from typing import Any
 
 from ledger.cli.audit_commands import purpose_option
-from ledger.cli.common import AddCommand, command_options, emit, open_for, parse_customer_id
-from ledger.cli.duplicate_commands import screen_registration, warn_duplicates
+from ledger.cli.common import (
+    AddCommand,
+    command_options,
+    emit,
+    open_for,
+    parse_customer_id,
+    read_as,
+    record_read,
+)
+from ledger.cli.duplicate_commands import matches_read, screen_registration, warn_duplicates
 from ledger.cli.render import customer_text, history_text
 from ledger.cli.values import ADDRESS_OPTIONS, parse_assignment, registration_profile
 from ledger.config import Settings
@@ -20,6 +28,9 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     with open_for(settings) as ledger:
         found = screen_registration(ledger, profile)  # refuses a likely duplicate
         customer_id = ledger.register(profile, actor=settings.actor, reason=args.reason)
+        # How existing customers compare with the new one is derived from their personal
+        # data: a read of those customers, recorded before it is printed.
+        record_read(ledger, args, settings, *matches_read(found))
     result: dict[str, Any] = {"id": str(customer_id)}
     if found:
         result["likely_duplicates"] = [m.as_dict() for m in found]
@@ -73,7 +84,9 @@ def cmd_mark_verified(args: argparse.Namespace, settings: Settings) -> int:
             expected_version=args.expected_version,
             reason=args.reason,
         )
-        view = ledger.read(customer_id, principal=settings.actor, purpose=args.purpose)
+        view = ledger.read(
+            customer_id, principal=settings.actor, purpose=args.purpose, **read_as(args)
+        )
     emit(args, view.to_json(), f"verified; now version {view.version}")
     return 0
 
@@ -81,7 +94,10 @@ def cmd_mark_verified(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     with open_for(settings) as ledger:
         view = ledger.read(
-            parse_customer_id(args.id), principal=settings.actor, purpose=args.purpose
+            parse_customer_id(args.id),
+            principal=settings.actor,
+            purpose=args.purpose,
+            **read_as(args),
         )
     emit(args, view.to_json(), customer_text(view))
     return 0
@@ -90,7 +106,10 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     with open_for(settings) as ledger:
         entries = ledger.read_history(
-            parse_customer_id(args.id), principal=settings.actor, purpose=args.purpose
+            parse_customer_id(args.id),
+            principal=settings.actor,
+            purpose=args.purpose,
+            **read_as(args),
         )
     emit(args, [e.to_json() for e in entries], history_text(entries))
     return 0
@@ -112,6 +131,7 @@ def cmd_as_of(args: argparse.Namespace, settings: Settings) -> int:
             purpose=args.purpose,
             version=args.version,
             at=at,
+            **read_as(args),
         )
     emit(args, view.to_json(), customer_text(view))
     return 0
@@ -157,6 +177,7 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--locale", metavar="TAG", help="BCP 47, e.g. en-GB")
     p.add_argument("--tag", action="append")
     command_options(p, versioned=False)
+    purpose_option(p)  # likely duplicates it reports are reads of those customers
 
     p = add("change", cmd_change, "change profile fields (one event carrying only what changed)")
     p.add_argument("id")

@@ -13,7 +13,7 @@ from typing import Any
 
 from ledger.application import CustomerLedger
 from ledger.cli.audit_commands import purpose_option
-from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id
+from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id, record_read
 from ledger.cli.progress import progress_bar
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
@@ -22,8 +22,17 @@ from ledger.projections.dedup import Match
 from ledger.projections.duplicates import DuplicatesResult
 from ledger.projections.wiring import duplicate_queries
 
-ACCESS_BATCH = 10_000  # customers per access-log record (its limit)
 SHOWN_CLUSTERS = 50
+# The personal fields a duplicate score is computed from: printing a score (or that a
+# customer is a likely duplicate) discloses how these fields of that customer compare.
+COMPARED_FIELDS = (
+    "given_name", "family_name", "birth_date", "emails", "phones", "addresses", "external_ids",
+)  # fmt: skip
+
+
+def matches_read(found: list[Match]) -> tuple[list[str], tuple[str, ...]]:
+    """What printing these matches reads: (customer ids, fields) for `record_read`."""
+    return [m.customer_id for m in found], COMPARED_FIELDS
 
 
 def screen_registration(ledger: CustomerLedger, profile: Mapping[str, Any]) -> list[Match]:
@@ -99,6 +108,9 @@ def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
             customer_id = parse_customer_id(args.of)
             ledger.get(customer_id)  # an unknown id is an error, not "no duplicates"
             matches = queries.candidates_of(customer_id, threshold, args.limit)
+            if matches:
+                ids, fields = matches_read(matches)
+                record_read(ledger, args, settings, [str(customer_id), *ids], fields)
             found = {"customer_id": str(customer_id), "matches": [m.as_dict() for m in matches]}
             emit(args, found, _matches_text(str(customer_id), matches))
             return 0
@@ -106,11 +118,9 @@ def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
         with progress_bar("comparing candidate pairs") as update:
             result = queries.report(threshold, progress=lambda _, done, total: update(done, total))
         seconds = time.perf_counter() - started
-        shown = [c for c in result.customer_ids if result.external_ids.get(c)]
-        for start in range(0, len(shown), ACCESS_BATCH):  # external ids are personal data
-            ledger.access_log.record(
-                settings.actor, args.purpose, shown[start : start + ACCESS_BATCH], ["external_ids"]
-            )
+        # Every customer in a pair: its external ids are printed, and its scores disclose
+        # how its personal data compares with another's.
+        record_read(ledger, args, settings, result.customer_ids, COMPARED_FIELDS)
     if args.json:
         # One line with the C encoder: a report on a large ledger runs to megabytes, and
         # the indented (pure-Python) encoder would take longer than the search itself.

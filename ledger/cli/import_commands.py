@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ledger.cli.common import AddCommand, emit, open_for
+from ledger.cli.common import AddCommand, emit, open_for, record_read
+from ledger.cli.duplicate_commands import COMPARED_FIELDS
 from ledger.cli.progress import progress_bar
 from ledger.config import Settings
 from ledger.domain.profile import ADDRESS_FIELDS
@@ -56,6 +57,13 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             # Many new customers: re-estimate the duplicate model on them, so registrations
             # and look-ups that follow are scored for this ledger's data.
             duplicate_queries(ledger).refit()
+        # Rows reported as likely duplicates of existing customers disclose how those
+        # customers' personal data compares: recorded before the report is printed.
+        existing = [of for note in summary.duplicates for of, _ in note.matches]
+        record_read(
+            ledger, args, settings, [c for c in existing if not c.startswith("line ")],
+            COMPARED_FIELDS,
+        )  # fmt: skip
     emit(args, summary.to_json(), _summary_text(summary))
     return 0 if summary.rejected == 0 else 1
 

@@ -13,11 +13,14 @@ from types import FrameType
 from typing import Any
 
 from ledger.application import CustomerLedger
-from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id
+from ledger.cli.audit_commands import purpose_option
+from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id, record_read
 from ledger.cli.progress import progress_bar
 from ledger.cli.render import show
 from ledger.config import Settings
+from ledger.domain.erased import ErasedValue
 from ledger.domain.errors import CustomerNotFound, FieldViolation, ValidationFailed
+from ledger.domain.profile import PERSONAL_FIELDS
 from ledger.projections.quality import quality_report
 from ledger.projections.queries import ORDERS, STATUSES, CustomerRecord, ListFilter
 from ledger.projections.runner import ProjectionRunner, UnknownProjection
@@ -140,6 +143,21 @@ def _record_line(record: CustomerRecord) -> str:
     )
 
 
+NAME_FIELDS = ("given_name", "family_name")
+
+
+def _record_shown(
+    ledger: CustomerLedger,
+    args: argparse.Namespace,
+    settings: Settings,
+    records: list[CustomerRecord],
+) -> None:
+    """Record the read of what is about to be printed: names in text, every personal field
+    with --json, for each record that still has personal data."""
+    shown = [r.id for r in records if not isinstance(r.personal, ErasedValue)]
+    record_read(ledger, args, settings, shown, PERSONAL_FIELDS if args.json else NAME_FIELDS)
+
+
 def _parse_since(text: str | None) -> datetime | None:
     if text is None:
         return None
@@ -166,6 +184,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             page_size=args.page_size,
             page_token=args.page_token,
         )
+        _record_shown(ledger, args, settings, page.records)
     lines = [_record_line(r) for r in page.records] or ["no customers match"]
     if page.next_page_token:
         lines.append(f"next page: --page-token {page.next_page_token}")
@@ -186,6 +205,7 @@ def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
             records = queries.lookup(
                 email=args.email, phone=args.phone, external_id=args.external_id
             )
+        _record_shown(ledger, args, settings, records)
     data: dict[str, Any] = {"customers": [r.to_json() for r in records]}
     emit(args, data, "\n".join(_record_line(r) for r in records) or "no customer found")
     return 0 if records else 1
@@ -251,6 +271,7 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--desc", action="store_true", help="newest / highest first")
     p.add_argument("--page-size", dest="page_size", type=int, default=50, metavar="N")
     p.add_argument("--page-token", dest="page_token", metavar="TOKEN")
+    purpose_option(p)
 
     p = add("lookup", cmd_lookup, "find customers by exact email, phone, external id or id")
     which = p.add_mutually_exclusive_group(required=True)
@@ -258,6 +279,7 @@ def add_commands(add: AddCommand) -> None:
     which.add_argument("--phone", help="international, or national in LEDGER_DEFAULT_REGION")
     which.add_argument("--external-id", dest="external_id", metavar="SCHEME:VALUE")
     which.add_argument("--id", help="a customer id; a merged one leads to its survivor")
+    purpose_option(p)
 
     p = add(
         "quality", cmd_quality, "data-quality totals and the worst records (ids and field names)"
