@@ -30,7 +30,8 @@ from ledger.api.tokens import TokenError
 from ledger.audit.proofs import ProofUnavailable
 from ledger.audit.storage import AuditStoreError
 from ledger.audit.tree_heads import RefusedToSign
-from ledger.crypto_shred.keystore import KeyStoreError
+from ledger.crypto_shred.keyring import KeyMissing
+from ledger.crypto_shred.keystore import KeyStoreError, KeyStoreLost
 from ledger.crypto_shred.mapper import SealError
 from ledger.domain.errors import (
     ConcurrentChange,
@@ -256,6 +257,20 @@ def status_of(error: BaseException) -> status_pb2.Status:
     if isinstance(error, SealError):
         log.error("integrity failure: %s", error)
         return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))
+    if isinstance(error, KeyMissing):
+        # Lost, not erased: the log records no erasure of this customer.
+        name = f"customers/{error.customer_id}"
+        log.error("integrity failure: %s", error)
+        return _status(
+            code.DATA_LOSS,
+            "DATA_KEY_MISSING",
+            str(error),
+            {"customer": name},
+            [_resource(error.customer_id)],
+        )
+    if isinstance(error, KeyStoreLost):
+        log.error("integrity failure: %s", error)
+        return _status(code.DATA_LOSS, "KEY_STORE_LOST", str(error))
     if isinstance(error, PersistenceError | psycopg.OperationalError | KeyStoreError):
         log.error("store unavailable: %s", type(error).__name__)
         return _status(code.UNAVAILABLE, "STORE_UNAVAILABLE", "the store is unavailable; retry")

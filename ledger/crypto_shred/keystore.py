@@ -73,6 +73,9 @@ _SELECT_MANY_WRAPPED = (
     "SELECT customer_id, key_id, kek_id, wrapped_key FROM {keys}"
     " WHERE wrapped_key IS NOT NULL AND customer_id IN ({marks})"
 )
+_SELECT_MANY_LIVE = (
+    "SELECT customer_id FROM {keys} WHERE wrapped_key IS NOT NULL AND customer_id IN ({marks})"
+)
 _SELECT_RECORD = "SELECT key_id, created_at, destroyed_at FROM {keys} WHERE customer_id = ?"
 _SELECT_KEY_ID = "SELECT key_id FROM {keys} WHERE customer_id = ?"
 _WIPE_KEY = (
@@ -104,6 +107,19 @@ _UPSERT_WATERMARK = (
 
 class KeyStoreError(Exception):
     """The key store cannot do what was asked. Messages name customer ids at most."""
+
+
+class KeyStoreLost(Exception):
+    """An integrity failure: the log holds customers but the key store holds no key at all
+    (its file or tables were lost and a new, empty one took their place). Reading on would
+    show every customer as having lost their key; writing on would mix keys of a new store
+    into the old log. Restore the key store."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"the key store {where} holds no data key although the log holds customers: it "
+            "was lost or replaced by an empty one; restore it from its backup"
+        )
 
 
 class KeyAlreadyExists(KeyStoreError):
@@ -169,6 +185,16 @@ class KeyStore(ABC):
         the log needs thousands; stores that can read them in one query override this."""
         found = {customer_id: self.get(customer_id) for customer_id in customer_ids}
         return {customer_id: key for customer_id, key in found.items() if key is not None}
+
+    @abstractmethod
+    def is_empty(self) -> bool:
+        """No key row at all, live or destroyed: a new key store — or, beside a log that
+        holds customers, a lost one (`ledger.bootstrap` refuses to open then)."""
+
+    def live_among(self, customer_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of these customers have a live key, without unwrapping any (the start-up
+        check of a restored key store against the log's erasures)."""
+        return set(self.get_many(customer_ids))
 
     @abstractmethod
     def record(self, customer_id: UUID) -> KeyRecord: ...
@@ -386,6 +412,22 @@ class SqlKeyStore(KeyStore):
                     )
                 found[customer_id] = DataKey(customer_id=customer_id, key_id=str(key_id), key=key)
         return found
+
+    def is_empty(self) -> bool:
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT 1 FROM {keys} LIMIT 1"))
+            return cur.fetchone() is None
+
+    def live_among(self, customer_ids: Sequence[UUID]) -> set[UUID]:
+        live: set[UUID] = set()
+        unique = list(dict.fromkeys(customer_ids))
+        for start in range(0, len(unique), _BATCH):
+            chunk = unique[start : start + _BATCH]
+            template = _SELECT_MANY_LIVE.replace("{marks}", ",".join("?" * len(chunk)))
+            with self._transaction(write=False) as cur:
+                cur.execute(self._sql(template), tuple(self._bind_id(c) for c in chunk))
+                live.update(_as_uuid(row[0]) for row in cur.fetchall())
+        return live
 
     def record(self, customer_id: UUID) -> KeyRecord:
         with self._transaction(write=False) as cur:
