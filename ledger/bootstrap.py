@@ -17,6 +17,7 @@ from ledger.crypto_shred.keystore import (
     PostgresKeyStore,
     SQLiteKeyStore,
     open_key_store,
+    sqlite_key_store_path,
 )
 from ledger.projections.wiring import attach_projections
 from ledger.signing import LedgerSigner
@@ -54,6 +55,8 @@ def open_ledger(settings: Settings | None = None) -> CustomerLedger:
     if store.kind == "sqlite" and store.sqlite_path is not None:
         _private_dir(store.sqlite_path.parent)
     provider = LocalKeyFileProvider(settings.resolved_kek_file)
+    key_file = sqlite_key_store_path(settings.resolved_key_store_url)
+    new_key_file = key_file is not None and str(key_file) != ":memory:" and not key_file.exists()
     key_store = open_key_store(settings.resolved_key_store_url, provider)
     if isinstance(key_store, PostgresKeyStore) and store.kind == "postgresql":
         key_store.commits_before_events = _same_cluster(
@@ -76,6 +79,9 @@ def open_ledger(settings: Settings | None = None) -> CustomerLedger:
             raise KeyStoreLost(_where(key_store))
     except Exception:
         ledger.close()
+        if new_key_file and key_file is not None:
+            # The empty file opening just made would hide the loss from the next run.
+            key_file.unlink(missing_ok=True)
         raise
     if store.kind == "sqlite" and store.sqlite_path is not None and store.sqlite_path.exists():
         os.chmod(store.sqlite_path, 0o600)

@@ -11,8 +11,8 @@ from uuid import uuid4
 
 import pytest
 
-from ledger.crypto_shred.kek import LocalKeyFileProvider
 from ledger.crypto_shred.erasures import ErasureRegistry
+from ledger.crypto_shred.kek import LocalKeyFileProvider
 from ledger.crypto_shred.keyring import KeyMissing, KeyRing
 from ledger.crypto_shred.keystore import (
     KeyAlreadyExists,

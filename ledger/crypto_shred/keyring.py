@@ -15,6 +15,7 @@ must tell "no key yet" from "key lost", ask `stored_key` instead.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -23,7 +24,9 @@ from typing import Any
 from uuid import UUID
 
 from ledger.crypto_shred.erasures import ErasureRegistry
-from ledger.crypto_shred.keystore import DataKey, KeyRecord, KeyStore, SqlKeyStore
+from ledger.crypto_shred.keystore import DataKey, KeyRecord, KeyStatus, KeyStore, SqlKeyStore
+
+log = logging.getLogger("ledger")
 
 
 class KeyMissing(Exception):
@@ -164,7 +167,15 @@ class KeyRing:
             self._remember(key)
 
     def record(self, customer_id: UUID) -> KeyRecord:
-        return self.store.record(customer_id)
+        """What the key store holds about the key; a live key of a customer the log says is
+        erased (a restored key store) is destroyed again first, so the record never says
+        "active" for an erased customer."""
+        record = self.store.record(customer_id)
+        if record.status is KeyStatus.ACTIVE and self.erasures.is_erased(customer_id):
+            log.warning("re-shredded key of erased customer %s (restored key store?)", customer_id)
+            self.destroy(customer_id)
+            record = self.store.record(customer_id)
+        return record
 
     def destroy(self, customer_id: UUID) -> str | None:
         """Forget first, so no reader in this process can use the key once it is gone."""

@@ -87,6 +87,7 @@ _INSERT_TOMBSTONE = (
     " ON CONFLICT (customer_id) DO NOTHING"
 )
 _SELECT_DESTROYED = "SELECT customer_id FROM {keys} WHERE destroyed_at IS NOT NULL"
+_SELECT_LIVE = "SELECT customer_id FROM {keys} WHERE wrapped_key IS NOT NULL"
 _COUNT_TO_REWRAP = "SELECT COUNT(*) FROM {keys} WHERE wrapped_key IS NOT NULL AND kek_id <> ?"
 _SELECT_TO_REWRAP = (
     "SELECT customer_id, key_id, kek_id, wrapped_key FROM {keys}"
@@ -207,6 +208,10 @@ class KeyStore(ABC):
 
     @abstractmethod
     def destroyed_ids(self) -> set[UUID]: ...
+
+    @abstractmethod
+    def live_ids(self) -> set[UUID]:
+        """Every customer with a live key (no key bytes read: `ledger verify`)."""
 
     @abstractmethod
     def rewrap_all(self, progress: Callable[[int, int], None] | None = None) -> int:
@@ -467,6 +472,12 @@ class SqlKeyStore(KeyStore):
     def destroyed_ids(self) -> set[UUID]:
         with self._transaction(write=False) as cur:
             cur.execute(self._sql(_SELECT_DESTROYED))
+            rows = cur.fetchall()
+        return {_as_uuid(row[0]) for row in rows}
+
+    def live_ids(self) -> set[UUID]:
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(_SELECT_LIVE))
             rows = cur.fetchall()
         return {_as_uuid(row[0]) for row in rows}
 
@@ -764,17 +775,25 @@ class PostgresKeyStore(SqlKeyStore):
         return f"PostgresKeyStore(keys_table={self.keys_table!r})"
 
 
+def sqlite_key_store_path(url: str) -> Path | None:
+    """The file of a SQLite key store URL (None for another scheme)."""
+    if urlsplit(url).scheme != "sqlite":
+        return None
+    raw = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    raw = raw.split("?", 1)[0]
+    if not raw:
+        raise ValueError("a SQLite key store URL looks like sqlite:///path/to/keys.db")
+    return Path(unquote(raw))
+
+
 def open_key_store(url: str, provider: KekProvider) -> KeyStore:
     """Open the key store named by a URL: `sqlite:///relative/path.db`,
     `sqlite:////absolute/path.db` (SQLAlchemy's form, as for the event store) or
     `postgresql://user@host:port/dbname`."""
     scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
-        raw = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-        raw = raw.split("?", 1)[0]
-        if not raw:
-            raise ValueError("a SQLite key store URL looks like sqlite:///path/to/keys.db")
-        return SQLiteKeyStore(Path(unquote(raw)), provider)
+    path = sqlite_key_store_path(url)
+    if path is not None:
+        return SQLiteKeyStore(path, provider)
     if scheme in ("postgresql", "postgres"):
         return PostgresKeyStore(url, provider)
     # The URL itself is not echoed: it may hold a password.
