@@ -37,6 +37,7 @@ class ErasureRegistry:
         self._scan = scan
         self._erased: set[UUID] = set()
         self._position = 0
+        self._last_scan_started = -1
         self._lock = threading.Lock()
         # What refreshing costs, for `ledger` operators and the benchmark.
         self.scans = 0
@@ -44,10 +45,15 @@ class ErasureRegistry:
 
     def refresh(self) -> None:
         """Read the Erased events logged since the last scan (one query; none new is the
-        common case)."""
+        common case). Threads that ask while a scan runs share the next one: a scan that
+        started after a caller asked is as fresh as one of its own."""
         if self._scan is None:
             return
+        asked = time.monotonic_ns()
         with self._lock:
+            if self._last_scan_started > asked:
+                return
+            self._last_scan_started = time.monotonic_ns()
             started = time.perf_counter()
             rows = self._scan(self._position)
             for position, customer_id in rows:

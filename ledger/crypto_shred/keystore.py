@@ -225,9 +225,10 @@ class KeyStore(ABC):
 
     @abstractmethod
     def get_watermark(self, name: str) -> int:
-        """A small integer kept with the keys (0 if unset) — e.g. how far the event log was
-        scanned for erasures. Kept here, not with the events, so that a key store restored
-        from an old backup also restores an old watermark and rescans."""
+        """A small integer kept with the keys (0 if unset). The ledger no longer keeps how
+        far it scanned the log for erasures here: a key store restored rows-only would keep
+        a watermark past erasures its keys predate (`CustomerLedger.reshred` compares the
+        whole log-derived set instead)."""
 
     @abstractmethod
     def set_watermark(self, name: str, value: int) -> None: ...
