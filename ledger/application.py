@@ -24,7 +24,7 @@ from ledger.audit.tree_heads import TreeHead, issue_tree_head
 from ledger.config import Settings
 from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
 from ledger.crypto_shred.erasures import ERASED_TOPIC, ErasureRegistry, ScanErasures
-from ledger.crypto_shred.keyring import KeyRing, PendingKeys
+from ledger.crypto_shred.keyring import KeyMissing, KeyRing, PendingKeys
 from ledger.crypto_shred.mapper import EncryptingMapper
 from ledger.domain.customer import Customer
 from ledger.domain.errors import (
@@ -462,7 +462,14 @@ class CustomerLedger(Application[UUID]):
         event in the log makes `reshred()` finish the job before the next read.
         """
         _check_actor(actor, reason)
-        customer = self._load_for_command(customer_id, None)
+        try:
+            customer = self._load_for_command(customer_id, None)
+        except KeyMissing:
+            # The key is lost already (an integrity failure, reported as such on reads):
+            # the erasure is still owed, and recording it needs no key.
+            log.warning("erasing customer %s whose data key is missing", customer_id)
+            customer = self._load_without_keys(customer_id)
+            customer.refuse_if_erased()
         self._refuse_to_orphan_merged(customer)
         key_id = self.keys.record(customer_id).key_id
         customer.erase(actor, reason, legal_basis, key_id)
@@ -596,6 +603,21 @@ class CustomerLedger(Application[UUID]):
             raise CustomerNotFound(customer_id)
         return customer
 
+    def _load_without_keys(self, customer_id: UUID) -> Customer:
+        """The customer with every personal value `ERASED`, decrypting nothing: for what
+        needs only status, version and links (erasing, even when the key is lost)."""
+        stored = self.recorder.select_events(customer_id)
+        mapper = self.mapper
+        assert isinstance(mapper, EncryptingMapper)
+        customer: Any = None
+        for record in stored:
+            event = mapper.to_domain_event(record, erased=True)
+            if isinstance(event, Customer.Event):
+                customer = event.mutate(customer)
+        if not isinstance(customer, Customer):
+            raise CustomerNotFound(customer_id)
+        return customer
+
     def _load_for_command(self, customer_id: UUID, expected_version: int | None) -> Customer:
         customer = self._load(customer_id)
         customer.refuse_if_erased()
@@ -620,7 +642,7 @@ class CustomerLedger(Application[UUID]):
         alive = [
             source
             for source in (m["source_id"] for m in customer.merges)
-            if not self._load(UUID(source)).is_erased
+            if not self._load_without_keys(UUID(source)).is_erased
         ]
         if alive:
             raise MergeRefused(

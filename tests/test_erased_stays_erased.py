@@ -122,6 +122,9 @@ def test_restored_key_store_through_the_api_gives_erased_results(store: StoreHan
         events = list(auditor.list_customer_events(created.name))
         assert [e.event_type for e in events] == ["Registered", "ProfileChanged", "Erased"]
         assert all(e.personal_data_state == PDS.PERSONAL_DATA_STATE_ERASED for e in events[:2])
+        replayed = [e for e in auditor.stream_events() if e.stream_id == str(erased_id)]
+        assert [e.event_type for e in replayed] == ["Registered", "ProfileChanged", "Erased"]
+        assert all(e.personal_data_state == PDS.PERSONAL_DATA_STATE_ERASED for e in replayed[:2])
         emails = auditor.get_field_history(created.name, "emails")
         assert [c.value_state for c in emails] == [PDS.PERSONAL_DATA_STATE_ERASED] * 3
         raw = dpo.export_customer_data(created.name)
@@ -253,3 +256,24 @@ def test_erasure_registry_reads_only_new_erased_events(store: StoreHandle) -> No
     with store.open() as reopened:
         assert reopened.erasures.erased_ids() == {ids[0]}
         assert reopened.erasures.position == found[-1][0]
+
+
+def test_a_customer_whose_key_was_lost_can_still_be_erased(store: StoreHandle) -> None:
+    """An erasure is owed whatever happened to the key, and recording it needs none."""
+    with store.open() as ledger:
+        lost = ledger.register(person(), actor=ACTOR)
+        store.execute(
+            f"DELETE FROM {store.keys_table} WHERE customer_id = {store.ph}",
+            (key_id(store, lost),),
+        )
+        ledger.keys.clear()
+        with pytest.raises(KeyMissing):
+            ledger.get(lost)
+        signed = ledger.erase(lost, actor="dpo", legal_basis="GDPR Art. 17")
+        assert signed.certificate.customer_id == str(lost)
+        assert signed.certificate.last_version == 2
+        view = ledger.get(lost)
+        assert (view.status, view.personal) == ("erased", ERASED)
+    with store.open() as reopened:
+        assert reopened.get(lost).personal is ERASED
+        assert reopened.keys.record(lost).status.value == "destroyed"  # a tombstone now
