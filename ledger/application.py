@@ -7,15 +7,15 @@ the keys. Rules live in `ledger.domain`; sealing lives in the mapper.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import Mapper, RecordConflictError, Recording
-from eventsourcing.utils import get_topic
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import EventStore, Mapper, RecordConflictError, Recording
 
 from ledger.audit.access_log import AccessLog
 from ledger.audit.history import FieldChange, field_history, is_personal
@@ -23,7 +23,8 @@ from ledger.audit.storage import AuditStore
 from ledger.audit.tree_heads import TreeHead, issue_tree_head
 from ledger.config import Settings
 from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
-from ledger.crypto_shred.keyring import KeyRing, PendingKeys
+from ledger.crypto_shred.erasures import ERASED_TOPIC, ErasureRegistry, ScanErasures
+from ledger.crypto_shred.keyring import KeyMissing, KeyRing, PendingKeys
 from ledger.crypto_shred.mapper import EncryptingMapper
 from ledger.domain.customer import Customer
 from ledger.domain.errors import (
@@ -60,8 +61,39 @@ class InlineProjections(Protocol):
 
 log = logging.getLogger("ledger")
 
-ERASURE_WATERMARK = "erasures"
 MAX_REASON = 500
+
+
+class _ErasureScanner(Protocol):
+    """What the ledger's recorders add (`ledger.audit.recorders`)."""
+
+    select_erasures: ScanErasures
+
+
+class ErasureAwareEvents(EventStore[UUID]):
+    """Reads of one customer's stream (aggregate, history, as-of, field history, export):
+    when the stored events hold the customer's Erased event the whole stream is decoded as
+    erased, without looking up any key. Exact and free: the events are read anyway, and
+    whatever a restored key store holds, nothing of an erased customer is decrypted."""
+
+    def get(
+        self,
+        originator_id: UUID,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[DomainEventProtocol[UUID]]:
+        stored = self.recorder.select_events(
+            originator_id=originator_id, gt=gt, lte=lte, desc=desc, limit=limit
+        )
+        mapper = self.mapper
+        if isinstance(mapper, EncryptingMapper) and any(s.topic == ERASED_TOPIC for s in stored):
+            return iter([mapper.to_domain_event(s, erased=True) for s in stored])
+        # A partial read without the Erased event: the key ring asks the log-derived
+        # registry before any key is used.
+        return map(mapper.to_domain_event, stored)
 
 
 def _check_actor(actor: str, reason: str | None, *more: tuple[str, object]) -> None:
@@ -103,6 +135,10 @@ class CustomerLedger(Application[UUID]):
         # the transaction that stores them (`ledger.audit.recorders.InsertedBatch`).
         self.inline_projections: InlineProjections | None = None
         super().__init__(env=settings.eventsourcing_env())
+        # Who is erased, read from this log: the key ring asks it before the key store.
+        self.erasures = ErasureRegistry(cast(_ErasureScanner, self.recorder).select_erasures)
+        self.erasures.refresh()
+        self.keys.erasures = self.erasures
         # Set by `ledger.bootstrap` when the key store is in the event store's own
         # database: new customers' keys are then stored in the transaction that stores
         # their events (one commit instead of two, and no orphan keys).
@@ -149,6 +185,9 @@ class CustomerLedger(Application[UUID]):
             ):
                 return False
         return True
+
+    def construct_event_store(self) -> EventStore[UUID]:
+        return ErasureAwareEvents(mapper=self.mapper, recorder=self.recorder)
 
     def construct_mapper(self) -> Mapper[UUID]:
         return EncryptingMapper(transcoder=self.construct_transcoder(), keys=self.keys)
@@ -287,7 +326,8 @@ class CustomerLedger(Application[UUID]):
                 # A fresh id: its key can only be this one, stored with its events.
                 pending, new_key = self.keys.prepare([customer_id]), None
         else:
-            new_key = customer_id if self.keys.get(customer_id) is None else None
+            # "No key yet" (an earlier attempt may have left one), not "is it erased".
+            new_key = customer_id if self.keys.stored_key(customer_id) is None else None
         customer = Customer.register(customer_id, validated, actor, reason)
         events: list[Any] = list(customer.collect_events())
         if also is not None:
@@ -450,11 +490,19 @@ class CustomerLedger(Application[UUID]):
         event in the log makes `reshred()` finish the job before the next read.
         """
         _check_actor(actor, reason, ("legal_basis", legal_basis))
-        customer = self._load_for_command(customer_id, None)
+        try:
+            customer = self._load_for_command(customer_id, None)
+        except KeyMissing:
+            # The key is lost already (an integrity failure, reported as such on reads):
+            # the erasure is still owed, and recording it needs no key.
+            log.warning("erasing customer %s whose data key is missing", customer_id)
+            customer = self._load_without_keys(customer_id)
+            customer.refuse_if_erased()
         self._refuse_to_orphan_merged(customer)
         key_id = self.keys.record(customer_id).key_id
         customer.erase(actor, reason, legal_basis, key_id)
         self._save(customer, None)
+        self.erasures.add(customer_id)  # before the key dies: no reader sees it missing
         self.keys.destroy(customer_id)
         self._purge_derived_copies(customer_id)
         log.info("erased customer %s", customer_id)
@@ -471,36 +519,21 @@ class CustomerLedger(Application[UUID]):
         return SignedCertificate.issue(certificate, self.signer)
 
     def reshred(self) -> int:
-        """Destroy the key of every customer whose erasure is in the log.
+        """Destroy the live key of every customer whose erasure is in the log.
 
         Run before serving reads: a key store restored from a backup may hold keys of
-        customers erased since; the log is the authority. Scans only what is new since the
-        last scan (a watermark kept in the key store itself, so a restored store rescans).
+        customers erased since; the log is the authority. Compares the whole log-derived
+        set of erased customers with the live keys (one query per 500 erased customers,
+        reading no key bytes), so it trusts nothing the key store says about how far it
+        has seen the log.
         """
-        start = self.keys.store.get_watermark(ERASURE_WATERMARK)
-        head = self.recorder.max_notification_id() or 0
-        if head <= start:
-            return 0
-        topic = get_topic(Customer.Erased)
-        destroyed = 0
-        position = start
-        while position < head:
-            batch = self.recorder.select_notifications(
-                start=position, limit=1000, stop=head, topics=[topic], inclusive_of_start=False
-            )
-            if not batch:
-                break
-            for notification in batch:
-                customer_id = notification.originator_id
-                assert isinstance(customer_id, UUID)
-                if self.keys.get(customer_id) is not None:
-                    self.keys.destroy(customer_id)
-                    self._purge_derived_copies(customer_id)
-                    destroyed += 1
-                    log.warning("re-shredded key of erased customer %s", customer_id)
-            position = batch[-1].id
-        self.keys.store.set_watermark(ERASURE_WATERMARK, head)
-        return destroyed
+        self.erasures.refresh()
+        live = self.keys.store.live_among(sorted(self.erasures.erased_ids()))
+        for customer_id in sorted(live):
+            self.keys.destroy(customer_id)
+            self._purge_derived_copies(customer_id)
+            log.warning("re-shredded key of erased customer %s", customer_id)
+        return len(live)
 
     # Queries ------------------------------------------------------------------------------
 
@@ -606,6 +639,21 @@ class CustomerLedger(Application[UUID]):
             raise CustomerNotFound(customer_id)
         return customer
 
+    def _load_without_keys(self, customer_id: UUID) -> Customer:
+        """The customer with every personal value `ERASED`, decrypting nothing: for what
+        needs only status, version and links (erasing, even when the key is lost)."""
+        stored = self.recorder.select_events(customer_id)
+        mapper = self.mapper
+        assert isinstance(mapper, EncryptingMapper)
+        customer: Any = None
+        for record in stored:
+            event = mapper.to_domain_event(record, erased=True)
+            if isinstance(event, Customer.Event):
+                customer = event.mutate(customer)
+        if not isinstance(customer, Customer):
+            raise CustomerNotFound(customer_id)
+        return customer
+
     def _load_for_command(self, customer_id: UUID, expected_version: int | None) -> Customer:
         customer = self._load(customer_id)
         customer.refuse_if_erased()
@@ -630,7 +678,7 @@ class CustomerLedger(Application[UUID]):
         alive = [
             source
             for source in (m["source_id"] for m in customer.merges)
-            if not self._load(UUID(source)).is_erased
+            if not self._load_without_keys(UUID(source)).is_erased
         ]
         if alive:
             raise MergeRefused(

@@ -11,8 +11,9 @@ from uuid import uuid4
 
 import pytest
 
+from ledger.crypto_shred.erasures import ErasureRegistry
 from ledger.crypto_shred.kek import LocalKeyFileProvider
-from ledger.crypto_shred.keyring import KeyRing
+from ledger.crypto_shred.keyring import KeyMissing, KeyRing
 from ledger.crypto_shred.keystore import (
     KeyAlreadyExists,
     PostgresKeyStore,
@@ -56,8 +57,24 @@ def test_prefetch_fills_the_cache_but_not_with_destroyed_keys(key_store: SqlKeyS
     ids = [uuid4() for _ in range(3)]
     key_store.create_many(ids)
     key_store.destroy(ids[0])
-    ring = KeyRing(key_store, ttl=60)
+    erasures = ErasureRegistry()
+    erasures.add(ids[0])  # the log says ids[0] is erased
+    ring = KeyRing(key_store, ttl=60, erasures=erasures)
     ring.prefetch(ids)
     assert ring.get(ids[0]) is None
     key_store.close()  # served from the cache alone now
     assert ring.get(ids[1]) is not None and ring.get(ids[2]) is not None
+
+
+def test_a_key_gone_without_an_erasure_is_missing_not_erased(key_store: SqlKeyStore) -> None:
+    ids = [uuid4() for _ in range(2)]
+    key_store.create_many(ids)
+    key_store.destroy(ids[0])  # destroyed, but no erasure is known for it
+    ring = KeyRing(key_store, ttl=60, erasures=ErasureRegistry())
+    ring.prefetch(ids)
+    with pytest.raises(KeyMissing) as raised:
+        ring.get(ids[0])
+    assert raised.value.customer_id == ids[0]
+    with pytest.raises(KeyMissing):
+        ring.get(uuid4())  # never had one
+    assert ring.stored_key(ids[0]) is None  # creation paths: no key (yet), no error

@@ -31,7 +31,8 @@ from ledger.api.tokens import TokenError
 from ledger.audit.proofs import ProofUnavailable
 from ledger.audit.storage import AuditStoreError
 from ledger.audit.tree_heads import RefusedToSign
-from ledger.crypto_shred.keystore import KeyStoreError
+from ledger.crypto_shred.keyring import KeyMissing
+from ledger.crypto_shred.keystore import KeyStoreError, KeyStoreLost
 from ledger.crypto_shred.mapper import SealError
 from ledger.domain.errors import (
     ConcurrentChange,
@@ -283,6 +284,20 @@ def status_of(error: BaseException) -> status_pb2.Status:
     if isinstance(error, SealError):
         log.error("integrity failure: %s", error)
         return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))
+    if isinstance(error, KeyMissing):
+        # Lost, not erased: the log records no erasure of this customer.
+        name = f"customers/{error.customer_id}"
+        log.error("integrity failure: %s", error)
+        return _status(
+            code.DATA_LOSS,
+            "DATA_KEY_MISSING",
+            str(error),
+            {"customer": name},
+            [_resource(error.customer_id)],
+        )
+    if isinstance(error, KeyStoreLost):
+        log.error("integrity failure: %s", error)
+        return _status(code.DATA_LOSS, "KEY_STORE_LOST", str(error))
     if isinstance(error, RecordConflictError):
         # A write met another one on the same record (ConflictingWrite, the library's
         # IntegrityError): a real conflict, since a write meeting its own committed rows

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
@@ -49,11 +50,42 @@ from ledger.audit.storage import (
     Dialect,
     FrontierCache,
     WriteCursor,
+    _values,
     append_leaves,
 )
 from ledger.config import ConfigError
+from ledger.crypto_shred.erasures import ERASED_TOPIC
 
 log = logging.getLogger("ledger.audit")
+
+ERASURES_PAGE = 10_000
+
+
+def _erasures_index(dialect: Dialect) -> str:
+    """A partial index holding only the Erased events, so that reading who is erased
+    (`ledger.crypto_shred.erasures`) touches those few rows, not the whole log. The topic
+    is a module constant (no quote in it), written literally so the planner can match it."""
+    assert "'" not in ERASED_TOPIC
+    table = dialect.events_table
+    name = table.rsplit(".", 1)[-1].strip('"') + "_erased"
+    column = "topic" if dialect.kind == "sqlite" else dialect.position  # SQLite adds rowid
+    return f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column}) WHERE topic = '{ERASED_TOPIC}'"
+
+
+def _erasures_query(dialect: Dialect) -> str:
+    return dialect.sql(
+        f"SELECT {dialect.position} AS position, originator_id FROM {dialect.events_table} "
+        f"WHERE topic = '{ERASED_TOPIC}' AND {dialect.position} > ? "
+        f"ORDER BY {dialect.position} LIMIT {ERASURES_PAGE}"
+    )
+
+
+def _erasure_rows(rows: Sequence[Any]) -> list[tuple[int, UUID]]:
+    found = []
+    for row in rows:
+        position, originator_id = _values(row)
+        found.append((int(position), UUID(str(originator_id))))
+    return found
 
 
 @dataclass(frozen=True)
@@ -117,7 +149,25 @@ class AuditedSQLiteRecorder(SQLiteApplicationRecorder):
         self.frontier = FrontierCache()
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *SQLITE.ddl()]
+        return [
+            *super().construct_create_table_statements(),
+            *SQLITE.ddl(),
+            # Called by the library's constructor, before `self.dialect` is set.
+            _erasures_index(replace(SQLITE, events_table=self.events_table_name)),
+        ]
+
+    def select_erasures(self, after: int) -> list[tuple[int, UUID]]:
+        """The Erased events after position `after`: (position, customer id), in log order."""
+        found: list[tuple[int, UUID]] = []
+        statement = _erasures_query(self.dialect)
+        while True:
+            with self.datastore.transaction(commit=False) as cursor:
+                cursor.execute(statement, (after,))
+                page = _erasure_rows(cursor.fetchall())
+            found += page
+            if len(page) < ERASURES_PAGE:
+                return found
+            after = page[-1][0]
 
     def create_table(self) -> None:
         super().create_table()
@@ -153,6 +203,20 @@ class AuditedPostgresRecorder(PostgresApplicationRecorder):
         )
         self.frontier = FrontierCache()
         self.sql_create_statements.extend(SQL(statement).format() for statement in POSTGRES.ddl())
+        self.sql_create_statements.append(SQL(_erasures_index(self.dialect)).format())
+
+    def select_erasures(self, after: int) -> list[tuple[int, UUID]]:
+        """The Erased events after position `after`: (position, customer id), in log order."""
+        found: list[tuple[int, UUID]] = []
+        statement = _erasures_query(self.dialect)
+        while True:
+            with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(statement.encode(), (after,))
+                page = _erasure_rows(cursor.fetchall())
+            found += page
+            if len(page) < ERASURES_PAGE:
+                return found
+            after = page[-1][0]
 
     def create_table(self) -> None:
         super().create_table()

@@ -360,6 +360,13 @@ class AuditStore(ABC):
         for row in self._stream(sql, [after]):
             yield event(row)
 
+    def originators(self, topic: str) -> set[str]:
+        """The ids (as text) of every aggregate with an event of this topic (the key check
+        of `ledger verify`: who was registered, who was erased)."""
+        d = self.dialect
+        sql = f"SELECT DISTINCT {self._id_column} FROM {d.events_table} WHERE topic = ?"
+        return {str(row[0]) for row in self._rows(sql, [topic])}
+
     def raw_events(self, after: int = 0) -> Iterator[tuple[Any, ...]]:
         """As `events`, as plain (position, id text, version, topic, state) rows: the
         verifier's hot loop converts them itself."""

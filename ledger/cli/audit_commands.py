@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ledger.audit.access_log import DEFAULT_PURPOSE
+from ledger.audit.key_check import check_keys
 from ledger.audit.proofs import consistency_proof, inclusion_proof
 from ledger.audit.read_alerts import alerts
 from ledger.audit.storage import AuditStore, AuditStoreError
@@ -129,6 +130,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         store.check_tables()
         with _progress(store.size(), sys.stderr.isatty() and not args.json) as progress:
             report = verify(store, public_key, saved_head=saved, progress=progress)
+        if not args.skip_keys:
+            report.problems += check_keys(store, settings)
     emit(args, report.to_json(), _summary(report))
     first = report.first
     if first is not None:
@@ -280,7 +283,14 @@ def add_commands(add: AddCommand) -> None:
         "verify",
         cmd_verify,
         "check the whole log against its Merkle tree and signed tree heads (exit 4 naming "
-        "the first bad position if anything was altered, removed, reordered or inserted)",
+        "the first bad position if anything was altered, removed, reordered or inserted), "
+        "and that every customer the log does not record as erased has a live data key "
+        "(exit 4 naming a customer whose key was lost)",
+    )
+    p.add_argument(
+        "--skip-keys",
+        action="store_true",
+        help="leave out the key check (an auditor with a copy of the event store only)",
     )
     p.add_argument(
         "--from-tree-head",

@@ -29,6 +29,8 @@ from ledger.cli.common import Handler
 from ledger.config import ConfigError, Settings
 from ledger.crypto_shred.certificate import CertificateFormatError
 from ledger.crypto_shred.kek import KeyFileError
+from ledger.crypto_shred.keyring import KeyMissing
+from ledger.crypto_shred.keystore import KeyStoreLost
 from ledger.crypto_shred.mapper import SealError
 from ledger.domain.errors import (
     CustomerErasedError,
@@ -123,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LedgerError as exc:
         print(f"ledger: error: {exc}", file=sys.stderr)
         return 1
-    except SealError as exc:
+    except (SealError, KeyMissing, KeyStoreLost) as exc:
         print(f"ledger: integrity error: {exc}", file=sys.stderr)
         return EXIT_INTEGRITY
 

@@ -1,13 +1,21 @@
-"""A short-lived in-memory cache in front of the key store.
+"""The one door to data keys: a short-lived in-memory cache in front of the key store,
+which answers for erased customers from the log, never from the key store.
 
 Unwrapping a data key costs a round trip, and replaying one customer touches it once per
 event. Keys are cached in memory only (never on disk) for `ttl` seconds, and dropped at
 once when this process erases the customer. Another process that erases a customer is seen
 here within `ttl` at most; set LEDGER_KEY_CACHE_SECONDS=0 where that window matters.
+
+Whether a customer is erased is the log's answer (`ErasureRegistry`): `get` returns None
+for a customer the log says is erased without touching the key store, whatever it holds
+(a copy restored from before the erasure holds the key again). A key that is gone although
+the log records no erasure raises `KeyMissing`: lost, not erased. Creation paths, which
+must tell "no key yet" from "key lost", ask `stored_key` instead.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -15,7 +23,24 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from ledger.crypto_shred.keystore import DataKey, KeyRecord, KeyStore, SqlKeyStore
+from ledger.crypto_shred.erasures import ErasureRegistry
+from ledger.crypto_shred.keystore import DataKey, KeyRecord, KeyStatus, KeyStore, SqlKeyStore
+
+log = logging.getLogger("ledger")
+
+
+class KeyMissing(Exception):
+    """An integrity failure: the key store has no live key for a customer whose erasure the
+    log does not record (the key row was deleted, destroyed outside an erasure, or the key
+    store was lost or restored from an incomplete copy). Names the customer id only."""
+
+    def __init__(self, customer_id: UUID) -> None:
+        self.customer_id = customer_id
+        super().__init__(
+            f"the data key of customer {customer_id} is missing from the key store, but the "
+            "log records no erasure of that customer: the key store was damaged, or restored "
+            "from an incomplete copy"
+        )
 
 
 @dataclass(frozen=True)
@@ -30,8 +55,16 @@ class PendingKeys:
 
 
 class KeyRing:
-    def __init__(self, store: KeyStore, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        ttl: float = 5.0,
+        max_entries: int = 10_000,
+        erasures: ErasureRegistry | None = None,
+    ) -> None:
         self.store = store
+        # Replaced by the ledger's registry, read from its log (`CustomerLedger`).
+        self.erasures = erasures or ErasureRegistry()
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[UUID, tuple[float, DataKey]] = {}
@@ -73,35 +106,76 @@ class KeyRing:
                 self._remember(key)
 
     def get(self, customer_id: UUID) -> DataKey | None:
+        """The customer's live key; None when the log says the customer is erased (then the
+        key store is not asked). KeyMissing when the key is gone without an erasure."""
         with self._lock:
             pending = self._pending.get(customer_id)
         if pending is not None:
             return pending
+        erasures = self.erasures
+        if erasures.is_erased(customer_id):
+            return None
         if self.ttl > 0:
             with self._lock:
                 hit = self._cache.get(customer_id)
             if hit is not None and hit[0] > time.monotonic():
                 return hit[1]
+        # Going to the key store: read the log's new erasures first, so a key fetched from
+        # a store restored from before an erasure is never used (one query, see erasures).
+        erasures.refresh()
+        if erasures.is_erased(customer_id):
+            return None
         key = self.store.get(customer_id)
-        if key is not None:
-            self._remember(key)
+        if key is None:
+            # An erasure logs its event before it destroys the key: one committed since the
+            # refresh above is in the log now.
+            erasures.refresh()
+            if erasures.is_erased(customer_id):
+                return None
+            raise KeyMissing(customer_id)
+        self._remember(key)
         return key
+
+    def stored_key(self, customer_id: UUID) -> DataKey | None:
+        """For creation paths only (registration under a reserved id): the live key this
+        process prepared or the store holds, None when there is none *yet* (or it is
+        destroyed: creating one then fails). Never used to decrypt."""
+        with self._lock:
+            pending = self._pending.get(customer_id)
+        return pending if pending is not None else self.store.get(customer_id)
 
     def prefetch(self, customer_ids: Sequence[UUID]) -> None:
         """Load the keys of many customers into the cache in one round trip (replays,
-        rebuilds). Does nothing when caching is off (`ttl` 0)."""
+        rebuilds), leaving out those the log says are erased. A key missing without an
+        erasure is not an error here: `get` raises it for the customer that needs it. Does
+        nothing when caching is off (`ttl` 0)."""
         if self.ttl <= 0:
             return
+        erasures = self.erasures
+        erasures.refresh()
         now = time.monotonic()
         with self._lock:
             missing = [
-                c for c in customer_ids if (hit := self._cache.get(c)) is None or hit[0] <= now
+                c
+                for c in customer_ids
+                if not erasures.is_erased(c)
+                and ((hit := self._cache.get(c)) is None or hit[0] <= now)
             ]
+        if not missing:
+            return
         for key in self.store.get_many(missing).values():
             self._remember(key)
 
     def record(self, customer_id: UUID) -> KeyRecord:
-        return self.store.record(customer_id)
+        """What the key store holds about the key; a live key of a customer the log says is
+        erased (a restored key store) is destroyed again first, so the record never says
+        "active" for an erased customer."""
+        record = self.store.record(customer_id)
+        if record.status is KeyStatus.ACTIVE and self.erasures.is_erased(customer_id):
+            log.warning("re-shredded key of erased customer %s (restored key store?)", customer_id)
+            self.destroy(customer_id)
+            record = self.store.record(customer_id)
+        return record
 
     def destroy(self, customer_id: UUID) -> str | None:
         """Forget first, so no reader in this process can use the key once it is gone."""

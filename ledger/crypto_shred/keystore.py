@@ -73,6 +73,9 @@ _SELECT_MANY_WRAPPED = (
     "SELECT customer_id, key_id, kek_id, wrapped_key FROM {keys}"
     " WHERE wrapped_key IS NOT NULL AND customer_id IN ({marks})"
 )
+_SELECT_MANY_LIVE = (
+    "SELECT customer_id FROM {keys} WHERE wrapped_key IS NOT NULL AND customer_id IN ({marks})"
+)
 _SELECT_RECORD = "SELECT key_id, created_at, destroyed_at FROM {keys} WHERE customer_id = ?"
 _SELECT_KEY_ID = "SELECT key_id FROM {keys} WHERE customer_id = ?"
 _WIPE_KEY = (
@@ -84,6 +87,7 @@ _INSERT_TOMBSTONE = (
     " ON CONFLICT (customer_id) DO NOTHING"
 )
 _SELECT_DESTROYED = "SELECT customer_id FROM {keys} WHERE destroyed_at IS NOT NULL"
+_SELECT_LIVE = "SELECT customer_id FROM {keys} WHERE wrapped_key IS NOT NULL"
 _COUNT_TO_REWRAP = "SELECT COUNT(*) FROM {keys} WHERE wrapped_key IS NOT NULL AND kek_id <> ?"
 _SELECT_TO_REWRAP = (
     "SELECT customer_id, key_id, kek_id, wrapped_key FROM {keys}"
@@ -104,6 +108,19 @@ _UPSERT_WATERMARK = (
 
 class KeyStoreError(Exception):
     """The key store cannot do what was asked. Messages name customer ids at most."""
+
+
+class KeyStoreLost(Exception):
+    """An integrity failure: the log holds customers but the key store holds no key at all
+    (its file or tables were lost and a new, empty one took their place). Reading on would
+    show every customer as having lost their key; writing on would mix keys of a new store
+    into the old log. Restore the key store."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"the key store {where} holds no data key although the log holds customers: it "
+            "was lost or replaced by an empty one; restore it from its backup"
+        )
 
 
 class KeyAlreadyExists(KeyStoreError):
@@ -171,6 +188,16 @@ class KeyStore(ABC):
         return {customer_id: key for customer_id, key in found.items() if key is not None}
 
     @abstractmethod
+    def is_empty(self) -> bool:
+        """No key row at all, live or destroyed: a new key store — or, beside a log that
+        holds customers, a lost one (`ledger.bootstrap` refuses to open then)."""
+
+    def live_among(self, customer_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of these customers have a live key, without unwrapping any (the start-up
+        check of a restored key store against the log's erasures)."""
+        return set(self.get_many(customer_ids))
+
+    @abstractmethod
     def record(self, customer_id: UUID) -> KeyRecord: ...
 
     @abstractmethod
@@ -181,6 +208,10 @@ class KeyStore(ABC):
 
     @abstractmethod
     def destroyed_ids(self) -> set[UUID]: ...
+
+    @abstractmethod
+    def live_ids(self) -> set[UUID]:
+        """Every customer with a live key (no key bytes read: `ledger verify`)."""
 
     @abstractmethod
     def rewrap_all(self, progress: Callable[[int, int], None] | None = None) -> int:
@@ -194,9 +225,10 @@ class KeyStore(ABC):
 
     @abstractmethod
     def get_watermark(self, name: str) -> int:
-        """A small integer kept with the keys (0 if unset) — e.g. how far the event log was
-        scanned for erasures. Kept here, not with the events, so that a key store restored
-        from an old backup also restores an old watermark and rescans."""
+        """A small integer kept with the keys (0 if unset). The ledger no longer keeps how
+        far it scanned the log for erasures here: a key store restored rows-only would keep
+        a watermark past erasures its keys predate (`CustomerLedger.reshred` compares the
+        whole log-derived set instead)."""
 
     @abstractmethod
     def set_watermark(self, name: str, value: int) -> None: ...
@@ -387,6 +419,22 @@ class SqlKeyStore(KeyStore):
                 found[customer_id] = DataKey(customer_id=customer_id, key_id=str(key_id), key=key)
         return found
 
+    def is_empty(self) -> bool:
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT 1 FROM {keys} LIMIT 1"))
+            return cur.fetchone() is None
+
+    def live_among(self, customer_ids: Sequence[UUID]) -> set[UUID]:
+        live: set[UUID] = set()
+        unique = list(dict.fromkeys(customer_ids))
+        for start in range(0, len(unique), _BATCH):
+            chunk = unique[start : start + _BATCH]
+            template = _SELECT_MANY_LIVE.replace("{marks}", ",".join("?" * len(chunk)))
+            with self._transaction(write=False) as cur:
+                cur.execute(self._sql(template), tuple(self._bind_id(c) for c in chunk))
+                live.update(_as_uuid(row[0]) for row in cur.fetchall())
+        return live
+
     def record(self, customer_id: UUID) -> KeyRecord:
         with self._transaction(write=False) as cur:
             cur.execute(
@@ -425,6 +473,12 @@ class SqlKeyStore(KeyStore):
     def destroyed_ids(self) -> set[UUID]:
         with self._transaction(write=False) as cur:
             cur.execute(self._sql(_SELECT_DESTROYED))
+            rows = cur.fetchall()
+        return {_as_uuid(row[0]) for row in rows}
+
+    def live_ids(self) -> set[UUID]:
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(_SELECT_LIVE))
             rows = cur.fetchall()
         return {_as_uuid(row[0]) for row in rows}
 
@@ -722,17 +776,25 @@ class PostgresKeyStore(SqlKeyStore):
         return f"PostgresKeyStore(keys_table={self.keys_table!r})"
 
 
+def sqlite_key_store_path(url: str) -> Path | None:
+    """The file of a SQLite key store URL (None for another scheme)."""
+    if urlsplit(url).scheme != "sqlite":
+        return None
+    raw = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    raw = raw.split("?", 1)[0]
+    if not raw:
+        raise ValueError("a SQLite key store URL looks like sqlite:///path/to/keys.db")
+    return Path(unquote(raw))
+
+
 def open_key_store(url: str, provider: KekProvider) -> KeyStore:
     """Open the key store named by a URL: `sqlite:///relative/path.db`,
     `sqlite:////absolute/path.db` (SQLAlchemy's form, as for the event store) or
     `postgresql://user@host:port/dbname`."""
     scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
-        raw = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-        raw = raw.split("?", 1)[0]
-        if not raw:
-            raise ValueError("a SQLite key store URL looks like sqlite:///path/to/keys.db")
-        return SQLiteKeyStore(Path(unquote(raw)), provider)
+    path = sqlite_key_store_path(url)
+    if path is not None:
+        return SQLiteKeyStore(path, provider)
     if scheme in ("postgresql", "postgres"):
         return PostgresKeyStore(url, provider)
     # The URL itself is not echoed: it may hold a password.

@@ -6,8 +6,11 @@ value beside the readable metadata (event type, time, actor, reason, changed fie
 The event's envelope (customer id, version, topic) is the associated data, so a sealed value
 copied into another event or another customer's stream fails to open.
 
-When the customer's key has been destroyed the sealed attributes come back as `ERASED`:
-replay, history and rebuilds keep working and never show old values.
+When the log says the customer is erased the sealed attributes come back as `ERASED`
+without any key being used (`to_domain_event(..., erased=True)` when the caller has the
+Erased event in hand, else the key ring's log-derived answer): replay, history and
+rebuilds keep working and never show old values, whatever a restored key store holds. A
+key gone without an erasure raises `KeyMissing` (an integrity failure).
 """
 
 from __future__ import annotations
@@ -89,7 +92,11 @@ class EncryptingMapper(Mapper[UUID]):
             state=self.transcoder.encode(state),
         )
 
-    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+    def to_domain_event(
+        self, stored_event: StoredEvent, *, erased: bool = False
+    ) -> DomainEventProtocol[UUID]:
+        """`erased`: the caller read the customer's Erased event from the log (in the same
+        stream), so no key is even looked up."""
         domain_event = super().to_domain_event(stored_event)
         attributes: dict[str, Any] = domain_event.__dict__
         sealed = attributes.pop(SEALED, None)
@@ -101,7 +108,10 @@ class EncryptingMapper(Mapper[UUID]):
                     "should hold sealed personal data but holds none"
                 )
             return domain_event
-        attributes.update(self._open(stored_event, sealed, names))
+        if erased:
+            attributes.update(dict.fromkeys(names, ERASED))
+        else:
+            attributes.update(self._open(stored_event, sealed, names))
         return domain_event
 
     def _open(
