@@ -232,13 +232,21 @@ class CustomerLedger(Application[UUID]):
             log.error("leaf MACs not backfilled: %s: %s", type(exc).__name__, exc)
 
     def _issue_tree_head_if_grown(self) -> None:
-        """Each process signs what it wrote before it goes (the CLI: once per command).
+        """Each process signs what it wrote before it goes (the CLI: once per command), and
+        publishes the newest head if the publication lags (a store from before publication).
         Best effort: the leaves are already committed with the events; a failure here only
         delays the signature, and must not mask the command's own outcome."""
         try:
             with AuditStore.open(self.settings) as store:
                 latest = store.latest_tree_head()
-                if latest is None or store.size() != latest.tree_size:
+                size = store.size()
+                published = self.published_heads.latest(None)
+                if (
+                    latest is None
+                    or size != latest.tree_size
+                    or published is None
+                    or (published.tree_size != size)
+                ):
                     issue_tree_head(store, self.signer, published=self.published_heads)
         except Exception as exc:
             log.warning("no tree head issued: %s: %s", type(exc).__name__, exc)

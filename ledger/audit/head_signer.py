@@ -4,7 +4,7 @@ Until a head is signed and published, the newest events are protected only by th
 database: someone who can write to it can rewrite them, leaves and all. A background thread
 therefore signs every `seconds` and as soon as `every` events are unsigned, which bounds
 that window to seconds (or N events) even if the process is killed. The commit path only
-tells it the tree's size (`grown`, from the recorder, inside the insert): a comparison and
+tells it the tree's size (`grown`, from the recorder, after each commit): a comparison and
 at most an `Event.set()`, no query. Failures are logged (no personal data: sizes,
 positions and the reason) and retried on the next tick; they never stop the server.
 """
@@ -71,7 +71,7 @@ class TreeHeadSigner:
                 # Back off: commits keep waking us while the log is unsigned.
                 self._stop.wait(max(self._seconds, RETRY_SECONDS))
             elif self._every and self._size - self._signed >= self._every:
-                # Woken inside the insert's transaction, the signer may have read the tree
-                # before that commit: look again shortly.
+                # Another writer's commit may have been reported before ours was visible
+                # to the signer's read: look again shortly.
                 self._stop.wait(0.01)
                 self._wake.set()

@@ -12,7 +12,7 @@ order.
 Each leaf carries a MAC under the recorder's `leaf_key` (set by the ledger right after
 construction, see `leaf_mac.py`); a recorder without one refuses to write, so no leaf is
 ever appended unauthenticated. `grown(size)`, when set, is told the tree's size after each
-insert (inside the transaction): the tree-head signer wakes on it, without a query.
+insert has committed: the tree-head signer wakes on it, without a query.
 
 Selected through the library's own switch, APPLICATION_RECORDER_TOPIC (set in
 `Settings.eventsourcing_env`), so the library's factories still build and wire them.
@@ -114,10 +114,22 @@ class LeafAuthentication:
             raise ConfigError("the recorder has no leaf key: open the store through the ledger")
         return self.leaf_key
 
+    _appended = 0  # the tree's size after this recorder's last insert (not yet committed)
+
     def _tell(self, size: int) -> None:
+        self._appended = size
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's insert; then, committed, the tree's size goes to `grown`."""
+        ids: Sequence[int] | None = super().insert_events(  # type: ignore[misc]
+            stored_events, **kwargs
+        )
         grown = self.grown
-        if grown is not None and size:
-            grown(size)
+        if grown is not None and self._appended:
+            grown(self._appended)
+        return ids
 
 
 def _batch(
