@@ -447,10 +447,12 @@ class AuditStore(ABC):
         rows = self._rows(f"SELECT MIN(leaf_index) FROM {TREE_TABLE} WHERE mac IS NULL")
         return None if rows[0][0] is None else int(rows[0][0])
 
-    def without_mac(self) -> list[tuple[int, bytes]]:
-        """(leaf index, leaf hash) of every leaf without a MAC."""
+    def without_mac(self, limit: int) -> list[tuple[int, bytes]]:
+        """(leaf index, leaf hash) of the first `limit` leaves without a MAC."""
         rows = self._rows(
-            f"SELECT leaf_index, leaf_hash FROM {TREE_TABLE} WHERE mac IS NULL ORDER BY leaf_index"
+            f"SELECT leaf_index, leaf_hash FROM {TREE_TABLE} WHERE mac IS NULL "
+            "ORDER BY leaf_index LIMIT ?",
+            [limit],
         )
         return [(int(i), bytes(h)) for i, h in rows]
 

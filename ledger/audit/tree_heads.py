@@ -245,15 +245,17 @@ def authenticate_legacy_leaves(
             )
             return 0
     key = leaf_key(signer)
-    missing = store.without_mac()
-    store.set_macs([(index, leaf_mac(key, index, hashed)) for index, hashed in missing])
     covered = latest.tree_size if latest is not None else 0
-    trusted = sum(1 for index, _ in missing if index >= covered)
+    done = trusted = 0
+    while page := store.without_mac(LEAF_PAGE):  # each page leaves the partial index
+        store.set_macs([(index, leaf_mac(key, index, hashed)) for index, hashed in page])
+        done += len(page)
+        trusted += sum(1 for index, _ in page if index >= covered)
     log.warning(
         "authenticated %d leaves written before leaves carried a MAC; %d of them after the "
         "newest signed tree head (size %d) were trusted on first use",
-        len(missing),
+        done,
         trusted,
         covered,
     )
-    return len(missing)
+    return done
