@@ -11,6 +11,7 @@ after a crash; auditors' saved heads expose a re-signed rewrite.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -347,6 +348,23 @@ def test_an_auditors_saved_head_refuses_a_re_signed_rewrite_and_accepts_an_exten
     assert client_check.main(["tree-head", str(head_file), *args]) == 0  # newer: no verdict
     check.write_text(json.dumps(forged_proof["old_tree_head"]))
     assert client_check.main(["tree-head", str(check), *args]) == 1
+    # The rewritten export hashes to the re-signed head, but not to the saved root.
+    with AuditStore.open(store.settings) as view, view.snapshot():
+        lines = [
+            json.dumps(
+                {
+                    "position": e.position,
+                    "originator_id": e.originator_id,
+                    "version": e.version,
+                    "topic": e.topic,
+                    "state": base64.b64encode(e.state).decode(),
+                }
+            )
+            for e in view.events()
+        ]
+    assert "signed root" in client_check.check_export(lines, forged_head.to_json(), pem)
+    with pytest.raises(client_check.CheckFailed, match="your saved head's root"):
+        client_check.check_export(lines, forged_head.to_json(), pem, saved_doc)
     # A proof from another size than the saved one proves nothing about it.
     with pytest.raises(client_check.CheckFailed, match="not from your saved head"):
         client_check.check_consistency_document(

@@ -15,6 +15,7 @@ The signer refuses to sign leaves whose code is missing or wrong, and `ledger ve
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
 
@@ -31,6 +32,24 @@ def leaf_key(signer: LedgerSigner) -> bytes:
 
 def leaf_mac(key: bytes, leaf_index: int, leaf_hash: bytes) -> bytes:
     return hmac.digest(key, _INDEX(leaf_index) + leaf_hash, "sha256")
+
+
+class LeafMac:
+    """`leaf_mac` under one key, with HMAC's two padded key blocks hashed once: about half
+    the cost per leaf (the writer's batches and the verifier's pass use it)."""
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\0") if len(key) <= 64 else hashlib.sha256(key).digest()
+        block = block.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def __call__(self, leaf_index: int, leaf_hash: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(_INDEX(leaf_index) + leaf_hash)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def mac_holds(key: bytes, leaf_index: int, leaf_hash: bytes, mac: bytes | None) -> bool:

@@ -43,7 +43,7 @@ import psycopg
 
 from ledger.audit import merkle
 from ledger.audit.leaf import canonical_id, encode_leaf
-from ledger.audit.leaf_mac import leaf_mac
+from ledger.audit.leaf_mac import LeafMac
 from ledger.audit.tree_heads import TreeHead
 from ledger.config import Settings
 from ledger.domain.errors import LedgerError
@@ -193,6 +193,7 @@ def append_leaves(
     if frontier is None:
         frontier = merkle.Frontier.of(size, _node_hashes(cursor, dialect, merkle.peaks(size)))
     rows: list[tuple[int, int, bytes, bytes, bytes | None]] = []
+    sign = LeafMac(key) if key is not None else None
     completed: list[bytes] = []
 
     def on_completed(node: merkle.Node, hashed: bytes) -> None:
@@ -203,7 +204,7 @@ def append_leaves(
         hashed = merkle.leaf_hash(leaf)
         index = frontier.size
         frontier.append(hashed, on_completed)
-        mac = leaf_mac(key, index, hashed) if key is not None else None
+        mac = sign(index, hashed) if sign is not None else None
         rows.append((index, position, hashed, b"".join(completed), mac))
         completed.clear()
     cursor.executemany(

@@ -25,7 +25,6 @@ with". A tree-head mismatch that an earlier problem explains is marked as its co
 from __future__ import annotations
 
 import hashlib
-import hmac
 import struct
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.audit import client_check, merkle
+from ledger.audit.leaf_mac import LeafMac
 from ledger.audit.storage import AuditStore, AuditStoreError
 from ledger.audit.tree_heads import TreeHead
 from ledger.signing import public_key_id
@@ -225,8 +225,7 @@ class _Verification:
         verifier's speed."""
         store, report, problem, progress = self.store, self.report, self.problem, self.progress
         checkpoints = self.checkpoints
-        mac_key = self.leaf_key
-        hmac_digest = hmac.digest
+        mac_of = LeafMac(self.leaf_key) if self.leaf_key is not None else None
         events = store.raw_events()
         sha256 = _sha256
         head_pack, q_pack, i_pack, uuid_pack = _HEAD, _Q, _I, _UUID_HEAD
@@ -332,9 +331,7 @@ class _Verification:
                     "when it was written: its bytes, type, customer, version or position "
                     "were changed",
                 )
-            elif mac_key is not None and stored_mac != hmac_digest(
-                mac_key, q_pack(last) + hashed, "sha256"
-            ):
+            elif mac_of is not None and stored_mac != mac_of(last, hashed):
                 # A leaf that matches its event but not its MAC was computed by someone
                 # without the ledger's key: the event was forged or rewritten with it.
                 aligned = False
