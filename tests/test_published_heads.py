@@ -416,3 +416,33 @@ def test_verify_says_when_heads_were_never_published(
     assert "no head is published in" in report["first_problem"]["problem"]
     code, report, _ = verify(store, monkeypatch, capsys, "--no-published-heads")
     assert code == 0 and report["published_tree_head_size"] is None
+
+
+def test_a_signing_failure_is_logged_and_retried_while_the_server_keeps_serving(
+    store: StoreHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "heads"
+    blocked.write_text("not a directory")  # the publication directory cannot be made
+    settings = replace(store.settings, tree_head_dir=blocked, tree_head_seconds=0.1)
+    ledger = open_ledger(settings)
+    with caplog.at_level(logging.ERROR, logger="ledger.audit"):
+        ledger.start_tree_head_signer()
+        api = Api(ledger, build_server(ledger, settings, listen="127.0.0.1:0"), settings)
+        try:
+            client = api.client("svc", "service")
+            created = client.create_customer(customer(given_name="Retry"))
+            deadline = time.monotonic() + 5
+            while "tree head not signed (will retry)" not in caplog.text:
+                assert time.monotonic() < deadline, "the failure was not logged"
+                time.sleep(0.02)
+            assert client.get_customer(created.name).given_name == "Retry"
+            blocked.unlink()
+            heads = blocked / "published-tree-heads.jsonl"
+            while not heads.exists():
+                assert time.monotonic() < deadline + 5, "signing was not retried"
+                time.sleep(0.02)
+        finally:
+            api.close()
+    assert "Retry" not in caplog.text
+    with AuditStore.open(settings) as view:
+        assert json.loads(heads.read_text().splitlines()[-1])["tree_size"] == view.size()

@@ -62,6 +62,9 @@ class TreeHeadSigner:
 
     def _run(self) -> None:
         timeout = self._seconds or None
+        # At once: a store written by an older version gets its head published, and a log
+        # tampered with while the process was down is reported (logged) at start.
+        self.sign_now()
         while not self._stop.is_set():
             self._wake.wait(timeout)
             self._wake.clear()
