@@ -446,3 +446,21 @@ def test_a_signing_failure_is_logged_and_retried_while_the_server_keeps_serving(
     assert "Retry" not in caplog.text
     with AuditStore.open(settings) as view:
         assert json.loads(heads.read_text().splitlines()[-1])["tree_size"] == view.size()
+
+
+def test_tree_head_says_when_it_cannot_publish(
+    store: StoreHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    story(store)
+    blocked = tmp_path / "heads"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("LEDGER_STORE", store.settings.store_url)
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(store.workdir))
+    monkeypatch.setenv("LEDGER_TREE_HEAD_DIR", str(blocked))
+    capsys.readouterr()
+    assert main(["tree-head"]) == 1
+    err = capsys.readouterr().err
+    assert "tree head not published: cannot open" in err and "Traceback" not in err

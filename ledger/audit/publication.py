@@ -55,8 +55,8 @@ class PublishedHeads:
     def locked(self) -> Iterator[_Locked]:
         """The file, opened for appending and locked against every other signer."""
         created = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise PublicationError(f"cannot open {self.path} ({exc.strerror})") from None
@@ -84,10 +84,13 @@ class _Locked:
         if size and os.pread(self._fd, 1, size - 1) != b"\n":
             line = "\n" + line  # close off a torn line left by a crash
         data = line.encode("ascii")
-        written = os.write(self._fd, data)
+        try:
+            written = os.write(self._fd, data)
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise PublicationError(f"cannot write {self.path} ({exc.strerror})") from None
         if written != len(data):
             raise PublicationError(f"short write to {self.path}")
-        os.fsync(self._fd)
 
 
 def _last_head(fd: int, path: Path, public_key_pem: str | None) -> TreeHead | None:

@@ -44,6 +44,9 @@ def _guarded(handler: Callable[[argparse.Namespace, Settings], int]) -> Callable
         except (AuditStoreError, RefusedToSign) as exc:
             print(f"ledger: integrity error: {exc}", file=sys.stderr)
             return EXIT_INTEGRITY
+        except PublicationError as exc:
+            print(f"ledger: error: tree head not published: {exc}", file=sys.stderr)
+            return 1
         except TreeHeadFormatError as exc:
             print(f"ledger: error: not a tree head: {exc}", file=sys.stderr)
             return EXIT_INVALID
