@@ -18,9 +18,19 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import EventStore, Mapper, RecordConflictError, Recording
 
 from ledger.audit.access_log import AccessLog
+from ledger.audit.head_signer import TreeHeadSigner
 from ledger.audit.history import FieldChange, field_history, is_personal
-from ledger.audit.storage import AuditStore
-from ledger.audit.tree_heads import TreeHead, issue_tree_head
+from ledger.audit.leaf_mac import leaf_key
+from ledger.audit.publication import PublishedHeads
+from ledger.audit.recorders import LeafAuthentication
+from ledger.audit.storage import AuditStore, AuditStoreError
+from ledger.audit.tree_heads import (
+    PublicationError,
+    RefusedToSign,
+    TreeHead,
+    authenticate_legacy_leaves,
+    issue_tree_head,
+)
 from ledger.config import Settings
 from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
 from ledger.crypto_shred.erasures import ERASED_TOPIC, ErasureRegistry, ScanErasures
@@ -155,6 +165,13 @@ class CustomerLedger(Application[UUID]):
             self, commit=lambda events: self.committer.commit(Write(events, after_commit=False))
         )
         self._signs_on_close = True
+        # Signed heads go outside the database too; leaves carry a MAC under a key derived
+        # from the signing key (ledger.audit.leaf_mac), which the recorder needs first.
+        self.published_heads = PublishedHeads(settings.resolved_tree_head_file)
+        self.tree_head_signer: TreeHeadSigner | None = None
+        if isinstance(self.recorder, LeafAuthentication):
+            self.recorder.leaf_key = leaf_key(signer)
+            self._authenticate_legacy_leaves()
 
     def _save_batch(self, events: Sequence[Any], new_keys: Sequence[PendingKeys]) -> None:
         if not new_keys:
@@ -194,6 +211,8 @@ class CustomerLedger(Application[UUID]):
 
     def close(self) -> None:
         self.committer.close()
+        if self.tree_head_signer is not None:
+            self.tree_head_signer.stop()
         if self.committer.batches:
             log.info(
                 "group commit: %d writes in %d transactions; seconds in keys %.1f, "
@@ -250,20 +269,52 @@ class CustomerLedger(Application[UUID]):
         super().__del__()
 
     def issue_tree_head(self) -> TreeHead:
-        """Sign the Merkle log as it stands (a no-op returning the latest head when nothing
-        was added since). Long-running processes call this periodically."""
+        """Sign the Merkle log as it stands and publish the head (a no-op returning the
+        latest head when nothing was added since)."""
         with AuditStore.open(self.settings) as store:
-            return issue_tree_head(store, self.signer)
+            return issue_tree_head(store, self.signer, published=self.published_heads)
+
+    def start_tree_head_signer(self) -> TreeHeadSigner:
+        """Long-running processes: sign every LEDGER_TREE_HEAD_SECONDS and every
+        LEDGER_TREE_HEAD_EVERY events, in a background thread, until `close()`."""
+        if self.tree_head_signer is None:
+            signer = TreeHeadSigner(
+                self.issue_tree_head,
+                seconds=self.settings.tree_head_seconds,
+                every=self.settings.tree_head_every,
+            )
+            if isinstance(self.recorder, LeafAuthentication):
+                self.recorder.grown = signer.grown
+            signer.start()
+            self.tree_head_signer = signer
+        return self.tree_head_signer
+
+    def _authenticate_legacy_leaves(self) -> None:
+        """A store from before leaves carried a MAC gets them once (see
+        `authenticate_legacy_leaves`); a failure is logged, and the signer then refuses."""
+        try:
+            with AuditStore.open(self.settings) as store:
+                authenticate_legacy_leaves(store, self.signer, self.published_heads)
+        except (AuditStoreError, PublicationError, RefusedToSign) as exc:
+            log.error("leaf MACs not backfilled: %s: %s", type(exc).__name__, exc)
 
     def _issue_tree_head_if_grown(self) -> None:
-        """Each process signs what it wrote before it goes (the CLI: once per command).
+        """Each process signs what it wrote before it goes (the CLI: once per command), and
+        publishes the newest head if the publication lags (a store from before publication).
         Best effort: the leaves are already committed with the events; a failure here only
         delays the signature, and must not mask the command's own outcome."""
         try:
             with AuditStore.open(self.settings) as store:
                 latest = store.latest_tree_head()
-                if latest is None or store.size() != latest.tree_size:
-                    issue_tree_head(store, self.signer)
+                size = store.size()
+                published = self.published_heads.latest(None)
+                if (
+                    latest is None
+                    or size != latest.tree_size
+                    or published is None
+                    or (published.tree_size != size)
+                ):
+                    issue_tree_head(store, self.signer, published=self.published_heads)
         except Exception as exc:
             log.warning("no tree head issued: %s: %s", type(exc).__name__, exc)
 

@@ -101,6 +101,12 @@ class Settings:
     projection_mode: str = "inline"
     duplicate_policy: str = "warn"  # registering a likely duplicate: off | warn | refuse
     duplicate_threshold: float = DEFAULT_MIN_SCORE
+    # Long-running processes (`ledger serve`) sign a tree head every `tree_head_seconds`
+    # and as soon as `tree_head_every` events are unsigned (0 turns either off), and
+    # publish every head to `resolved_tree_head_file`, outside the database.
+    tree_head_seconds: float = 5.0
+    tree_head_every: int = 1000
+    tree_head_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -128,6 +134,9 @@ class Settings:
                 f"LEDGER_DUPLICATE_POLICY: expected one of {', '.join(DUPLICATE_POLICIES)}"
             )
         threshold = _number(env, "LEDGER_DUPLICATE_THRESHOLD", DEFAULT_MIN_SCORE, minimum=0)
+        head_seconds = _number(env, "LEDGER_TREE_HEAD_SECONDS", 5, minimum=0)
+        if not head_seconds <= 86_400:  # also refuses nan and inf
+            raise ConfigError("LEDGER_TREE_HEAD_SECONDS: seconds between 0 (off) and 86400")
         if not 0.0 <= threshold <= 1.0:  # also refuses nan
             raise ConfigError("LEDGER_DUPLICATE_THRESHOLD: a score between 0 and 1")
         return cls(
@@ -147,6 +156,9 @@ class Settings:
             projection_mode=mode,
             duplicate_policy=policy,
             duplicate_threshold=threshold,
+            tree_head_seconds=head_seconds,
+            tree_head_every=_whole(env, "LEDGER_TREE_HEAD_EVERY", 1000),
+            tree_head_dir=path("LEDGER_TREE_HEAD_DIR"),
         )
 
     def with_store(self, store_url: str) -> Settings:
@@ -191,6 +203,13 @@ class Settings:
         """The API's token-signing key: its own key, so a leaked token key cannot sign
         certificates or tree heads, and rotating it leaves those verifiable."""
         return self.api.token_key_file or self.resolved_data_dir / "token-key.pem"
+
+    @property
+    def resolved_tree_head_file(self) -> Path:
+        """The append-only JSON-lines file every signed tree head is published to: outside
+        the database, so someone who can rewrite the database cannot rewrite what was
+        signed; ship it elsewhere (rsync, cp) to keep it out of reach of this host too."""
+        return (self.tree_head_dir or self.resolved_data_dir) / "published-tree-heads.jsonl"
 
     @property
     def resolved_index_key_file(self) -> Path:

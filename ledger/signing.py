@@ -17,11 +17,12 @@ import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 
 class InsecureKeyFileError(PermissionError):
@@ -169,6 +170,17 @@ class LedgerSigner:
 
     def public_key_pem(self) -> str:
         return _public_pem(self._public_key)
+
+    def derive_key(self, info: bytes) -> bytes:
+        """A 32-byte secret for one purpose (`info`), derived (HKDF-SHA256) from the
+        private key: secrets the database must not hold, without another key file to keep.
+        Distinct `info` values give independent keys; none reveals the signing key."""
+        raw = self._private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(raw)
 
     def key_id(self) -> str:
         return _key_id(self._public_key)

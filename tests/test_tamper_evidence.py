@@ -183,11 +183,15 @@ def test_the_log_and_its_tree_truncated_together(store: StoreHandle, tmp_path: P
     first = report["first_problem"]
     assert "covers 7 events but the log holds 5" in first["problem"]
     assert f"after position {keep} were removed (truncated)" in first["problem"]
-    # Even with the signed heads that covered the tail deleted too, the auditor's own
-    # saved head exposes it.
+    # Even with the signed heads that covered the tail deleted too, the head published
+    # outside the database exposes it, and so does the auditor's own saved head.
     store.execute("DELETE FROM ledger_tree_heads WHERE tree_size > 5")
     result, report = verify(store)
-    assert result.returncode == 0, "nothing left in the store contradicts itself"
+    assert result.returncode == 4
+    assert "the published tree head (size 7" in report["first_problem"]["problem"]
+    assert "truncated" in result.stderr
+    result, report = verify(store, "--no-published-heads")
+    assert result.returncode == 0, "nothing left in the database contradicts itself"
     result, report = verify(store, "--from-tree-head", str(saved))
     assert result.returncode == 4
     assert "your saved tree head (size 7" in report["first_problem"]["problem"]
@@ -232,8 +236,24 @@ def test_a_rewrite_of_events_and_tree_together_is_caught_by_the_signed_heads(
             row,
         )
     start = story.positions[(story.a, 1)]
-    report = assert_fails_at(store, start, "tree head #1 (size 3")
+    # With the ledger's private key, the leaves' MACs (which the attacker could not
+    # compute) give the rewrite away at once.
+    assert_fails_at(store, start, "has no MAC")
+    # An auditor with the public key alone (on a host without the private key): the
+    # signed heads tell.
+    public_key = store.workdir / "ledger.pub"
+    public_key.write_text(test_cli.run(store, "public-key").stdout)
+    private_key = store.settings.resolved_signing_key_file
+    private_key.rename(private_key.with_suffix(".away"))
+    try:
+        result, report = verify(store, "--public-key", str(public_key))
+    finally:
+        private_key.with_suffix(".away").rename(private_key)
+    assert result.returncode == 4, result.stderr
+    first = report["first_problem"]
+    assert first["position"] == start and "tree head #1 (size 3" in first["problem"], report
     assert f"from position {start} to {story.positions[(story.a, 2)]}" in str(report)
+    assert report["leaf_macs_checked"] is False
 
 
 def test_a_tampered_access_record(store: StoreHandle) -> None:

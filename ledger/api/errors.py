@@ -30,7 +30,7 @@ from ledger.api.authz import AccessDenied
 from ledger.api.tokens import TokenError
 from ledger.audit.proofs import ProofUnavailable
 from ledger.audit.storage import AuditStoreError
-from ledger.audit.tree_heads import RefusedToSign
+from ledger.audit.tree_heads import PublicationError, RefusedToSign
 from ledger.crypto_shred.keyring import KeyMissing
 from ledger.crypto_shred.keystore import KeyStoreError, KeyStoreLost
 from ledger.crypto_shred.mapper import SealError
@@ -268,6 +268,13 @@ def status_of(error: BaseException) -> status_pb2.Status:
     if isinstance(error, AuditStoreError | RefusedToSign):
         log.error("audit integrity failure: %s", error)
         return _status(code.DATA_LOSS, "INTEGRITY_FAILURE", str(error))
+    if isinstance(error, PublicationError):
+        log.error("tree head not published: %s", error)
+        return _status(
+            code.UNAVAILABLE,
+            "TREE_HEAD_NOT_PUBLISHED",
+            "the tree head could not be published; retry",
+        )
     if isinstance(error, ProofUnavailable):
         return _status(code.NOT_FOUND, "PROOF_UNAVAILABLE", str(error))
     if isinstance(error, ProjectionRowTampered):

@@ -4,7 +4,9 @@ plus health checking and reflection (so `grpcurl` can list and call everything).
 `build_server` wires a running server around an open ledger (tests use it on port 0);
 `serve` is `ledger serve` and `server.py`: it opens the configured store, serves until
 SIGTERM or SIGINT, then stops taking calls, lets in-flight calls finish (up to
-LEDGER_SHUTDOWN_GRACE_SECONDS), ends followed streams, and closes the store.
+LEDGER_SHUTDOWN_GRACE_SECONDS), ends followed streams, and closes the store. While serving
+it signs and publishes tree heads every LEDGER_TREE_HEAD_SECONDS and LEDGER_TREE_HEAD_EVERY
+events, and once more on the way out.
 """
 
 from __future__ import annotations
@@ -214,6 +216,9 @@ def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with open_ledger(settings) as ledger:
+            # Heads signed and published while serving, not only at the end (bounded window
+            # for a database insider, even after a crash); the ledger's close signs last.
+            ledger.start_tree_head_signer()
             api = build_server(ledger, settings, listen=listen)
             log.info("serving on port %d", api.port)
             if announce is not None:

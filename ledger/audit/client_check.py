@@ -9,6 +9,12 @@ the exported data and the ledger's public key alone:
     python client_check.py consistency PROOF.json --public-key ledger.pub
     python client_check.py export EVENTS.jsonl --tree-head HEAD.json --public-key ledger.pub
 
+Keep the heads you check, and pass the newest one you kept as `--saved-head SAVED.json`:
+a signature only says the ledger signed a root, and someone who rewrote the history and got
+it signed again has a valid signature too. With a saved head, `consistency` refuses a proof
+that does not start from it, `export` checks the export against it as well, and
+`tree-head` refuses a head that contradicts it (same size, other root; or smaller).
+
 (`ledger tree-head`, `ledger prove`, `ledger consistency` and `ledger events --json` produce
 those files.) Each exits 0 when the check holds and 1 otherwise, naming what failed.
 
@@ -72,18 +78,26 @@ def root_from_leaf_hashes(leaf_hashes: Iterable[bytes]) -> tuple[int, bytes]:
     stack: list[bytes] = []
     size = 0
     for hashed in leaf_hashes:
-        index = size
-        while index & 1:
-            hashed = hash_children(stack.pop(), hashed)
-            index >>= 1
-        stack.append(hashed)
+        _push(stack, size, hashed)
         size += 1
+    return size, _fold(stack)
+
+
+def _push(stack: list[bytes], index: int, hashed: bytes) -> None:
+    """Add leaf `index` to the stack of perfect subtree hashes (largest first)."""
+    while index & 1:
+        hashed = hash_children(stack.pop(), hashed)
+        index >>= 1
+    stack.append(hashed)
+
+
+def _fold(stack: list[bytes]) -> bytes:
     if not stack:
-        return 0, EMPTY_ROOT
+        return EMPTY_ROOT
     root = stack[-1]
     for left in reversed(stack[:-1]):
         root = hash_children(left, root)
-    return size, root
+    return root
 
 
 # Proofs (RFC 9162) ---------------------------------------------------------------------------
@@ -246,18 +260,70 @@ def check_inclusion_document(doc: dict[str, Any], public_key_pem: str) -> str:
     return f"event {oid} v{version} (position {position}) is leaf {doc['leaf_index']} of {size}"
 
 
-def check_consistency_document(doc: dict[str, Any], public_key_pem: str) -> str:
-    """`ledger consistency --json` output: two signed tree heads and the proof between them."""
+def check_consistency_document(
+    doc: dict[str, Any], public_key_pem: str, saved: dict[str, Any] | None = None
+) -> str:
+    """`ledger consistency --json` output: two signed tree heads and the proof between them.
+    With `saved` (a head the auditor kept), the proof must start from exactly that head:
+    otherwise it proves nothing about the history the auditor saw."""
     old_size, old_root = verify_tree_head(doc["old_tree_head"], public_key_pem)
     new_size, new_root = verify_tree_head(doc["new_tree_head"], public_key_pem)
+    if saved is not None:
+        saved_size, saved_root = verify_tree_head(saved, public_key_pem)
+        for size, root in ((old_size, old_root), (new_size, new_root)):
+            if size == saved_size and root != saved_root:
+                raise CheckFailed(
+                    f"the ledger signed another root for size {size} than your saved head: "
+                    "the history you saved was rewritten"
+                )
+        if old_size != saved_size:
+            raise CheckFailed(
+                f"the proof starts from the tree head of size {old_size}, not from your saved "
+                f"head of size {saved_size}: ask for `ledger consistency {saved_size}`"
+            )
     verify_consistency(old_size, new_size, old_root, new_root, _hashes(doc["proof"]))
     return f"the tree of size {new_size} extends the tree of size {old_size}"
 
 
-def check_export(lines: Iterable[str], head: dict[str, Any], public_key_pem: str) -> str:
+def check_tree_head_document(
+    doc: dict[str, Any], public_key_pem: str, saved: dict[str, Any] | None = None
+) -> str:
+    """A signed head on its own; with `saved`, it must not contradict the saved head."""
+    size, root = verify_tree_head(doc, public_key_pem)
+    message = f"tree head of size {size} (root {root.hex()}) is signed"
+    if saved is None:
+        return message
+    saved_size, saved_root = verify_tree_head(saved, public_key_pem)
+    if size < saved_size:
+        raise CheckFailed(
+            f"the head covers {size} events, fewer than your saved head's {saved_size}"
+        )
+    if size == saved_size and root != saved_root:
+        raise CheckFailed(
+            f"the ledger signed another root for size {size} than your saved head: "
+            "the history you saved was rewritten"
+        )
+    if size > saved_size:
+        message += f"; check `consistency` from your saved head of size {saved_size} to it"
+    return message
+
+
+def check_export(
+    lines: Iterable[str],
+    head: dict[str, Any],
+    public_key_pem: str,
+    saved: dict[str, Any] | None = None,
+) -> str:
     """`ledger events --json` output from position 0: recompute every leaf, the root over the
-    first tree_size of them, and compare it with the signed tree head."""
+    first tree_size of them, and compare it with the signed tree head (and, with `saved`,
+    the root over the first events it covers with the saved head's)."""
     size, root = verify_tree_head(head, public_key_pem)
+    saved_size, saved_root = verify_tree_head(saved, public_key_pem) if saved else (0, b"")
+    if saved is not None and saved_size > size:
+        raise CheckFailed(
+            f"the tree head covers {size} events, fewer than your saved head's {saved_size}"
+        )
+    at_saved: list[bytes] = []
 
     def leaves() -> Iterable[bytes]:
         count = 0
@@ -284,13 +350,24 @@ def check_export(lines: Iterable[str], head: dict[str, Any], public_key_pem: str
                 raise CheckFailed(f"line {number}: positions must increase (got {position})")
             previous = position
             count += 1
-            yield hash_leaf(leaf)
+            hashed = hash_leaf(leaf)
+            yield hashed
+            if count <= saved_size:
+                _push(saved_stack, count - 1, hashed)
+                if count == saved_size:
+                    at_saved.append(_fold(saved_stack))
 
+    saved_stack: list[bytes] = []
     counted, computed = root_from_leaf_hashes(leaves())
     if counted < size:
         raise CheckFailed(f"the export holds {counted} events; the tree head covers {size}")
     if computed != root:
         raise CheckFailed(f"the first {size} exported events do not hash to the signed root")
+    if saved is not None and (at_saved or [EMPTY_ROOT])[0] != saved_root:
+        raise CheckFailed(
+            f"the first {saved_size} exported events do not hash to your saved head's root: "
+            "the history you saved was rewritten"
+        )
     return f"the first {size} exported events hash to the signed root"
 
 
@@ -319,26 +396,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("file", help="the JSON (or, for export, JSON lines) file to check")
     parser.add_argument("--public-key", required=True, help="the ledger's public key (PEM)")
     parser.add_argument("--tree-head", help="export only: the signed tree head to check against")
+    parser.add_argument(
+        "--saved-head",
+        help="a tree head you kept earlier: what is checked must not contradict it",
+    )
     args = parser.parse_args(argv)
     try:
         with open(args.public_key, encoding="ascii") as handle:
             public_key = handle.read()
+        saved: dict[str, Any] | None = None
+        if args.saved_head:
+            with open(args.saved_head, encoding="utf-8") as saved_file:
+                saved = json.load(saved_file)
+            if not isinstance(saved, dict):
+                raise CheckFailed("the saved head is not a JSON object")
         with open(args.file, encoding="utf-8") as handle:
             if args.what == "export":
                 if not args.tree_head:
                     raise CheckFailed("export needs --tree-head")
                 with open(args.tree_head, encoding="utf-8") as head_file:
                     head = json.load(head_file)
-                message = check_export(handle, head, public_key)
+                message = check_export(handle, head, public_key, saved)
             else:
                 doc = json.load(handle)
                 if args.what == "tree-head":
-                    size, root = verify_tree_head(doc, public_key)
-                    message = f"tree head of size {size} (root {root.hex()}) is signed"
+                    message = check_tree_head_document(doc, public_key, saved)
                 elif args.what == "inclusion":
                     message = check_inclusion_document(doc, public_key)
                 else:
-                    message = check_consistency_document(doc, public_key)
+                    message = check_consistency_document(doc, public_key, saved)
     except (CheckFailed, OSError, ValueError, KeyError) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,11 @@ so leaf order is commit order is position order. A batch of any number of events
 commit puts many commands' events in one insert) appends one leaf per event, in position
 order.
 
+Each leaf carries a MAC under the recorder's `leaf_key` (set by the ledger right after
+construction, see `leaf_mac.py`); a recorder without one refuses to write, so no leaf is
+ever appended unauthenticated. `grown(size)`, when set, is told the tree's size after each
+insert has committed: the tree-head signer wakes on it, without a query.
+
 Selected through the library's own switch, APPLICATION_RECORDER_TOPIC (set in
 `Settings.eventsourcing_env`), so the library's factories still build and wire them.
 
@@ -52,6 +57,7 @@ from ledger.audit.storage import (
     WriteCursor,
     _values,
     append_leaves,
+    upgrade_tree_table,
 )
 from ledger.config import ConfigError
 from ledger.crypto_shred.erasures import ERASED_TOPIC
@@ -129,6 +135,35 @@ def _run_hook(
     hook(InsertedBatch(kind, cursor, connection, list(ids), _previous_sql(dialect)))
 
 
+class LeafAuthentication:
+    """What both recorders add: the leaf key and the growth callback."""
+
+    leaf_key: bytes | None = None
+    grown: Callable[[int], None] | None = None
+
+    def _key(self) -> bytes:
+        if self.leaf_key is None:
+            raise ConfigError("the recorder has no leaf key: open the store through the ledger")
+        return self.leaf_key
+
+    _appended = 0  # the tree's size after this recorder's last insert (not yet committed)
+
+    def _tell(self, size: int) -> None:
+        self._appended = size
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's insert; then, committed, the tree's size goes to `grown`."""
+        ids: Sequence[int] | None = super().insert_events(  # type: ignore[misc]
+            stored_events, **kwargs
+        )
+        grown = self.grown
+        if grown is not None and self._appended:
+            grown(self._appended)
+        return ids
+
+
 def _batch(
     ids: Sequence[int] | None, stored_events: Sequence[StoredEvent]
 ) -> list[tuple[int, Any, int, str, bytes]]:
@@ -140,7 +175,7 @@ def _batch(
     ]
 
 
-class AuditedSQLiteRecorder(SQLiteApplicationRecorder):
+class AuditedSQLiteRecorder(LeafAuthentication, SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
         self.dialect = Dialect(
@@ -172,6 +207,7 @@ class AuditedSQLiteRecorder(SQLiteApplicationRecorder):
     def create_table(self) -> None:
         super().create_table()
         with self.datastore.transaction(commit=True) as cursor:
+            upgrade_tree_table(cursor, self.dialect)
             _adopt_existing_events(cursor, self.dialect)
 
     def _insert_events(
@@ -179,14 +215,15 @@ class AuditedSQLiteRecorder(SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         if kwargs.get("new_keys"):
             raise ConfigError("keys are stored with events only in a PostgreSQL database")
+        key = self._key()
         ids = super()._insert_events(c, stored_events, **kwargs)
-        append_leaves(c, self.dialect, _batch(ids, stored_events), self.frontier)
+        self._tell(append_leaves(c, self.dialect, _batch(ids, stored_events), self.frontier, key))
         if ids:
             _run_hook(kwargs.get("in_transaction"), SQLITE.kind, c, None, self.dialect, ids)
         return ids
 
 
-class AuditedPostgresRecorder(PostgresApplicationRecorder):
+class AuditedPostgresRecorder(LeafAuthentication, PostgresApplicationRecorder):
     def __init__(
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
@@ -222,6 +259,7 @@ class AuditedPostgresRecorder(PostgresApplicationRecorder):
         super().create_table()
         with self.datastore.transaction(commit=True) as cursor:
             self._lock_table(cursor)
+            upgrade_tree_table(cursor, self.dialect)
             _adopt_existing_events(cursor, self.dialect)
 
     def _insert_events(
@@ -241,7 +279,10 @@ class AuditedPostgresRecorder(PostgresApplicationRecorder):
         # Still inside the insert's transaction and under its EXCLUSIVE table lock.
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         try:
-            append_leaves(curs, self.dialect, _batch(ids, stored_events), self.frontier)
+            key = self._key()
+            self._tell(
+                append_leaves(curs, self.dialect, _batch(ids, stored_events), self.frontier, key)
+            )
             if ids:
                 hook = kwargs.get("in_transaction")
                 _run_hook(hook, POSTGRES.kind, curs, curs.connection, self.dialect, ids)
@@ -291,7 +332,7 @@ def _adopt_existing_events(cursor: WriteCursor, dialect: Dialect) -> None:
         )
         for p, o, v, t, s in rows
     ]
-    append_leaves(cursor, dialect, events)
+    append_leaves(cursor, dialect, events)  # authenticated by the ledger's first open
     log.warning("adopted %d events written before the audit layer into the Merkle log", len(rows))
 
 

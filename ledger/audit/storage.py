@@ -2,13 +2,15 @@
 
 Two tables live beside the library's event table, in the same database:
 
-* `ledger_merkle_leaves(leaf_index, position, leaf_hash, nodes)`: one row per stored event,
+* `ledger_merkle_leaves(leaf_index, position, leaf_hash, nodes, mac)`: one row per stored event,
   in log order. `position` is the event's notification id (positions can have gaps, leaf
   indexes cannot). `nodes` holds the hashes of the perfect subtrees this leaf completes,
   lowest level first, 32 bytes each (leaf i completes as many as i has trailing one-bits),
   so every perfect subtree's hash is stored exactly once, in the row of its last leaf: the
   tree grows by one row per event, proofs and roots are a primary-key lookup of a few rows,
-  and the verifier reads one row per event.
+  and the verifier reads one row per event. `mac` authenticates the leaf as the ledger's
+  own (`leaf_mac.py`); it is NULL only in stores written before leaves carried one, until
+  the first open backfills them.
 * `ledger_tree_heads(tree_size, root_hash, timestamp_ms, key_id, signature)`: every signed
   tree head ever issued.
 
@@ -41,11 +43,15 @@ import psycopg
 
 from ledger.audit import merkle
 from ledger.audit.leaf import canonical_id, encode_leaf
+from ledger.audit.leaf_mac import LeafMac
 from ledger.audit.tree_heads import TreeHead
 from ledger.config import Settings
 from ledger.domain.errors import LedgerError
 
 TREE_TABLE = "ledger_merkle_leaves"
+# A partial index of the leaves without an authentication code: empty once a store is
+# upgraded, so asking "are there any?" at every open costs an index probe, not a scan.
+UNAUTHENTICATED_INDEX = "ledger_merkle_leaves_without_mac"
 HEADS_TABLE = "ledger_tree_heads"
 SQLITE_EVENTS_TABLE = "stored_events"  # the library's name for an application's events
 POSTGRES_EVENTS_TABLE = "ledger_events"  # "<application name>_events"
@@ -77,12 +83,44 @@ class Dialect:
         return [
             f"CREATE TABLE IF NOT EXISTS {TREE_TABLE} ("
             "leaf_index BIGINT PRIMARY KEY, position BIGINT NOT NULL UNIQUE, "
-            f"leaf_hash {self.blob} NOT NULL, nodes {self.blob} NOT NULL){without_rowid}",
+            f"leaf_hash {self.blob} NOT NULL, nodes {self.blob} NOT NULL, "
+            f"mac {self.blob}){without_rowid}",
             f"CREATE TABLE IF NOT EXISTS {HEADS_TABLE} ("
             "tree_size BIGINT PRIMARY KEY, "
             f"root_hash {self.blob} NOT NULL, timestamp_ms BIGINT NOT NULL, "
             f"key_id TEXT NOT NULL, signature {self.blob} NOT NULL)",
         ]
+
+
+def upgrade_tree_table(cursor: WriteCursor, dialect: Dialect) -> None:
+    """Give a leaves table created before leaves carried a MAC its `mac` column, and the
+    partial index of leaves without one. Looks first, so a store that has both takes no
+    schema lock at all."""
+    if dialect.kind == "sqlite":
+        cursor.execute(f"SELECT name FROM pragma_table_info('{TREE_TABLE}') WHERE name = 'mac'")
+        has_column = bool(_fetch(cursor))
+        cursor.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+            (UNAUTHENTICATED_INDEX,),
+        )
+    else:
+        cursor.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+            f"AND table_name = '{TREE_TABLE}' AND column_name = 'mac'"
+        )
+        has_column = bool(_fetch(cursor))
+        cursor.execute(
+            "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = %s",
+            (UNAUTHENTICATED_INDEX,),
+        )
+    has_index = bool(_fetch(cursor))
+    if not has_column:
+        cursor.execute(f"ALTER TABLE {TREE_TABLE} ADD COLUMN mac {dialect.blob}")
+    if not has_index:
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS {UNAUTHENTICATED_INDEX} ON {TREE_TABLE} (leaf_index) "
+            "WHERE mac IS NULL"
+        )
 
 
 SQLITE = Dialect("sqlite", "?", "BLOB", SQLITE_EVENTS_TABLE, "rowid")
@@ -137,12 +175,15 @@ def append_leaves(
     dialect: Dialect,
     events: Sequence[tuple[int, UUID | str, int, str, bytes]],
     cache: FrontierCache | None = None,
-) -> None:
+    key: bytes | None = None,
+) -> int:
     """Append one leaf per (position, originator id, version, topic, state), in position
-    order, plus every perfect subtree they complete. Must run in the transaction that
-    inserted the events and while no other writer can append (the caller's lock)."""
+    order, plus every perfect subtree they complete, each leaf with its MAC under `key`
+    (None only when adopting a store's pre-audit events, which the first open then
+    authenticates). Must run in the transaction that inserted the events and while no
+    other writer can append (the caller's lock). Returns the tree's new size."""
     if not events:
-        return
+        return 0
     cursor.execute(
         f"SELECT leaf_index, leaf_hash FROM {TREE_TABLE} ORDER BY leaf_index DESC LIMIT 1"
     )
@@ -151,7 +192,8 @@ def append_leaves(
     frontier = cache.get(size, bytes(last[0][1])) if cache is not None and last else None
     if frontier is None:
         frontier = merkle.Frontier.of(size, _node_hashes(cursor, dialect, merkle.peaks(size)))
-    rows: list[tuple[int, int, bytes, bytes]] = []
+    rows: list[tuple[int, int, bytes, bytes, bytes | None]] = []
+    sign = LeafMac(key) if key is not None else None
     completed: list[bytes] = []
 
     def on_completed(node: merkle.Node, hashed: bytes) -> None:
@@ -162,16 +204,19 @@ def append_leaves(
         hashed = merkle.leaf_hash(leaf)
         index = frontier.size
         frontier.append(hashed, on_completed)
-        rows.append((index, position, hashed, b"".join(completed)))
+        mac = sign(index, hashed) if sign is not None else None
+        rows.append((index, position, hashed, b"".join(completed), mac))
         completed.clear()
     cursor.executemany(
         dialect.sql(
-            f"INSERT INTO {TREE_TABLE} (leaf_index, position, leaf_hash, nodes) VALUES (?, ?, ?, ?)"
+            f"INSERT INTO {TREE_TABLE} (leaf_index, position, leaf_hash, nodes, mac) "
+            "VALUES (?, ?, ?, ?, ?)"
         ),
         rows,
     )
     if cache is not None and rows:
         cache.keep(frontier, rows[-1][2])
+    return frontier.size
 
 
 def _node_hashes(
@@ -259,6 +304,10 @@ class AuditStore(ABC):
 
     @abstractmethod
     def _write(self, sql: str, params: Sequence[Any]) -> None: ...
+
+    @abstractmethod
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement over many rows, in one transaction."""
 
     @abstractmethod
     def snapshot(self) -> Any:
@@ -378,9 +427,48 @@ class AuditStore(ABC):
         return self._stream(sql, [after])
 
     def tree_rows(self) -> Iterator[tuple[Any, ...]]:
-        """(leaf index, position, leaf hash, completed nodes) of every leaf, in leaf order."""
+        """(leaf index, position, leaf hash, completed nodes, MAC or None) of every leaf, in
+        leaf order."""
         return self._stream(
-            f"SELECT leaf_index, position, leaf_hash, nodes FROM {TREE_TABLE} ORDER BY leaf_index"
+            f"SELECT leaf_index, position, leaf_hash, nodes, mac FROM {TREE_TABLE} "
+            "ORDER BY leaf_index"
+        )
+
+    def leaf_macs(self, start: int, end: int) -> list[tuple[int, int, bytes, bytes | None]]:
+        """(leaf index, position, leaf hash, MAC or None) of leaves [start, end)."""
+        rows = self._rows(
+            f"SELECT leaf_index, position, leaf_hash, mac FROM {TREE_TABLE} "
+            "WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
+            [start, end],
+        )
+        return [(int(i), int(p), bytes(h), None if m is None else bytes(m)) for i, p, h, m in rows]
+
+    def leaf_hashes(self, end: int) -> Iterator[bytes]:
+        """The stored hashes of leaves [0, end), in order (call inside `snapshot()`)."""
+        for (hashed,) in self._stream(
+            f"SELECT leaf_hash FROM {TREE_TABLE} WHERE leaf_index < ? ORDER BY leaf_index", [end]
+        ):
+            yield bytes(hashed)
+
+    def first_without_mac(self) -> int | None:
+        """The lowest leaf index without a MAC (None: every leaf has one)."""
+        rows = self._rows(f"SELECT MIN(leaf_index) FROM {TREE_TABLE} WHERE mac IS NULL")
+        return None if rows[0][0] is None else int(rows[0][0])
+
+    def without_mac(self, limit: int) -> list[tuple[int, bytes]]:
+        """(leaf index, leaf hash) of the first `limit` leaves without a MAC."""
+        rows = self._rows(
+            f"SELECT leaf_index, leaf_hash FROM {TREE_TABLE} WHERE mac IS NULL "
+            "ORDER BY leaf_index LIMIT ?",
+            [limit],
+        )
+        return [(int(i), bytes(h)) for i, h in rows]
+
+    def set_macs(self, macs: Sequence[tuple[int, bytes]]) -> None:
+        """Store (leaf index, MAC) pairs on leaves that have none (backfill)."""
+        self._write_many(
+            f"UPDATE {TREE_TABLE} SET mac = ? WHERE leaf_index = ? AND mac IS NULL",
+            [(mac, index) for index, mac in macs],
         )
 
     def tree_heads(self) -> list[TreeHead]:
@@ -455,6 +543,15 @@ class SQLiteAuditStore(AuditStore):
     def _write(self, sql: str, params: Sequence[Any]) -> None:
         self._conn.execute(sql, params)
 
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(sql, rows)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         # In WAL mode a read transaction sees the database as of its first read.
@@ -509,6 +606,10 @@ class PostgresAuditStore(AuditStore):
     def _write(self, sql: str, params: Sequence[Any]) -> None:
         with self._conn.cursor() as cursor:
             cursor.execute(POSTGRES.sql(sql).encode(), params)
+
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._conn.transaction(), self._conn.cursor() as cursor:
+            cursor.executemany(POSTGRES.sql(sql).encode(), rows)
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -10,8 +10,11 @@ In one pass over a consistent snapshot of the store it
 2. rebuilds the tree from the recomputed leaves and, wherever a signed tree head was issued,
    compares the root with the signed root — this check trusts no stored hash, so it catches
    a rewrite of events *and* tree table together;
-3. checks every stored tree head's Ed25519 signature, and optionally an auditor's saved head
-   (signature, then root, then an RFC 9162 consistency proof to the newest head);
+3. checks every stored tree head's Ed25519 signature, the last head published outside the
+   database (its root, at its size, from the events), and optionally an auditor's saved
+   head (signature, then root, then an RFC 9162 consistency proof to the newest head);
+   with the ledger's private key, it also checks every leaf's MAC (`leaf_mac.py`), which
+   catches a leaf appended or rewritten by someone without the key even before any head;
 4. checks that every aggregate's versions run 1, 2, 3 … in log order, without gaps;
 5. compares the stored interior nodes (the proof cache) with those rebuilt from the events.
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.audit import client_check, merkle
+from ledger.audit.leaf_mac import LeafMac
 from ledger.audit.storage import AuditStore, AuditStoreError
 from ledger.audit.tree_heads import TreeHead
 from ledger.signing import public_key_id
@@ -68,6 +72,8 @@ class Report:
     latest_tree_size: int = 0
     uncovered: int = 0  # leaves after the newest valid tree head
     saved_tree_head: int | None = None  # size of the auditor's head, when one was given
+    published_tree_head: int | None = None  # size of the published head checked against
+    leaf_macs_checked: bool = False
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
     truncated_report: bool = False
@@ -98,6 +104,8 @@ class Report:
             "latest_tree_size": self.latest_tree_size,
             "uncovered_leaves": self.uncovered,
             "saved_tree_head_size": self.saved_tree_head,
+            "published_tree_head_size": self.published_tree_head,
+            "leaf_macs_checked": self.leaf_macs_checked,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.rate),
             "first_problem": first.to_json() if first else None,
@@ -121,13 +129,24 @@ def verify(
     public_key_pem: str,
     *,
     saved_head: TreeHead | None = None,
+    published_head: TreeHead | None = None,
+    unpublished: str | None = None,
+    leaf_key: bytes | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Report:
-    """Check the whole log; `progress(n)` is told every so often how many events are done."""
+    """Check the whole log; `progress(n)` is told every so often how many events are done.
+
+    `published_head`: the last head published outside the database, checked like a saved
+    one. `unpublished`: why there is none (reported as a problem when the database holds
+    signed heads: they are then the only record of what was signed, and someone with the
+    database may have rewritten them). `leaf_key`: check every leaf's MAC."""
     started = time.perf_counter()
     store.check_tables()
     with store.snapshot():
         run = _Verification(store, public_key_pem, saved_head, progress)
+        run.published(published_head, public_key_pem, unpublished)
+        run.leaf_key = leaf_key
+        run.report.leaf_macs_checked = leaf_key is not None
         run.scan()
         run.finish()
     run.report.seconds = time.perf_counter() - started
@@ -167,6 +186,25 @@ class _Verification:
             else:
                 self.problem(None, f"{label}: {refused}")
         self.last_position = 0
+        self.leaf_key: bytes | None = None
+
+    def published(self, head: TreeHead | None, public_key_pem: str, missing: str | None) -> None:
+        if head is None:
+            if missing is not None and self.heads:
+                self.problem(
+                    None,
+                    f"the database holds {len(self.heads)} signed tree head(s) but {missing}: "
+                    "the log cannot be checked against what was published",
+                )
+            return
+        self.report.published_tree_head = head.tree_size
+        label = f"the published tree head (size {head.tree_size}, issued {_when(head)})"
+        refused = _refusal(head, public_key_pem, public_key_id(public_key_pem))
+        if refused is None:
+            self.newest_signed = max(self.newest_signed, head.tree_size)
+            self._add(_Checkpoint(label, head.tree_size, head.root_hash, None))
+        else:
+            self.problem(None, f"{label}: {refused}")
 
     def _add(self, point: _Checkpoint) -> None:
         self.checkpoints.setdefault(point.size, []).append(point)
@@ -187,6 +225,7 @@ class _Verification:
         verifier's speed."""
         store, report, problem, progress = self.store, self.report, self.problem, self.progress
         checkpoints = self.checkpoints
+        mac_of = LeafMac(self.leaf_key) if self.leaf_key is not None else None
         events = store.raw_events()
         sha256 = _sha256
         head_pack, q_pack, i_pack, uuid_pack = _HEAD, _Q, _I, _UUID_HEAD
@@ -229,7 +268,7 @@ class _Verification:
             return hashed
 
         event = next(events, None)
-        for last, position, stored_hash, stored_nodes in store.tree_rows():
+        for last, position, stored_hash, stored_nodes, stored_mac in store.tree_rows():
             leaf_rows += 1
             node_bytes += len(stored_nodes)
             if last != next_index:
@@ -284,9 +323,6 @@ class _Verification:
                 peaks.append(hashed)
                 fresh = b""
             size += 1
-            points = checkpoints.get(size)
-            if points is not None and self._check(points, peaks, range_start, position):
-                range_start = None
             if hashed != stored_hash:
                 aligned = False
                 problem(
@@ -294,6 +330,17 @@ class _Verification:
                     f"the stored event ({oid} v{version}) does not match leaf {last}, logged "
                     "when it was written: its bytes, type, customer, version or position "
                     "were changed",
+                )
+            elif mac_of is not None and stored_mac != mac_of(last, hashed):
+                # A leaf that matches its event but not its MAC was computed by someone
+                # without the ledger's key: the event was forged or rewritten with it.
+                aligned = False
+                problem(
+                    position,
+                    f"leaf {last} ({oid} v{version}) "
+                    + ("has no MAC" if stored_mac is None else "has a MAC that does not hold")
+                    + ": the event and its leaf were written or rewritten in the database, "
+                    "not by the ledger",
                 )
             elif aligned and fresh != stored_nodes:
                 # While events and leaves agree both trees are the same, so the stored
@@ -304,6 +351,11 @@ class _Verification:
                     f"the interior nodes stored with leaf {last} do not match the leaves: the "
                     "tree table (proof cache) was altered",
                 )
+            # After this event's own checks, so that a problem at this very event is
+            # reported before the head it breaks (which is then its consequence).
+            points = checkpoints.get(size)
+            if points is not None and self._check(points, peaks, range_start, position):
+                range_start = None
             if progress is not None and not size % 10_000:
                 progress(size)
             event = next(events, None)

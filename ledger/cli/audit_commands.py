@@ -18,7 +18,9 @@ from pathlib import Path
 
 from ledger.audit.access_log import DEFAULT_PURPOSE
 from ledger.audit.key_check import check_keys
+from ledger.audit.leaf_mac import leaf_key
 from ledger.audit.proofs import consistency_proof, inclusion_proof
+from ledger.audit.publication import PublicationError, PublishedHeads
 from ledger.audit.read_alerts import alerts
 from ledger.audit.storage import AuditStore, AuditStoreError
 from ledger.audit.tree_heads import RefusedToSign, TreeHead, TreeHeadFormatError
@@ -27,7 +29,7 @@ from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id, rea
 from ledger.cli.render import dumps, show
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
-from ledger.signing import LedgerSigner
+from ledger.signing import LedgerSigner, public_key_id
 
 EXIT_INVALID = 2
 EXIT_INTEGRITY = 4
@@ -43,6 +45,9 @@ def _guarded(handler: Callable[[argparse.Namespace, Settings], int]) -> Callable
         except (AuditStoreError, RefusedToSign) as exc:
             print(f"ledger: integrity error: {exc}", file=sys.stderr)
             return EXIT_INTEGRITY
+        except PublicationError as exc:
+            print(f"ledger: error: tree head not published: {exc}", file=sys.stderr)
+            return 1
         except TreeHeadFormatError as exc:
             print(f"ledger: error: not a tree head: {exc}", file=sys.stderr)
             return EXIT_INVALID
@@ -80,6 +85,34 @@ def _public_key(args: argparse.Namespace, settings: Settings) -> str:
     return LedgerSigner.load_or_create(key_file).public_key_pem()
 
 
+def _leaf_key(settings: Settings, public_key: str) -> bytes | None:
+    """The leaf MAC key, when this host holds the private key of the key verified with
+    (an auditor with the public key alone cannot check MACs; the heads still hold)."""
+    key_file = settings.resolved_signing_key_file
+    if not key_file.exists():
+        return None
+    signer = LedgerSigner.load_or_create(key_file)
+    return leaf_key(signer) if signer.key_id() == public_key_id(public_key) else None
+
+
+def _published_head(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[TreeHead | None, str | None, str | None]:
+    """(the last published head, where it came from, why there is none)."""
+    if args.no_published_heads or (args.from_tree_head and not args.published_heads):
+        return None, None, None
+    path = Path(args.published_heads) if args.published_heads else settings.resolved_tree_head_file
+    if args.published_heads and not path.exists():
+        raise ValidationFailed([FieldViolation("published_heads", f"no file at {path}")])
+    try:
+        head = PublishedHeads(path).latest(None)  # its signature is checked by `verify`
+    except PublicationError as exc:
+        raise ValidationFailed([FieldViolation("published_heads", str(exc))]) from None
+    if head is None:
+        return None, None, f"no head is published in {path}"
+    return head, str(path), None
+
+
 @contextmanager
 def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal; nothing when output is piped or captured."""
@@ -99,7 +132,7 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None] | Non
         yield lambda done: bar.update(task, completed=done)
 
 
-def _summary(report: Report) -> str:
+def _summary(report: Report, source: str | None = None) -> str:
     lines = [
         f"checked {report.events:,} events ({report.leaves:,} leaves, "
         f"{report.interior_nodes:,} interior nodes, {report.aggregates:,} aggregates) "
@@ -109,6 +142,18 @@ def _summary(report: Report) -> str:
     ]
     if report.saved_tree_head is not None:
         lines.append(f"your saved tree head of size {report.saved_tree_head:,} was checked")
+    if report.published_tree_head is not None:
+        lines.append(
+            f"checked against the published tree head of size {report.published_tree_head:,}"
+            + (f" ({source})" if source else "")
+        )
+    else:
+        lines.append("no published tree head was checked")
+    lines.append(
+        "leaf MACs: every leaf checked"
+        if report.leaf_macs_checked
+        else "leaf MACs: not checked (they need the ledger's private key)"
+    )
     if report.ok:
         lines.append("OK: no event was altered, removed, reordered or inserted")
     else:
@@ -126,13 +171,24 @@ def _summary(report: Report) -> str:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     public_key = _public_key(args, settings)
     saved = _load_head(args.from_tree_head) if args.from_tree_head else None
+    published, source, unpublished = _published_head(args, settings)
     with AuditStore.open(settings) as store:
         store.check_tables()
         with _progress(store.size(), sys.stderr.isatty() and not args.json) as progress:
-            report = verify(store, public_key, saved_head=saved, progress=progress)
+            report = verify(
+                store,
+                public_key,
+                saved_head=saved,
+                published_head=published,
+                unpublished=unpublished,
+                leaf_key=_leaf_key(settings, public_key),
+                progress=progress,
+            )
         if not args.skip_keys:
             report.problems += check_keys(store, settings)
-    emit(args, report.to_json(), _summary(report))
+    data = report.to_json()
+    data["published_tree_heads_file"] = source
+    emit(args, data, _summary(report, source))
     first = report.first
     if first is not None:
         print(f"ledger: verification FAILED at {first}", file=sys.stderr)
@@ -295,7 +351,19 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument(
         "--from-tree-head",
         metavar="FILE",
-        help="a tree head you saved earlier (`ledger tree-head`): the log must still extend it",
+        help="a tree head you saved earlier (`ledger tree-head`): the log must still extend it "
+        "(instead of the published heads, unless --published-heads is given too)",
+    )
+    p.add_argument(
+        "--published-heads",
+        metavar="FILE",
+        help="the published tree heads (JSON lines) to check the log against (default: "
+        "LEDGER_TREE_HEAD_DIR/published-tree-heads.jsonl, as this ledger writes it)",
+    )
+    p.add_argument(
+        "--no-published-heads",
+        action="store_true",
+        help="check the database alone, without the published heads",
     )
     p.add_argument(
         "--public-key",
