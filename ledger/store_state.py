@@ -1,0 +1,144 @@
+"""Whether a ledger exists at the configured store, whether it already holds data, and
+which local secret files it needs.
+
+A ledger's secrets (the KEK ring, the signing key, the index key, the token key) are created
+only together with a new ledger: one whose event store holds no events and whose key store
+holds no keys. For a ledger that already holds data a missing secret file means the
+settings point at the wrong place (another folder, another LEDGER_DATA_DIR), and a new
+secret would split the ledger into two sets of keys; so nothing is created and the error
+names each missing file and the setting that locates it.
+
+Costs one extra connection and two short queries per store when a process opens the
+ledger (once per process), none per call.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from ledger.config import ConfigError, Settings, StoreLocation
+
+SQLITE_EVENTS_TABLE = "stored_events"  # as `ledger.audit.storage` (no import: no cycle)
+POSTGRES_EVENTS_TABLE = "ledger_events"
+KEYS_TABLE = "ledger_data_keys"
+
+
+class NoLedgerError(ConfigError):
+    """A command that only reads (or changes existing customers) was pointed at a store
+    that holds no ledger: most likely a mistyped path or database name."""
+
+
+class MissingSecretError(ConfigError):
+    """A secret file of a ledger that already holds data is not where the settings say."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    what: str
+    path: Path
+    setting: str
+
+
+@dataclass(frozen=True)
+class StoreState:
+    exists: bool  # SQLite: the file is there; PostgreSQL: the events table is
+    holds_data: bool  # events in the event store, or keys in the key store
+
+
+def describe(store: StoreLocation) -> str:
+    """The store, named without its password."""
+    if store.kind == "sqlite":
+        return str(store.sqlite_path)
+    return f"postgresql database {store.dbname} on {store.host}:{store.port}"
+
+
+def secrets_of(settings: Settings) -> list[Secret]:
+    return [
+        Secret("key-encryption keys", settings.resolved_kek_file, "LEDGER_KEK_FILE"),
+        Secret("signing key", settings.resolved_signing_key_file, "LEDGER_SIGNING_KEY_FILE"),
+        Secret("index key", settings.resolved_index_key_file, "LEDGER_INDEX_KEY_FILE"),
+        Secret("API token key", settings.resolved_token_key_file, "LEDGER_TOKEN_KEY_FILE"),
+    ]
+
+
+def data_dir_setting(settings: Settings) -> str:
+    if settings.data_dir is not None:
+        return "LEDGER_DATA_DIR"
+    if settings.store.kind == "sqlite":
+        return "LEDGER_DATA_DIR (default: the SQLite store's folder)"
+    return "LEDGER_DATA_DIR (default: $XDG_DATA_HOME/ledger/HOST_PORT_DBNAME)"
+
+
+def missing_secret_error(settings: Settings, missing: list[Secret]) -> MissingSecretError:
+    files = "; ".join(f"{s.what} {s.path} (set {s.setting})" for s in missing)
+    return MissingSecretError(
+        f"{describe(settings.store)} already holds a ledger, but its secret file(s) are "
+        f"missing: {files}; point {data_dir_setting(settings)} or those settings at the "
+        "ledger's own files. Nothing was created."
+    )
+
+
+def require_secrets(settings: Settings, secrets: list[Secret]) -> None:
+    missing = [s for s in secrets if not s.path.exists()]
+    if missing:
+        raise missing_secret_error(settings, missing)
+
+
+def require_ledger(settings: Settings) -> StoreState:
+    """The store's state; NoLedgerError when there is no ledger there."""
+    state = probe(settings)
+    if not state.exists:
+        raise NoLedgerError(
+            f"no ledger at {describe(settings.store)} (LEDGER_STORE / --store); "
+            "`ledger register`, `ledger import` or `ledger serve` create a new one"
+        )
+    return state
+
+
+def probe(settings: Settings) -> StoreState:
+    store = settings.store
+    if store.kind == "sqlite":
+        assert store.sqlite_path is not None
+        exists, events = _sqlite_rows(store.sqlite_path, SQLITE_EVENTS_TABLE)
+    else:
+        exists, events = _postgres_rows(store.postgres_dsn, POSTGRES_EVENTS_TABLE)
+    if events:
+        return StoreState(exists=True, holds_data=True)
+    keys_url = settings.resolved_key_store_url
+    keys_store = StoreLocation.parse(keys_url, setting="LEDGER_KEY_STORE")
+    if keys_store.kind == "sqlite":
+        assert keys_store.sqlite_path is not None
+        _, keys = _sqlite_rows(keys_store.sqlite_path, KEYS_TABLE)
+    else:
+        _, keys = _postgres_rows(keys_store.postgres_dsn, KEYS_TABLE)
+    return StoreState(exists=exists, holds_data=keys)
+
+
+def _sqlite_rows(path: Path, table: str) -> tuple[bool, bool]:
+    """(the file exists, `table` has a row); opens nothing that is not there."""
+    if not path.is_file():
+        return False, False
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if found is None:
+            return True, False
+        return True, conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None  # noqa: S608
+    finally:
+        conn.close()
+
+
+def _postgres_rows(dsn: str, table: str) -> tuple[bool, bool]:
+    """(`table` exists, it has a row)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        if row is None or not row[0]:
+            return False, False
+        rows = conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()  # noqa: S608
+        return True, rows is not None
