@@ -18,6 +18,10 @@ class KekMismatchError(ConfigError):
     """The KEK file is not the one this ledger's data keys were wrapped under."""
 
 
+class SigningKeyMismatchError(ConfigError):
+    """The signing key file is not the key that signed this ledger's tree heads."""
+
+
 def _same_cluster(a: StoreLocation, b: StoreLocation) -> bool:
     """Same PostgreSQL server (host and port): one WAL, flushed in commit order."""
     return (a.host, a.port) == (b.host, b.port)
@@ -72,7 +76,18 @@ def open_ledger(settings: Settings | None = None, *, create: bool = True) -> Cus
             store,
         )
     keys = KeyRing(key_store, ttl=settings.key_cache_seconds)
-    signer = LedgerSigner.load_or_create(settings.resolved_signing_key_file)
+    try:
+        signer = LedgerSigner.load_or_create(settings.resolved_signing_key_file)
+        if state.signer_key_id is not None and state.signer_key_id != signer.key_id():
+            raise SigningKeyMismatchError(
+                f"the signing key {settings.resolved_signing_key_file} (key id "
+                f"{signer.key_id()}) is not the key that signed this ledger's tree heads (key "
+                f"id {state.signer_key_id}); set LEDGER_SIGNING_KEY_FILE or LEDGER_DATA_DIR "
+                "to the ledger's own file"
+            )
+    except BaseException:
+        key_store.close()
+        raise
     try:
         ledger = CustomerLedger(settings, keys, signer)
     except Exception:

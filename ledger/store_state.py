@@ -25,6 +25,8 @@ from ledger.config import ConfigError, Settings, StoreLocation
 SQLITE_EVENTS_TABLE = "stored_events"  # as `ledger.audit.storage` (no import: no cycle)
 POSTGRES_EVENTS_TABLE = "ledger_events"
 KEYS_TABLE = "ledger_data_keys"
+HEADS_TABLE = "ledger_tree_heads"
+_LATEST_SIGNER = f"SELECT key_id FROM {HEADS_TABLE} ORDER BY tree_size DESC LIMIT 1"  # noqa: S608
 
 
 class NoLedgerError(ConfigError):
@@ -47,6 +49,7 @@ class Secret:
 class StoreState:
     exists: bool  # SQLite: the file is there; PostgreSQL: the events table is
     holds_data: bool  # events in the event store, or keys in the key store
+    signer_key_id: str | None = None  # the key that signed the latest tree head
 
 
 def describe(store: StoreLocation) -> str:
@@ -103,42 +106,54 @@ def probe(settings: Settings) -> StoreState:
     store = settings.store
     if store.kind == "sqlite":
         assert store.sqlite_path is not None
-        exists, events = _sqlite_rows(store.sqlite_path, SQLITE_EVENTS_TABLE)
+        events = _sqlite_probe(store.sqlite_path, SQLITE_EVENTS_TABLE, signer=True)
     else:
-        exists, events = _postgres_rows(store.postgres_dsn, POSTGRES_EVENTS_TABLE)
-    if events:
-        return StoreState(exists=True, holds_data=True)
-    keys_url = settings.resolved_key_store_url
-    keys_store = StoreLocation.parse(keys_url, setting="LEDGER_KEY_STORE")
+        events = _postgres_probe(store.postgres_dsn, POSTGRES_EVENTS_TABLE, signer=True)
+    if events.holds_data:
+        return events
+    keys_store = StoreLocation.parse(settings.resolved_key_store_url, setting="LEDGER_KEY_STORE")
     if keys_store.kind == "sqlite":
         assert keys_store.sqlite_path is not None
-        _, keys = _sqlite_rows(keys_store.sqlite_path, KEYS_TABLE)
+        keys = _sqlite_probe(keys_store.sqlite_path, KEYS_TABLE)
     else:
-        _, keys = _postgres_rows(keys_store.postgres_dsn, KEYS_TABLE)
-    return StoreState(exists=exists, holds_data=keys)
+        keys = _postgres_probe(keys_store.postgres_dsn, KEYS_TABLE)
+    return StoreState(exists=events.exists, holds_data=keys.holds_data)
 
 
-def _sqlite_rows(path: Path, table: str) -> tuple[bool, bool]:
-    """(the file exists, `table` has a row); opens nothing that is not there."""
+def _sqlite_probe(path: Path, table: str, *, signer: bool = False) -> StoreState:
+    """Whether the file exists and `table` has a row; opens nothing that is not there."""
     if not path.is_file():
-        return False, False
+        return StoreState(exists=False, holds_data=False)
     conn = sqlite3.connect(path, timeout=10)
     try:
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()
-        if found is None:
-            return True, False
-        return True, conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None  # noqa: S608
+
+        def has_table(name: str) -> bool:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return conn.execute(query, (name,)).fetchone() is not None
+
+        if not has_table(table):
+            return StoreState(exists=True, holds_data=False)
+        found = conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()  # noqa: S608
+        head = (
+            conn.execute(_LATEST_SIGNER).fetchone() if signer and has_table(HEADS_TABLE) else None
+        )
+        return StoreState(True, found is not None, None if head is None else str(head[0]))
     finally:
         conn.close()
 
 
-def _postgres_rows(dsn: str, table: str) -> tuple[bool, bool]:
-    """(`table` exists, it has a row)."""
+def _postgres_probe(dsn: str, table: str, *, signer: bool = False) -> StoreState:
+    """Whether `table` exists and has a row."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-        if row is None or not row[0]:
-            return False, False
-        rows = conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()  # noqa: S608
-        return True, rows is not None
+
+        def has_table(name: str) -> bool:
+            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+            return row is not None and bool(row[0])
+
+        if not has_table(table):
+            return StoreState(exists=False, holds_data=False)
+        found = conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()  # noqa: S608
+        head = (
+            conn.execute(_LATEST_SIGNER).fetchone() if signer and has_table(HEADS_TABLE) else None
+        )
+        return StoreState(True, found is not None, None if head is None else str(head[0]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -19,11 +20,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ledger.bootstrap import KekMismatchError, open_ledger
+from ledger.bootstrap import KekMismatchError, SigningKeyMismatchError, open_ledger
 from ledger.cli.main import main
 from ledger.client import LedgerClient
 from ledger.config import Settings
 from ledger.crypto_shred.kek import LocalKeyFileProvider
+from ledger.signing import LedgerSigner
 from ledger.store_state import MissingSecretError
 from tests.api_support import customer, start_api
 from tests.helpers import PostgresStore, StoreHandle, person
@@ -128,6 +130,19 @@ def test_a_foreign_kek_file_is_refused_when_the_ledger_opens(
         open_ledger(store.settings)
     assert str(kek_file) in str(refused.value)
     assert "LEDGER_KEK_FILE" in str(refused.value)
+
+
+def test_a_foreign_signing_key_is_refused_when_the_ledger_opens(
+    store: StoreHandle, tmp_path: Path
+) -> None:
+    _register(store)  # the command's close signs a tree head
+    key_file = store.settings.resolved_signing_key_file
+    LedgerSigner.load_or_create(tmp_path / "other.pem")
+    shutil.copyfile(tmp_path / "other.pem", key_file)
+    with pytest.raises(SigningKeyMismatchError) as refused:
+        open_ledger(store.settings)
+    assert str(key_file) in str(refused.value)
+    assert "LEDGER_SIGNING_KEY_FILE" in str(refused.value)
 
 
 def test_a_new_ledger_gets_all_its_secrets_owner_only(store: StoreHandle) -> None:
@@ -240,6 +255,24 @@ def test_sqlite_files_are_owner_only_from_the_start(tmp_path: Path, loose_umask:
     assert {"ledger.db", "ledger.db-wal", "ledger.db-shm", "keys.db"} <= set(modes)
     assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_the_key_stores_journal_is_owner_only(tmp_path: Path, loose_umask: None) -> None:
+    """keys.db runs with a rollback journal: SQLite creates keys.db-journal for each write
+    transaction, with the database file's mode."""
+    folder = tmp_path / "data"
+    settings = Settings(store_url=f"sqlite:///{folder / 'ledger.db'}", data_dir=folder)
+    with open_ledger(settings) as ledger:
+        ledger.register(person(), actor="test")
+    conn = sqlite3.connect(folder / "keys.db", isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO ledger_key_watermarks (name, value) VALUES ('probe', 1)")
+        journal = folder / "keys.db-journal"
+        assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
 
 
 def test_readable_sqlite_side_files_left_by_an_older_version_are_tightened(

@@ -28,7 +28,7 @@ from ledger.cli import (
 from ledger.cli.common import Handler
 from ledger.config import ConfigError, Settings
 from ledger.crypto_shred.certificate import CertificateFormatError
-from ledger.crypto_shred.kek import KeyFileError
+from ledger.crypto_shred.kek import KeyFileError, KeyUnwrapError
 from ledger.crypto_shred.mapper import SealError
 from ledger.domain.errors import (
     CustomerErasedError,
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LedgerError as exc:
         print(f"ledger: error: {exc}", file=sys.stderr)
         return 1
-    except SealError as exc:
+    except (SealError, KeyUnwrapError) as exc:  # an altered or foreign wrapped key: no traceback
         print(f"ledger: integrity error: {exc}", file=sys.stderr)
         return EXIT_INTEGRITY
 
