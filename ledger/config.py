@@ -202,7 +202,7 @@ class Settings:
             duplicate_threshold=threshold,
             pg_pool_size=_positive(env, "LEDGER_PG_POOL_SIZE", DEFAULT_PG_POOL_SIZE),
             pg_readers=_positive(env, "LEDGER_PG_READERS", DEFAULT_PG_READERS),
-            data_home=path("XDG_DATA_HOME") or Path(os.path.expanduser("~/.local/share")),
+            data_home=_data_home(env),
         )
 
     def with_store(self, store_url: str) -> Settings:
@@ -222,7 +222,7 @@ class Settings:
         store = self.store
         if store.kind == "sqlite" and store.sqlite_path is not None:
             return store.sqlite_path.parent
-        home = self.data_home or Path(os.path.expanduser("~/.local/share"))
+        home = self.data_home or Path(os.path.expanduser("~")) / ".local" / "share"
         return home / "ledger" / store.folder_name
 
     @property
@@ -301,6 +301,16 @@ def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit():
         raise ConfigError(f"{name}: not a whole number (0 or more)")
     return int(text)
+
+
+def _data_home(env: Mapping[str, str]) -> Path:
+    """$XDG_DATA_HOME, or ~/.local/share when it is unset or relative (the XDG rule: a
+    relative one would depend on the current directory again)."""
+    value = env.get("XDG_DATA_HOME")
+    if value and Path(value).is_absolute():
+        return Path(value)
+    home = env.get("HOME")
+    return (Path(home) if home else Path(os.path.expanduser("~"))) / ".local" / "share"
 
 
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:

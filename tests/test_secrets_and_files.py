@@ -23,7 +23,7 @@ import pytest
 from ledger.bootstrap import KekMismatchError, SigningKeyMismatchError, open_ledger
 from ledger.cli.main import main
 from ledger.client import LedgerClient
-from ledger.config import Settings
+from ledger.config import ConfigError, Settings
 from ledger.crypto_shred.kek import LocalKeyFileProvider
 from ledger.signing import LedgerSigner
 from ledger.store_state import MissingSecretError
@@ -387,3 +387,22 @@ def test_an_unknown_url_parameter_is_named(
     err = capsys.readouterr().err
     assert "LEDGER_STORE: unknown connection parameter 'sslmod'" in err
     assert "hunter2" not in err
+
+
+def test_postgres_secrets_folder_is_per_database_and_never_the_cwd() -> None:
+    url = "postgresql://me@db.example:6543/crm?sslmode=require"
+    env = {"LEDGER_STORE": url, "HOME": "/home/op"}
+    folder = Path("/home/op/.local/share/ledger/db.example_6543_crm")
+    assert Settings.from_env(env).resolved_data_dir == folder
+    assert Settings.from_env({**env, "XDG_DATA_HOME": "relative"}).resolved_data_dir == folder
+    assert Settings.from_env({**env, "XDG_DATA_HOME": "/srv/x"}).resolved_data_dir == Path(
+        "/srv/x/ledger/db.example_6543_crm"
+    )
+    given = Settings.from_env({**env, "LEDGER_DATA_DIR": "/etc/ledger"})
+    assert given.resolved_kek_file == Path("/etc/ledger/kek.json")
+
+
+@pytest.mark.parametrize("name", ["LEDGER_PG_POOL_SIZE", "LEDGER_PG_READERS"])
+def test_connection_settings_must_be_positive(name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: "0"})

@@ -481,7 +481,7 @@ class SQLiteAuditStore(AuditStore):
 
 _slots_lock = threading.Lock()
 _slots: dict[str, threading.BoundedSemaphore] = {}
-_held = threading.local()
+_depth: dict[int, int] = {}  # audit stores open per thread
 
 
 def _audit_slot(dsn: str, readers: int) -> Callable[[], None]:
@@ -489,23 +489,29 @@ def _audit_slot(dsn: str, readers: int) -> Callable[[], None]:
     head calls each open one), so that many concurrent calls cannot open one connection
     each. `readers // 2` slots (at least one); a thread that holds one opens the one
     nested store it needs (signing the latest head while proving) without waiting, so at
-    most `readers` audit connections are open and no thread waits on itself.
-    Returns the release function."""
+    most `readers` audit connections are open and no thread waits on itself. (No thread
+    waits for a slot while holding a lock a slot holder may want: the issuing lock in
+    `ledger.api.proofs_api` is only taken inside a store.) Returns the release function."""
+    me = threading.get_ident()
     with _slots_lock:
         slots = _slots.setdefault(dsn, threading.BoundedSemaphore(max(1, readers // 2)))
-    depth = getattr(_held, "depth", 0)
-    if depth == 0:
+        nested = _depth.get(me, 0) > 0
+    if not nested:
         slots.acquire()
-    _held.depth = depth + 1
+    with _slots_lock:
+        _depth[me] = _depth.get(me, 0) + 1
     released = False
 
     def release() -> None:
         nonlocal released
-        if released:
-            return
-        released = True
-        _held.depth -= 1
-        if _held.depth == 0:
+        with _slots_lock:
+            if released:
+                return
+            released = True
+            _depth[me] -= 1
+            if not _depth[me]:
+                del _depth[me]
+        if not nested:
             slots.release()
 
     return release
