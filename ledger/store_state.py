@@ -97,7 +97,7 @@ def require_ledger(settings: Settings) -> StoreState:
     if not state.exists:
         raise NoLedgerError(
             f"no ledger at {describe(settings.store)} (LEDGER_STORE / --store); "
-            "`ledger register`, `ledger import` or `ledger serve` create a new one"
+            "`ledger init` (or register, import, serve) creates a new one"
         )
     return state
 

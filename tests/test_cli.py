@@ -16,7 +16,7 @@ from tests.helpers import StoreHandle
 
 COMMANDS = [
     "register", "change", "assign-owner", "mark-verified", "show", "history", "as-of",
-    "erase", "verify-certificate", "public-key", "rotate-kek", "demo",
+    "erase", "verify-certificate", "public-key", "rotate-kek", "demo", "init",
 ]  # fmt: skip
 
 

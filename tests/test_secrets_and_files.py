@@ -406,3 +406,20 @@ def test_postgres_secrets_folder_is_per_database_and_never_the_cwd() -> None:
 def test_connection_settings_must_be_positive(name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: "0"})
+
+
+def test_init_creates_the_ledger_other_commands_then_accept(
+    store: StoreHandle,
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LEDGER_STORE", store.settings.store_url)
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(store.workdir))
+    assert main(["init", "--json"]) == 0
+    assert str(store.settings.resolved_kek_file) in capsys.readouterr().out
+    assert _secret_files(store.workdir) == sorted(SECRET_NAMES)
+    assert main(["show", UNKNOWN_ID]) == 1  # a ledger now: the customer is what is missing
+    assert "not found" in capsys.readouterr().err
+    assert main(["init"]) == 0  # again: nothing new, the same files
+    assert _secret_files(store.workdir) == sorted(SECRET_NAMES)
