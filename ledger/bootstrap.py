@@ -3,34 +3,36 @@ concrete key store, KEK provider and signer to build)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from urllib.parse import urlsplit
-
 from ledger.application import CustomerLedger
-from ledger.config import Settings
-from ledger.crypto_shred.kek import LocalKeyFileProvider
+from ledger.config import ConfigError, Settings, StoreLocation
+from ledger.crypto_shred.kek import KeyUnwrapError, LocalKeyFileProvider
 from ledger.crypto_shred.keyring import KeyRing
 from ledger.crypto_shred.keystore import (
     KeyStore,
     KeyStoreLost,
     PostgresKeyStore,
     SQLiteKeyStore,
+    SqlKeyStore,
     open_key_store,
     sqlite_key_store_path,
 )
 from ledger.projections.wiring import attach_projections
-from ledger.signing import LedgerSigner
+from ledger.signing import LedgerSigner, ensure_private_dir
+from ledger.sqlite_files import prepare_private_sqlite
+from ledger.store_state import probe, require_ledger, require_secrets, secrets_of
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+class KekMismatchError(ConfigError):
+    """The KEK file is not the one this ledger's data keys were wrapped under."""
 
 
-def _same_cluster(a: str, b: str) -> bool:
+class SigningKeyMismatchError(ConfigError):
+    """The signing key file is not the key that signed this ledger's tree heads."""
+
+
+def _same_cluster(a: StoreLocation, b: StoreLocation) -> bool:
     """Same PostgreSQL server (host and port): one WAL, flushed in commit order."""
-    left, right = urlsplit(a), urlsplit(b)
-    return (left.hostname, left.port or 5432) == (right.hostname, right.port or 5432)
+    return (a.host, a.port) == (b.host, b.port)
 
 
 def _where(key_store: KeyStore) -> str:
@@ -42,28 +44,77 @@ def _where(key_store: KeyStore) -> str:
     return type(key_store).__name__
 
 
-def open_ledger(settings: Settings | None = None) -> CustomerLedger:
-    """Open (creating on first use) the ledger the settings describe, then finish any
-    erasure the key store has not yet seen before anything can be read.
+def _check_kek(settings: Settings, key_store: KeyStore) -> None:
+    """One live data key must open under the KEK file: a different file (another folder's)
+    is refused now, with the file named, rather than as unwrap errors on later reads."""
+    if not isinstance(key_store, SqlKeyStore):
+        return
+    try:
+        key_store.check_provider()
+    except KeyUnwrapError as exc:
+        raise KekMismatchError(
+            f"the key-encryption keys in {settings.resolved_kek_file} do not open this "
+            f"ledger's data keys ({exc}); set LEDGER_KEK_FILE or LEDGER_DATA_DIR to the "
+            "ledger's own file"
+        ) from None
 
-    Refuses (KeyStoreLost) a key store that holds no key at all beside a log that holds
-    events: opening the key store creates it when it is missing, so a lost keys.db would
-    otherwise come back empty and every customer would look as if their key were gone."""
+
+def open_ledger(settings: Settings | None = None, *, create: bool = True) -> CustomerLedger:
+    """Open the ledger the settings describe, then finish any erasure the key store has not
+    yet seen before anything can be read.
+
+    With `create`, a store that holds no ledger yet becomes a new one, with new secret
+    files; without it (commands that only read or change existing customers) a missing
+    store is refused (NoLedgerError). Secret files are created only for a new ledger: for
+    one that holds data, a missing secret is refused (MissingSecretError), naming it.
+    """
     settings = settings or Settings.from_env()
-    _private_dir(settings.resolved_data_dir)
+    state = probe(settings) if create else require_ledger(settings)
+    secrets = secrets_of(settings)
+    if state.holds_data or not create:
+        require_secrets(settings, secrets[:3])  # the token key is the API's (`ledger serve`)
+    else:
+        ensure_private_dir(settings.resolved_data_dir)
+        LedgerSigner.load_or_create(settings.resolved_token_key_file)
     store = settings.store
     if store.kind == "sqlite" and store.sqlite_path is not None:
-        _private_dir(store.sqlite_path.parent)
+        prepare_private_sqlite(store.sqlite_path)
     provider = LocalKeyFileProvider(settings.resolved_kek_file)
     key_file = sqlite_key_store_path(settings.resolved_key_store_url)
     new_key_file = key_file is not None and str(key_file) != ":memory:" and not key_file.exists()
     key_store = open_key_store(settings.resolved_key_store_url, provider)
+    try:
+        if state.holds_data:
+            # A key store with no key at all beside a log that holds events was lost
+            # (opening it creates it afresh): refused, or every customer would look as if
+            # their key were gone.
+            if state.holds_events and key_store.is_empty():
+                if new_key_file and key_file is not None:
+                    # The empty file opening just made would hide the loss from the next run.
+                    key_file.unlink(missing_ok=True)
+                raise KeyStoreLost(_where(key_store))
+            _check_kek(settings, key_store)
+    except BaseException:
+        key_store.close()
+        raise
     if isinstance(key_store, PostgresKeyStore) and store.kind == "postgresql":
         key_store.commits_before_events = _same_cluster(
-            settings.resolved_key_store_url, store.postgres_dsn
+            StoreLocation.parse(settings.resolved_key_store_url, setting="LEDGER_KEY_STORE"),
+            store,
         )
     keys = KeyRing(key_store, ttl=settings.key_cache_seconds)
-    signer = LedgerSigner.load_or_create(settings.resolved_signing_key_file)
+    try:
+        signer = LedgerSigner.load_or_create(settings.resolved_signing_key_file)
+        if state.signer_key_id is not None and state.signer_key_id != signer.key_id():
+            raise SigningKeyMismatchError(
+                f"the signing key {settings.resolved_signing_key_file} (key id "
+                f"{signer.key_id()}) is not the key that signed this ledger's tree heads (key "
+                f"id {state.signer_key_id}); set LEDGER_SIGNING_KEY_FILE or LEDGER_DATA_DIR "
+                "to the ledger's own file"
+            )
+    except BaseException:
+        key_store.close()
+        raise
     try:
         ledger = CustomerLedger(settings, keys, signer)
     except Exception:
@@ -74,17 +125,6 @@ def open_ledger(settings: Settings | None = None) -> CustomerLedger:
         and store.kind == "postgresql"
         and settings.resolved_key_store_url == settings.store_url
     )
-    try:
-        if key_store.is_empty() and (ledger.recorder.max_notification_id() or 0) > 0:
-            raise KeyStoreLost(_where(key_store))
-    except Exception:
-        ledger.close()
-        if new_key_file and key_file is not None:
-            # The empty file opening just made would hide the loss from the next run.
-            key_file.unlink(missing_ok=True)
-        raise
-    if store.kind == "sqlite" and store.sqlite_path is not None and store.sqlite_path.exists():
-        os.chmod(store.sqlite_path, 0o600)
     try:
         attach_projections(ledger)  # before reshred: its purges must reach the projections
     except Exception:

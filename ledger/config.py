@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ledger.projections.dedup.batch import DEFAULT_MIN_SCORE
 
@@ -19,6 +23,15 @@ DEFAULT_STORE = "sqlite:///ledger-data/ledger.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
 PROJECTION_MODES = ("inline", "worker")
 DUPLICATE_POLICIES = ("off", "warn", "refuse")
+# PostgreSQL connections of one process (see `Settings.pg_connection_bound`).
+DEFAULT_PG_POOL_SIZE = 8
+DEFAULT_PG_READERS = 4
+# Connections outside the pools: the projection writer, the key store and its VACUUM
+# connection, the API store's writer.
+PG_FIXED_CONNECTIONS = 4
+# URL parts that the URL's own syntax gives (user@host:port/dbname); a query parameter
+# may supply them only when the URL leaves them out (e.g. `?host=/run/postgresql`).
+_URL_PARTS = ("host", "port", "user", "password", "dbname")
 
 
 class ConfigError(ValueError):
@@ -36,6 +49,9 @@ class StoreLocation:
     user: str = "postgres"
     password: str = ""
     dbname: str = ""
+    # libpq parameters from the URL's query (sslmode, application_name, options, ...):
+    # every connection the process opens gets them, through `postgres_dsn`.
+    params: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, url: str, *, setting: str = "LEDGER_STORE") -> StoreLocation:
@@ -47,20 +63,22 @@ class StoreLocation:
                 raise ConfigError(f"{setting}: expected sqlite:///path/to/file.db")
             return cls(kind="sqlite", sqlite_path=Path(unquote(raw)))
         if parts.scheme in ("postgresql", "postgres"):
-            dbname = parts.path.lstrip("/")
+            query = _query_params(parts.query, setting)
+            dbname = unquote(parts.path.lstrip("/")) or query.get("dbname", "")
             if not dbname:
                 raise ConfigError(f"{setting}: expected postgresql://user@host:port/dbname")
             try:
-                port = parts.port or 5432
+                port = parts.port or int(query.get("port") or 5432)
             except ValueError as exc:
                 raise ConfigError(f"{setting}: the port is not a number") from exc
             return cls(
                 kind="postgresql",
-                host=parts.hostname or "127.0.0.1",
+                host=parts.hostname or query.get("host") or "127.0.0.1",
                 port=port,
-                user=unquote(parts.username or "postgres"),
-                password=unquote(parts.password or ""),
-                dbname=unquote(dbname),
+                user=unquote(parts.username or "") or query.get("user") or "postgres",
+                password=unquote(parts.password or "") or query.get("password", ""),
+                dbname=dbname,
+                params=tuple((k, v) for k, v in query.items() if k not in _URL_PARTS),
             )
         raise ConfigError(
             f"{setting}: unsupported scheme {parts.scheme!r}; use sqlite:///path or postgresql://..."
@@ -68,16 +86,42 @@ class StoreLocation:
 
     @property
     def postgres_dsn(self) -> str:
-        """A libpq connection string (key=value form, so no URL quoting pitfalls)."""
-        fields = {
-            "host": self.host,
-            "port": str(self.port),
-            "user": self.user,
-            "dbname": self.dbname,
-        }
+        """The one libpq connection string (key=value form, so no URL quoting pitfalls)
+        that every PostgreSQL connection of the process is opened with, so the URL's query
+        parameters (sslmode, application_name, ...) reach all of them."""
+        fields = dict(self.params)
+        fields.update(host=self.host, port=str(self.port), user=self.user, dbname=self.dbname)
         if self.password:
             fields["password"] = self.password
-        return " ".join(f"{k}='{v}'" for k, v in fields.items())
+        return make_conninfo("", **fields)
+
+    @property
+    def folder_name(self) -> str:
+        """A file-name-safe name of this PostgreSQL database: host_port_dbname."""
+        raw = f"{self.host}_{self.port}_{self.dbname}"
+        return re.sub(r"[^A-Za-z0-9._-]", "_", raw).strip(".") or "ledger"
+
+
+def _query_params(query: str, setting: str) -> dict[str, str]:
+    """The URL's query as libpq parameters; an unknown name is the user's mistake (named;
+    values are never echoed: one may be a password)."""
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        try:
+            conninfo_to_dict(make_conninfo("", **{key: value}))
+        except psycopg.ProgrammingError:
+            raise ConfigError(f"{setting}: unknown connection parameter {key!r}") from None
+        params[key] = value
+    return params
+
+
+def with_options(dsn: str, options: str) -> str:
+    """`dsn` with `options` (server settings, `-c name=value`) appended to any the user's
+    URL gave, instead of replacing them."""
+    fields = conninfo_to_dict(dsn)
+    given = str(fields.get("options") or "").strip()
+    fields["options"] = f"{given} {options}".strip()
+    return make_conninfo("", **fields)
 
 
 @dataclass(frozen=True)
@@ -107,6 +151,15 @@ class Settings:
     tree_head_seconds: float = 5.0
     tree_head_every: int = 1000
     tree_head_dir: Path | None = None
+    # PostgreSQL connections per process: the event store's pool holds at most
+    # `pg_pool_size`; the projection reads, the API store's reads and the audit reads
+    # (proofs, tree heads) each at most `pg_readers` (see `pg_connection_bound`).
+    pg_pool_size: int = DEFAULT_PG_POOL_SIZE
+    pg_readers: int = DEFAULT_PG_READERS
+    # Where a PostgreSQL store's local secrets go without LEDGER_DATA_DIR:
+    # $XDG_DATA_HOME/ledger/<host>_<port>_<dbname> (XDG_DATA_HOME defaults to
+    # ~/.local/share). None: that default.
+    data_home: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +212,9 @@ class Settings:
             tree_head_seconds=head_seconds,
             tree_head_every=_whole(env, "LEDGER_TREE_HEAD_EVERY", 1000),
             tree_head_dir=path("LEDGER_TREE_HEAD_DIR"),
+            pg_pool_size=_positive(env, "LEDGER_PG_POOL_SIZE", DEFAULT_PG_POOL_SIZE),
+            pg_readers=_positive(env, "LEDGER_PG_READERS", DEFAULT_PG_READERS),
+            data_home=_data_home(env),
         )
 
     def with_store(self, store_url: str) -> Settings:
@@ -170,13 +226,21 @@ class Settings:
 
     @property
     def resolved_data_dir(self) -> Path:
-        """Where local secrets live: next to a SQLite store, else ./ledger-data."""
+        """Where local secrets live: LEDGER_DATA_DIR, else beside a SQLite store, else a
+        folder of this PostgreSQL database's own under $XDG_DATA_HOME/ledger — never the
+        current directory, so a command run from another folder finds the same keys."""
         if self.data_dir is not None:
             return self.data_dir
         store = self.store
         if store.kind == "sqlite" and store.sqlite_path is not None:
             return store.sqlite_path.parent
-        return Path("ledger-data")
+        home = self.data_home or Path(os.path.expanduser("~")) / ".local" / "share"
+        return home / "ledger" / store.folder_name
+
+    @property
+    def pg_connection_bound(self) -> int:
+        """The most PostgreSQL connections one process opens to the store."""
+        return self.pg_pool_size + 3 * self.pg_readers + PG_FIXED_CONNECTIONS
 
     @property
     def resolved_key_store_url(self) -> str:
@@ -228,12 +292,18 @@ class Settings:
                 "APPLICATION_RECORDER_TOPIC": "ledger.audit.recorders:AuditedSQLiteRecorder",
             }
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            # Our factory: opens its pool with `postgres_dsn` (the URL's query parameters).
+            "PERSISTENCE_MODULE": "ledger.audit.recorders:LedgerPostgresFactory",
             "POSTGRES_DBNAME": store.dbname,
             "POSTGRES_HOST": store.host,
             "POSTGRES_PORT": str(store.port),
             "POSTGRES_USER": store.user,
             "POSTGRES_PASSWORD": store.password,
+            "POSTGRES_CONNINFO": store.postgres_dsn,
+            # The pool keeps up to two connections and opens more, up to pg_pool_size,
+            # under load (a CLI command then holds two, not pg_pool_size).
+            "POSTGRES_POOL_SIZE": str(min(2, self.pg_pool_size)),
+            "POSTGRES_MAX_OVERFLOW": str(self.pg_pool_size - min(2, self.pg_pool_size)),
             "APPLICATION_RECORDER_TOPIC": "ledger.audit.recorders:AuditedPostgresRecorder",
         }
 
@@ -250,6 +320,23 @@ def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit():
         raise ConfigError(f"{name}: not a whole number (0 or more)")
     return int(text)
+
+
+def _data_home(env: Mapping[str, str]) -> Path:
+    """$XDG_DATA_HOME, or ~/.local/share when it is unset or relative (the XDG rule: a
+    relative one would depend on the current directory again)."""
+    value = env.get("XDG_DATA_HOME")
+    if value and Path(value).is_absolute():
+        return Path(value)
+    home = env.get("HOME")
+    return (Path(home) if home else Path(os.path.expanduser("~"))) / ".local" / "share"
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _whole(env, name, default)
+    if value < 1:
+        raise ConfigError(f"{name}: must be at least 1")
+    return value
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:

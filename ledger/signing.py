@@ -138,6 +138,19 @@ class LedgerSigner:
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
+    def load(cls, path: Path, *, setting: str) -> LedgerSigner:
+        """Load the key at `path`, never creating one: a new key here would sign what the
+        other side (the server, a verifier) does not accept. MissingSecretError names the
+        file and the `setting` that locates it."""
+        from ledger.store_state import MissingSecretError  # a leaf module: no cycle
+
+        if not path.exists():
+            raise MissingSecretError(
+                f"no key at {path} (set {setting}, or LEDGER_DATA_DIR to the ledger's folder)"
+            )
+        return cls.load_or_create(path)
+
+    @classmethod
     def load_or_create(cls, path: Path) -> LedgerSigner:
         """Load the PEM PKCS8 key at `path`, creating it (mode 0600) on first use.
 

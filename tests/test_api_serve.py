@@ -124,5 +124,7 @@ def test_token_commands_refuse_mistakes_in_one_line(
         assert cli(["token", *args, *store]) == 2, args
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err, args
+    # Issuing needs the ledger's token key: it comes with a new ledger, never with `issue`.
+    open_ledger(Settings(store_url=store[1])).close()
     assert cli(["token", "issue", "--principal", "crm", "--role", "service", "--json", *store]) == 0
     assert json.loads(capsys.readouterr().out)["roles"] == ["service"]

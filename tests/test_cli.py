@@ -16,7 +16,7 @@ from tests.helpers import StoreHandle
 
 COMMANDS = [
     "register", "change", "assign-owner", "mark-verified", "show", "history", "as-of",
-    "erase", "verify-certificate", "public-key", "rotate-kek", "demo",
+    "erase", "verify-certificate", "public-key", "rotate-kek", "demo", "init",
 ]  # fmt: skip
 
 
@@ -126,6 +126,7 @@ def test_user_mistakes_get_one_line_and_exit_2(
 
 
 def test_unknown_customer_and_bad_store(store: StoreHandle) -> None:
+    run(store, "register", "--given-name", "Una", "--family-name", "Known")  # a ledger exists
     missing = run(store, "show", "00000000-0000-4000-8000-000000000000", check=False)
     assert missing.returncode == 1
     assert "not found" in missing.stderr

@@ -109,9 +109,9 @@ def test_import_list_lookup_merge_quality_rebuild(store: StoreHandle, tmp_path: 
 
 
 def test_worker_projects_and_stops_gracefully_on_sigterm(store: StoreHandle) -> None:
-    # Create the tables first: the event store library's own PostgreSQL set-up is not safe
-    # against two processes creating it at the same moment.
-    run(store, "projections", LEDGER_PROJECTIONS="worker")
+    # Create the ledger first (the worker attaches to an existing one): the event store
+    # library's own PostgreSQL set-up is not safe against two processes creating it at once.
+    run(store, "init", LEDGER_PROJECTIONS="worker")
     worker = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli.main", "project", "--interval", "0.1", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -152,7 +152,7 @@ def test_several_processes_start_on_one_store_at_once(store: StoreHandle) -> Non
     """Several servers (or a server and the CLI) start against one PostgreSQL database at
     the same moment: each runs the set-up, and none may fail on another's (the event store
     library re-created a database function on every start: "tuple concurrently updated")."""
-    run(store, "projections")  # the tables exist; now the starts race on the rest
+    run(store, "init")  # the tables exist; now the starts race on the rest
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "ledger.cli.main", "projections", "--json"],

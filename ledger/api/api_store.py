@@ -25,6 +25,7 @@ from uuid import UUID
 import psycopg
 
 from ledger.config import Settings
+from ledger.sqlite_files import prepare_private_sqlite
 
 _REVOCATIONS = """CREATE TABLE IF NOT EXISTS ledger_api_revocations (
     principal TEXT PRIMARY KEY,
@@ -176,9 +177,10 @@ class SQLiteApiStore(ApiStore):
 class PostgresApiStore(ApiStore):
     time_type = "TIMESTAMPTZ"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, readers: int = MAX_READERS) -> None:
         super().__init__()
         self._dsn = dsn
+        self._max_readers = max(1, readers)
         self._conn = psycopg.connect(dsn, autocommit=True)
         # Reads (the revocation check on every call) borrow from a few connections of
         # their own: on the shared one they queued behind each other, one round trip at a
@@ -216,7 +218,7 @@ class PostgresApiStore(ApiStore):
         except queue.Empty:
             with self._lock:
                 self._check_open()
-                if len(self._readers) < MAX_READERS:
+                if len(self._readers) < self._max_readers:
                     conn = psycopg.connect(self._dsn, autocommit=True)
                     self._readers.append(conn)
                     return conn
@@ -250,6 +252,6 @@ def open_api_store(settings: Settings) -> ApiStore:
     store = settings.store
     if store.kind == "sqlite":
         assert store.sqlite_path is not None
-        store.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prepare_private_sqlite(store.sqlite_path)
         return SQLiteApiStore(str(store.sqlite_path))
-    return PostgresApiStore(store.postgres_dsn)
+    return PostgresApiStore(store.postgres_dsn, readers=settings.pg_readers)

@@ -133,6 +133,17 @@ def set_switch_interval() -> None:
     sys.setswitchinterval(float(os.environ.get("LEDGER_SWITCH_INTERVAL", "0.0005")))
 
 
+def _token_key(settings: Settings) -> LedgerSigner:
+    """The server is the authority on its token key: a new ledger gets one with its other
+    secrets, and a ledger that predates the API gets one here (nothing stored depends on
+    it: only tokens, none of which can exist yet). `ledger token issue` never creates one,
+    so it cannot sign with a key the server does not know."""
+    path = settings.resolved_token_key_file
+    if not path.exists():
+        log.info("no API token key yet: creating %s (LEDGER_TOKEN_KEY_FILE)", path)
+    return LedgerSigner.load_or_create(path)
+
+
 def build_server(
     ledger: CustomerLedger,
     settings: Settings,
@@ -151,7 +162,7 @@ def build_server(
             "address, or set LEDGER_ALLOW_PLAINTEXT=true behind a TLS-terminating proxy"
         )
     redaction.install()
-    token_signer = LedgerSigner.load_or_create(settings.resolved_token_key_file)
+    token_signer = _token_key(settings)
     store = open_api_store(settings)
     stopping = threading.Event()
     default_access = AuditedAccess(

@@ -40,8 +40,9 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.utils import Environment
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL
@@ -221,6 +222,21 @@ class AuditedSQLiteRecorder(LeafAuthentication, SQLiteApplicationRecorder):
         if ids:
             _run_hook(kwargs.get("in_transaction"), SQLITE.kind, c, None, self.dialect, ids)
         return ids
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    """The library's factory, but its pool connects with the ledger's one connection string
+    (POSTGRES_CONNINFO, from `StoreLocation.postgres_dsn`): the library passes only host,
+    port, user, password and dbname, so the store URL's sslmode, application_name, options
+    and the like would not reach the event store's connections."""
+
+    def __init__(self, env: Environment | dict[str, str] | None) -> None:
+        super().__init__(env)
+        conninfo = self.env.get("POSTGRES_CONNINFO")
+        if conninfo:
+            # Before the pool opens (it opens on first use); its own keyword arguments
+            # (the same host, port, user, dbname) still take precedence.
+            self.datastore.pool.conninfo = conninfo
 
 
 class AuditedPostgresRecorder(LeafAuthentication, PostgresApplicationRecorder):

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ledger.audit import merkle
 from ledger.audit.leaf import canonical_id, encode_leaf
@@ -291,7 +292,12 @@ class AuditStore(ABC):
         if store.kind == "sqlite":
             assert store.sqlite_path is not None
             return SQLiteAuditStore(store.sqlite_path)
-        return PostgresAuditStore(store.postgres_dsn)
+        slot = _audit_slot(store.postgres_dsn, settings.pg_readers)
+        try:
+            return PostgresAuditStore(store.postgres_dsn, release=slot)
+        except BaseException:
+            slot()
+            raise
 
     # connection-specific ----------------------------------------------------------------
 
@@ -577,12 +583,54 @@ class SQLiteAuditStore(AuditStore):
         return int(rows[0][0]) if rows else None
 
 
+_slots_lock = threading.Lock()
+_slots: dict[str, threading.BoundedSemaphore] = {}
+_depth: dict[int, int] = {}  # audit stores open per thread
+
+
+def _audit_slot(dsn: str, readers: int) -> Callable[[], None]:
+    """Wait for one of this process's audit connections to the database (proof and tree
+    head calls each open one), so that many concurrent calls cannot open one connection
+    each. `readers // 2` slots (at least one); a thread that holds one opens the one
+    nested store it needs (signing the latest head while proving) without waiting, so at
+    most `readers` audit connections are open and no thread waits on itself. (No thread
+    waits for a slot while holding a lock a slot holder may want: the issuing lock in
+    `ledger.api.proofs_api` is only taken inside a store.) Returns the release function."""
+    me = threading.get_ident()
+    with _slots_lock:
+        slots = _slots.setdefault(dsn, threading.BoundedSemaphore(max(1, readers // 2)))
+        nested = _depth.get(me, 0) > 0
+    if not nested:
+        slots.acquire()
+    with _slots_lock:
+        _depth[me] = _depth.get(me, 0) + 1
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        with _slots_lock:
+            if released:
+                return
+            released = True
+            _depth[me] -= 1
+            if not _depth[me]:
+                del _depth[me]
+        if not nested:
+            slots.release()
+
+    return release
+
+
 class PostgresAuditStore(AuditStore):
     dialect = POSTGRES
     _id_column = "originator_id::text"
 
-    def __init__(self, dsn: str) -> None:
-        self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    def __init__(self, dsn: str, *, release: Callable[[], None] | None = None) -> None:
+        # The URL's connect_timeout, if it gave one, else 10 seconds.
+        if "connect_timeout" not in conninfo_to_dict(dsn):
+            dsn = make_conninfo(dsn, connect_timeout=10)
+        self._conn = psycopg.connect(dsn, autocommit=True)
+        self._release = release
         self._counter = 0
         self._prefetches: list[_Prefetch] = []
 
@@ -622,7 +670,11 @@ class PostgresAuditStore(AuditStore):
                     self._prefetches.pop().close()
 
     def close(self) -> None:
-        self._conn.close()
+        try:
+            self._conn.close()
+        finally:
+            if self._release is not None:
+                self._release()
 
     def _table_exists(self, table: str) -> bool:
         rows = self._rows("SELECT to_regclass(?) IS NOT NULL", [table])

@@ -14,6 +14,7 @@ from ledger.cli.common import AddCommand, emit
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.signing import LedgerSigner
+from ledger.store_state import require_ledger
 
 DEFAULT_TTL = "8h"
 
@@ -50,7 +51,8 @@ def cmd_token_issue(args: argparse.Namespace, settings: Settings) -> int:
     if violations:
         raise ValidationFailed(violations[:2])
     assert ttl is not None
-    signer = LedgerSigner.load_or_create(settings.resolved_token_key_file)
+    # Never a new key here: the server would not know it (see `ledger.api.server`).
+    signer = LedgerSigner.load(settings.resolved_token_key_file, setting="LEDGER_TOKEN_KEY_FILE")
     token = issue_token(signer, principal, args.role, ttl)
     emit(
         args,
@@ -67,6 +69,7 @@ def cmd_token_issue(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     principal = _principal(args.principal, "PRINCIPAL")
+    require_ledger(settings)  # a mistyped store gets no new, empty ledger
     with open_api_store(settings) as store:
         moment = store.revoke(principal)
     emit(

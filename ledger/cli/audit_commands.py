@@ -82,7 +82,7 @@ def _public_key(args: argparse.Namespace, settings: Settings) -> str:
         raise ValidationFailed(
             [FieldViolation("public_key", "no signing key here: pass --public-key FILE")]
         )
-    return LedgerSigner.load_or_create(key_file).public_key_pem()
+    return LedgerSigner.load(key_file, setting="LEDGER_SIGNING_KEY_FILE").public_key_pem()
 
 
 def _leaf_key(settings: Settings, public_key: str) -> bytes | None:
@@ -257,9 +257,10 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_field_history(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
         changes = ledger.read_field_history(
-            parse_customer_id(args.id),
+            customer_id,
             args.field,
             principal=settings.actor,
             purpose=args.purpose,

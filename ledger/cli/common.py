@@ -40,8 +40,11 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(dumps(data) if args.json else printable(text, keep_newlines=True))
 
 
-def open_for(settings: Settings) -> CustomerLedger:
-    return open_ledger(settings)
+def open_for(settings: Settings, *, create: bool = False) -> CustomerLedger:
+    """Open the configured ledger. Only the commands that add customers (register,
+    import) pass `create`: the others refuse a store that holds no ledger (a mistyped
+    path) instead of creating an empty one."""
+    return open_ledger(settings, create=create)
 
 
 def command_options(parser: argparse.ArgumentParser, *, versioned: bool = True) -> None:

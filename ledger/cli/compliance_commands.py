@@ -27,8 +27,8 @@ def cmd_verify_certificate(args: argparse.Namespace, settings: Settings) -> int:
     if args.public_key:
         public_key = Path(args.public_key).read_text(encoding="utf-8")
     else:
-        public_key = LedgerSigner.load_or_create(
-            settings.resolved_signing_key_file
+        public_key = LedgerSigner.load(
+            settings.resolved_signing_key_file, setting="LEDGER_SIGNING_KEY_FILE"
         ).public_key_pem()
     ok = certificate.verify(public_key)
     emit(args, {"valid": ok}, "certificate is valid" if ok else "certificate is NOT valid")
@@ -36,7 +36,9 @@ def cmd_verify_certificate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_public_key(args: argparse.Namespace, settings: Settings) -> int:
-    signer = LedgerSigner.load_or_create(settings.resolved_signing_key_file)
+    signer = LedgerSigner.load(
+        settings.resolved_signing_key_file, setting="LEDGER_SIGNING_KEY_FILE"
+    )
     emit(
         args,
         {"key_id": signer.key_id(), "public_key_pem": signer.public_key_pem()},

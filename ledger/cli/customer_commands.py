@@ -25,7 +25,7 @@ from ledger.domain.errors import FieldViolation, ValidationFailed
 
 def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     profile = registration_profile(vars(args))
-    with open_for(settings) as ledger:
+    with open_for(settings, create=True) as ledger:
         found = screen_registration(ledger, profile)  # refuses a likely duplicate
         customer_id = ledger.register(profile, actor=settings.actor, reason=args.reason)
         # How existing customers compare with the new one is derived from their personal
@@ -44,8 +44,8 @@ def cmd_change(args: argparse.Namespace, settings: Settings) -> int:
     for assignment in args.set:
         field, value = parse_assignment(assignment)
         changes[field] = value
+    customer_id = parse_customer_id(args.id)  # the input first, then the store
     with open_for(settings) as ledger:
-        customer_id = parse_customer_id(args.id)
         changed = ledger.change(
             customer_id,
             changes,
@@ -60,8 +60,8 @@ def cmd_change(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_assign_owner(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id = parse_customer_id(args.id)  # the input first, then the store
     with open_for(settings) as ledger:
-        customer_id = parse_customer_id(args.id)
         changed = ledger.assign_owner(
             customer_id,
             args.owner,
@@ -76,8 +76,8 @@ def cmd_assign_owner(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mark_verified(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id = parse_customer_id(args.id)  # the input first, then the store
     with open_for(settings) as ledger:
-        customer_id = parse_customer_id(args.id)
         ledger.mark_verified(
             customer_id,
             actor=settings.actor,
@@ -92,9 +92,10 @@ def cmd_mark_verified(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
         view = ledger.read(
-            parse_customer_id(args.id),
+            customer_id,
             principal=settings.actor,
             purpose=args.purpose,
             **read_as(args),
@@ -104,9 +105,10 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
         entries = ledger.read_history(
-            parse_customer_id(args.id),
+            customer_id,
             principal=settings.actor,
             purpose=args.purpose,
             **read_as(args),
@@ -124,9 +126,10 @@ def _parse_time(text: str) -> datetime:
 
 def cmd_as_of(args: argparse.Namespace, settings: Settings) -> int:
     at = _parse_time(args.time) if args.time else None
+    customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
         view = ledger.read_as_of(
-            parse_customer_id(args.id),
+            customer_id,
             principal=settings.actor,
             purpose=args.purpose,
             version=args.version,
@@ -138,9 +141,10 @@ def cmd_as_of(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
         certificate = ledger.erase(
-            parse_customer_id(args.id),
+            customer_id,
             actor=settings.actor,
             legal_basis=args.legal_basis,
             reason=args.reason,

@@ -40,7 +40,7 @@ def _summary_text(summary: ImportSummary) -> str:
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     mapping = parse_mapping(args.map)
-    with open_for(settings) as ledger:
+    with open_for(settings, create=True) as ledger:
         importer = CsvImporter(
             ledger,
             mapping,

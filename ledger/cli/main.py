@@ -25,10 +25,10 @@ from ledger.cli import (
     merge_commands,
     projection_commands,
 )
-from ledger.cli.common import Handler
+from ledger.cli.common import Handler, emit
 from ledger.config import ConfigError, Settings
 from ledger.crypto_shred.certificate import CertificateFormatError
-from ledger.crypto_shred.kek import KeyFileError
+from ledger.crypto_shred.kek import KeyFileError, KeyUnwrapError
 from ledger.crypto_shred.keyring import KeyMissing
 from ledger.crypto_shred.keystore import KeyStoreLost
 from ledger.crypto_shred.mapper import SealError
@@ -50,6 +50,23 @@ EXIT_INTEGRITY = 4
 # Each group module adds its subcommands; a new area of the product adds one line here.
 COMMAND_GROUPS = (customer_commands, compliance_commands, audit_commands, projection_commands,
                   merge_commands, import_commands, api_commands, duplicate_commands)  # fmt: skip
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Create the ledger (its tables and secret files) if there is none yet, so that
+    other commands and processes (`ledger project`, more servers) can start on it; on an
+    existing ledger, check that its secrets are where the settings say."""
+    from ledger.bootstrap import open_ledger
+    from ledger.store_state import describe, secrets_of
+
+    with open_ledger(settings, create=True):
+        pass
+    files = {secret.setting: str(secret.path) for secret in secrets_of(settings)}
+    store = describe(settings.store)
+    lines = [f"ledger ready at {store}; its secret files:"]
+    lines += [f"  {setting}: {path}" for setting, path in files.items()]
+    emit(args, {"store": store, "secret_files": files}, "\n".join(lines))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -85,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     for group in COMMAND_GROUPS:
         group.add_commands(add)
+    add(
+        "init",
+        cmd_init,
+        "create the configured ledger and its secret files if there is none (register, "
+        "import and serve do too; other commands refuse a store with no ledger)",
+    )
     add(
         "demo",
         cmd_demo,
@@ -125,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LedgerError as exc:
         print(f"ledger: error: {exc}", file=sys.stderr)
         return 1
-    except (SealError, KeyMissing, KeyStoreLost) as exc:
+    except (SealError, KeyMissing, KeyStoreLost, KeyUnwrapError) as exc:
         print(f"ledger: integrity error: {exc}", file=sys.stderr)
         return EXIT_INTEGRITY
 

@@ -193,11 +193,12 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
+    wanted = parse_customer_id(args.id) if args.id is not None else None
     with open_for(settings) as ledger:
         _caught_up(ledger)
         queries = customer_queries(ledger)
-        if args.id is not None:
-            record = queries.get(parse_customer_id(args.id), follow_merges=True)
+        if wanted is not None:
+            record = queries.get(wanted, follow_merges=True)
             if record is None:
                 raise CustomerNotFound(args.id)
             records = [record]

@@ -15,7 +15,6 @@ destroy in another process (see `ledger.crypto_shred.keyring` for the bounded on
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import sqlite3
@@ -35,7 +34,9 @@ from uuid import UUID
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ledger.config import StoreLocation
 from ledger.crypto_shred.kek import KekProvider, KeyUnwrapError
+from ledger.sqlite_files import prepare_private_sqlite
 
 DEK_BYTES = 32
 _BATCH = 500
@@ -97,6 +98,10 @@ _SELECT_TO_REWRAP = (
 _REWRAP = (
     "UPDATE {keys} SET kek_id = ?, wrapped_key = ?"
     " WHERE customer_id = ? AND kek_id = ? AND wrapped_key = ?"
+)
+_SELECT_ONE_LIVE = (
+    "SELECT customer_id, key_id, kek_id, wrapped_key FROM {keys} WHERE wrapped_key IS NOT NULL"
+    " LIMIT 1"
 )
 _SELECT_KEK_IDS = "SELECT DISTINCT kek_id FROM {keys} WHERE wrapped_key IS NOT NULL"
 _SELECT_WATERMARK = "SELECT value FROM {marks} WHERE name = ?"
@@ -525,6 +530,17 @@ class SqlKeyStore(KeyStore):
                 progress(done, max(total, done))
         return done
 
+    def check_provider(self) -> None:
+        """Unwrap one live data key (if any): KeyUnwrapError when the provider is not the
+        one this store's keys were wrapped under. One short query."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(_SELECT_ONE_LIVE))
+            row = cur.fetchone()
+        if row is None:
+            return
+        customer_id, key_id = _as_uuid(row[0]), str(row[1])
+        self.provider.unwrap(str(row[2]), bytes(row[3]), key_context(customer_id, key_id))
+
     def kek_ids_in_use(self) -> set[str]:
         with self._transaction(write=False) as cur:
             cur.execute(self._sql(_SELECT_KEK_IDS))
@@ -579,9 +595,8 @@ class SQLiteKeyStore(SqlKeyStore):
     def __init__(self, path: Path, provider: KekProvider) -> None:
         in_memory = str(path) == ":memory:"
         if not in_memory:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Create the file ourselves: SQLite would create it 0644 (less the umask).
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            prepare_private_sqlite(path)
         self.path = path
         self._conn = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=30.0
@@ -796,7 +811,10 @@ def open_key_store(url: str, provider: KekProvider) -> KeyStore:
     if path is not None:
         return SQLiteKeyStore(path, provider)
     if scheme in ("postgresql", "postgres"):
-        return PostgresKeyStore(url, provider)
+        # The same connection string as every other connection (the URL's parameters).
+        return PostgresKeyStore(
+            StoreLocation.parse(url, setting="LEDGER_KEY_STORE").postgres_dsn, provider
+        )
     # The URL itself is not echoed: it may hold a password.
     raise ValueError(
         f"unsupported key store URL scheme {scheme!r}; use sqlite:/// or postgresql://"

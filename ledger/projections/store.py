@@ -26,7 +26,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from ledger.config import Settings
+from ledger.config import Settings, with_options
+from ledger.sqlite_files import prepare_private_sqlite
 
 SQLITE_LOCK_TIMEOUT = 10.0
 READERS = 4  # read connections per process (the API's look-ups and duplicate checks)
@@ -147,7 +148,9 @@ def _postgres_connection(dsn: str) -> psycopg.Connection[Any]:
     took 8-28 ms instead of 0.3 ms per registration in a fresh benchmark). Planning each of
     these short statements costs a fraction of a millisecond.
     """
-    return psycopg.connect(dsn, autocommit=True, options="-c plan_cache_mode=force_custom_plan")
+    return psycopg.connect(
+        with_options(dsn, "-c plan_cache_mode=force_custom_plan"), autocommit=True
+    )
 
 
 class ProjectionDatabase:
@@ -183,7 +186,7 @@ class ProjectionDatabase:
         store = settings.store
         if store.kind == "sqlite":
             assert store.sqlite_path is not None
-            return cls._open_sqlite(store.sqlite_path)
+            return cls._open_sqlite(store.sqlite_path, settings.pg_readers)
         dsn = store.postgres_dsn
         conn = _postgres_connection(dsn)
         return cls(
@@ -192,17 +195,19 @@ class ProjectionDatabase:
             f"postgresql database {store.dbname}",
             dsn,
             connect_reader=lambda: _postgres_connection(dsn),
+            readers=settings.pg_readers,
         )
 
     @classmethod
-    def _open_sqlite(cls, path: Path) -> ProjectionDatabase:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    def _open_sqlite(cls, path: Path, readers: int) -> ProjectionDatabase:
+        prepare_private_sqlite(path)
         conn = _sqlite_connection(path)
         return cls(
             "sqlite",
             conn,
             f"sqlite file {path}",
             connect_reader=lambda: _sqlite_connection(path),
+            readers=readers,
         )
 
     @contextmanager
