@@ -54,6 +54,7 @@ from bench.data import profiles
 from bench.harness import Figure, latencies_ms, percentile, table
 from bench.server_process import ServerProcess, bench_token
 from bench.transport_ceiling import noop_create_load
+from ledger.audit.leaf_mac import leaf_key
 from ledger.audit.storage import AuditStore
 from ledger.audit.verifier import verify
 from ledger.bootstrap import open_ledger
@@ -417,7 +418,8 @@ def verify_figure(settings: Settings) -> Figure:
     public_key = Path(settings.resolved_signing_key_file)
     from ledger.signing import LedgerSigner
 
-    pem = LedgerSigner.load_or_create(public_key).public_key_pem()
+    signer = LedgerSigner.load_or_create(public_key)
+    pem = signer.public_key_pem()
     started = time.perf_counter()
     count = 0
     with AuditStore.open(settings) as store, store.snapshot():
@@ -425,7 +427,8 @@ def verify_figure(settings: Settings) -> Figure:
             count += len(row[4]) > 0
     base_rate = count / (time.perf_counter() - started)
     with AuditStore.open(settings) as store:
-        report = verify(store, pem)
+        # As `ledger verify` runs on a ledger host: the leaf MACs checked too.
+        report = verify(store, pem, leaf_key=leaf_key(signer))
     if not report.ok:
         raise RuntimeError(f"ledger verify failed: {report.to_json()}")
     return Figure(
