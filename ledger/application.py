@@ -23,7 +23,7 @@ from ledger.audit.history import FieldChange, field_history, is_personal
 from ledger.audit.leaf_mac import leaf_key
 from ledger.audit.publication import PublishedHeads
 from ledger.audit.recorders import LeafAuthentication
-from ledger.audit.storage import AuditStore, AuditStoreError
+from ledger.audit.storage import AuditStore, AuditStoreError, close_idle_audit_connections
 from ledger.audit.tree_heads import (
     PublicationError,
     RefusedToSign,
@@ -227,6 +227,8 @@ class CustomerLedger(Application[UUID]):
             self.projections.close()
         super().close()
         self.keys.store.close()
+        if self.settings.store.kind == "postgresql":
+            close_idle_audit_connections(self.settings.store.postgres_dsn)
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         """Store the events with the inline projections' rows in the same transaction. If

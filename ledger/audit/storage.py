@@ -41,6 +41,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 
 from ledger.audit import merkle
 from ledger.audit.leaf import canonical_id, encode_leaf
@@ -294,7 +295,7 @@ class AuditStore(ABC):
             return SQLiteAuditStore(store.sqlite_path)
         slot = _audit_slot(store.postgres_dsn, settings.pg_readers)
         try:
-            return PostgresAuditStore(store.postgres_dsn, release=slot)
+            return PostgresAuditStore(store.postgres_dsn, release=slot, keep=settings.pg_readers)
         except BaseException:
             slot()
             raise
@@ -586,6 +587,41 @@ class SQLiteAuditStore(AuditStore):
 _slots_lock = threading.Lock()
 _slots: dict[str, threading.BoundedSemaphore] = {}
 _depth: dict[int, int] = {}  # audit stores open per thread
+# Connections of closed audit stores, kept for the next one (per connection string): a
+# connection per proof or tree-head call would cost a connect and an authentication each,
+# and a backend that is still exiting while its successor starts would briefly exceed the
+# process's connection bound. At most `keep` are parked; only a slot holder takes one.
+_idle: dict[str, list[psycopg.Connection[tuple[Any, ...]]]] = {}
+
+
+def _take_idle(dsn: str) -> psycopg.Connection[tuple[Any, ...]] | None:
+    with _slots_lock:
+        parked = _idle.get(dsn)
+        while parked:
+            conn = parked.pop()
+            if not conn.closed and not conn.broken:
+                return conn
+    return None
+
+
+def _park(dsn: str, conn: psycopg.Connection[tuple[Any, ...]], keep: int) -> bool:
+    """Keep an idle, healthy connection for the next store; False: the caller closes it."""
+    if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    with _slots_lock:
+        parked = _idle.setdefault(dsn, [])
+        if len(parked) >= keep:
+            return False
+        parked.append(conn)
+    return True
+
+
+def close_idle_audit_connections(dsn: str) -> None:
+    """Close the parked connections to one database (a ledger closing)."""
+    with _slots_lock:
+        parked = _idle.pop(dsn, [])
+    for conn in parked:
+        conn.close()
 
 
 def _audit_slot(dsn: str, readers: int) -> Callable[[], None]:
@@ -625,11 +661,19 @@ class PostgresAuditStore(AuditStore):
     dialect = POSTGRES
     _id_column = "originator_id::text"
 
-    def __init__(self, dsn: str, *, release: Callable[[], None] | None = None) -> None:
-        # The URL's connect_timeout, if it gave one, else 10 seconds.
-        if "connect_timeout" not in conninfo_to_dict(dsn):
-            dsn = make_conninfo(dsn, connect_timeout=10)
-        self._conn = psycopg.connect(dsn, autocommit=True)
+    def __init__(
+        self, dsn: str, *, release: Callable[[], None] | None = None, keep: int = 0
+    ) -> None:
+        self._dsn = dsn
+        self._keep = keep
+        conn = _take_idle(dsn) if keep else None
+        if conn is None:
+            # The URL's connect_timeout, if it gave one, else 10 seconds.
+            connect_to = dsn
+            if "connect_timeout" not in conninfo_to_dict(dsn):
+                connect_to = make_conninfo(dsn, connect_timeout=10)
+            conn = psycopg.connect(connect_to, autocommit=True)
+        self._conn = conn
         self._release = release
         self._counter = 0
         self._prefetches: list[_Prefetch] = []
@@ -671,7 +715,8 @@ class PostgresAuditStore(AuditStore):
 
     def close(self) -> None:
         try:
-            self._conn.close()
+            if not (self._keep and _park(self._dsn, self._conn, self._keep)):
+                self._conn.close()
         finally:
             if self._release is not None:
                 self._release()
