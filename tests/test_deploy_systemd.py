@@ -96,6 +96,37 @@ def test_systemd_analyze_verify_is_clean(unit: str, tmp_path: Path) -> None:
     assert result.stdout.strip() == "", result.stdout
 
 
+def test_postgresql_backup_drop_in_verifies(tmp_path: Path) -> None:
+    """The drop-in is shipped as .example (systemd ignores it until installed as .conf);
+    installed, the unit with it is still clean."""
+    analyze = _systemd_analyze()
+    binary = _ledger_binary()
+    for name in ("ledger-backup.service", "ledger-backup.timer"):
+        text = (DEPLOY / name).read_text().replace(INSTALLED_BINARY, binary)
+        (tmp_path / name).write_text(text)
+    drop_ins = tmp_path / "ledger-backup.service.d"
+    drop_ins.mkdir()
+    example = DEPLOY / "ledger-backup.service.d" / "postgresql.conf.example"
+    shutil.copy(example, drop_ins / "postgresql.conf")
+    (drop_ins / "zz-canary.conf").write_text("[Service]\nNotAKey=1\n")
+    canary = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / "ledger-backup.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "NotAKey" in canary.stderr  # drop-ins are read: the check below can fail
+    (drop_ins / "zz-canary.conf").unlink()
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / "ledger-backup.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
 def test_example_env_is_a_valid_configuration() -> None:
     settings = Settings.from_env(_env_file())
     assert settings.store.kind == "postgresql"
