@@ -135,14 +135,24 @@ class Gate:
         self.streams = streams if streams is not None else StreamSlots(32, 4)
         self.observer = observer if observer is not None else CallObserver()
 
-    def open(self, context: grpc.ServicerContext, method: str, path: str = "") -> Call:
-        """`method`: the short name (authorisation); `path`: the full one (access log)."""
+    def open(
+        self,
+        context: grpc.ServicerContext,
+        method: str,
+        path: str = "",
+        identified: Callable[[str], None] | None = None,
+    ) -> Call:
+        """`method`: the short name (authorisation); `path`: the full one (access log);
+        `identified` hears the principal's name once authenticated (the call log names
+        who was refused a permission, too)."""
         try:
             principal = self.authenticator.authenticate(context)
         except TokenError as error:
             self.observer.refused(error.reason)
             self.refusals.refused(method=path or method, peer=context.peer() or "", error=error)
             raise
+        if identified is not None:
+            identified(principal.name)
         purposes = [
             v.decode("latin-1") if isinstance(v, bytes) else v
             for k, v in (context.invocation_metadata() or ())
@@ -177,12 +187,16 @@ class Gate:
 class _Outcome:
     """What the call log and metrics need of a call once it is answered."""
 
-    __slots__ = ("call", "code", "started")
+    __slots__ = ("call", "code", "principal", "started")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
         self.call: Call | None = None
+        self.principal: str | None = None
+
+    def identified(self, principal: str) -> None:
+        self.principal = principal
 
     def report(
         self, observer: CallObserver, path: str, context: grpc.ServicerContext, request: object
@@ -194,7 +208,7 @@ class _Outcome:
                 method=path,
                 code=self.code.name,
                 seconds=time.perf_counter() - self.started,
-                principal=self.call.principal.name if self.call is not None else None,
+                principal=self.principal,
                 peer=context.peer() or "",
                 request_id=request_id if isinstance(request_id, str) else "",
             )
@@ -280,8 +294,10 @@ def _handler(
     path = f"/{method.containing_service.full_name}/{name}"
     run: Callable[[Any, Call], Any] | None = getattr(implementation, name, None)
 
-    def prepare(request: Message | Malformed, context: grpc.ServicerContext) -> Call:
-        call = gate.open(context, name, path)
+    def prepare(
+        request: Message | Malformed, context: grpc.ServicerContext, outcome: _Outcome
+    ) -> Call:
+        call = gate.open(context, name, path, outcome.identified)
         if isinstance(request, Malformed):
             raise ApiError.invalid("request", f"not a valid {method.input_type.full_name}")
         unstorable = _field_with_nul(request)
@@ -296,7 +312,7 @@ def _handler(
         def stream(request: Message | Malformed, context: grpc.ServicerContext) -> Iterator[Any]:
             outcome = _Outcome()
             try:
-                outcome.call = call = prepare(request, context)
+                outcome.call = call = prepare(request, context, outcome)
                 assert run is not None
                 with gate.streams.hold(call.principal.name):
                     for message in run(request, call):
@@ -319,7 +335,7 @@ def _handler(
     def unary(request: Message | Malformed, context: grpc.ServicerContext) -> Any:
         outcome = _Outcome()
         try:
-            outcome.call = call = prepare(request, context)
+            outcome.call = call = prepare(request, context, outcome)
             assert run is not None
             return run(request, call)
         except Exception as error:
