@@ -351,10 +351,16 @@ def serve(
 def announce_line(api: ApiServer, settings: Settings, *, as_json: bool) -> None:
     host, _ = split_listen(api.address)
     mode = "mTLS" if settings.api.mutual_tls else "TLS" if settings.api.tls else "plaintext"
+    metrics = api.metrics_port
     if as_json:
-        line = json.dumps({"host": host, "port": api.port, "transport": mode})
+        announced: dict[str, object] = {"host": host, "port": api.port, "transport": mode}
+        if metrics is not None:
+            announced["metrics_port"] = metrics
+        line = json.dumps(announced)
     else:
         line = f"ledger: serving gRPC on {host}:{api.port} ({mode}); SIGTERM or Ctrl-C stops"
+        if metrics is not None:
+            line += f"; metrics on port {metrics} (/metrics)"
     print(line, flush=True)
 
 
