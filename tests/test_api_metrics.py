@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -184,3 +185,25 @@ def test_settings_read_the_operations_variables() -> None:
         Settings.from_env({"LEDGER_LOG_FORMAT": "xml"})
     with pytest.raises(ConfigError, match="LEDGER_HEALTH_PROBE_SECONDS"):
         Settings.from_env({"LEDGER_HEALTH_PROBE_SECONDS": "0"})
+
+
+def test_json_lines_carry_fields_and_redact_tokens_in_tracebacks() -> None:
+    formatter = JsonFormatter()
+    try:
+        raise RuntimeError("upstream said: Bearer eyJhbGciOi.eyJzdWIi.c2lnbmF0dXJl")
+    except RuntimeError:
+        record = logging.getLogger("ledger.test").makeRecord(
+            "ledger.test",
+            logging.ERROR,
+            __file__,
+            1,
+            "failed %s",
+            ("once",),
+            sys.exc_info(),
+            extra={"fields": {"event": "store_down", "customer_id": "c-1"}},
+        )
+    line = json.loads(formatter.format(record))
+    assert line["message"] == "failed once"
+    assert (line["level"], line["event"], line["customer_id"]) == ("error", "store_down", "c-1")
+    assert "RuntimeError" in line["exception"]
+    assert "eyJhbGciOi" not in line["exception"] and "[redacted token]" in line["exception"]
