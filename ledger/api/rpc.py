@@ -210,7 +210,7 @@ class _Outcome:
                 seconds=time.perf_counter() - self.started,
                 principal=self.principal,
                 peer=context.peer() or "",
-                request_id=request_id if isinstance(request_id, str) else "",
+                request_id=request_id[:128] if isinstance(request_id, str) else "",
             )
         except Exception:
             log.exception("could not report a call to %s", path)
