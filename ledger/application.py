@@ -149,6 +149,8 @@ class CustomerLedger(Application[UUID]):
         self.erasures = ErasureRegistry(cast(_ErasureScanner, self.recorder).select_erasures)
         self.erasures.refresh()
         self.keys.erasures = self.erasures
+        # Erasures this process completed (read by the metrics endpoint).
+        self.erasures_done = 0
         # Set by `ledger.bootstrap` when the key store is in the event store's own
         # database: new customers' keys are then stored in the transaction that stores
         # their events (one commit instead of two, and no orphan keys).
@@ -558,6 +560,7 @@ class CustomerLedger(Application[UUID]):
         self.erasures.add(customer_id)  # before the key dies: no reader sees it missing
         self.keys.destroy(customer_id)
         self._purge_derived_copies(customer_id)
+        self.erasures_done += 1
         log.info("erased customer %s", customer_id)
         certificate = ErasureCertificate(
             customer_id=str(customer_id),

@@ -27,8 +27,9 @@ DUPLICATE_POLICIES = ("off", "warn", "refuse")
 DEFAULT_PG_POOL_SIZE = 8
 DEFAULT_PG_READERS = 4
 # Connections outside the pools: the projection writer, the key store and its VACUUM
-# connection, the API store's writer.
-PG_FIXED_CONNECTIONS = 4
+# connection, the API store's writer, the server's health probe.
+PG_FIXED_CONNECTIONS = 5
+LOG_FORMATS = ("json", "text")
 # URL parts that the URL's own syntax gives (user@host:port/dbname); a query parameter
 # may supply them only when the URL leaves them out (e.g. `?host=/run/postgresql`).
 _URL_PARTS = ("host", "port", "user", "password", "dbname")
@@ -378,6 +379,14 @@ class ApiSettings:
     # Refused authentications from one source are recorded at most once per window; the
     # rest are counted into the next record (ledger.api.refusals).
     auth_refusal_window_seconds: float = 1.0
+    # The Prometheus endpoint (HOST:PORT; None: off). Loopback only unless the API's TLS
+    # certificate is configured (the endpoint then serves HTTPS with it) or
+    # LEDGER_ALLOW_PLAINTEXT says a proxy in front terminates TLS.
+    metrics_listen: str | None = None
+    # How often the server checks that the event store answers (health and ledger_store_up).
+    health_probe_seconds: float = 2.0
+    # `ledger serve` logs one JSON object a line (json) or plain lines (text).
+    log_format: str = "json"
 
     @property
     def stream_slots(self) -> int:
@@ -408,7 +417,12 @@ class ApiSettings:
             auth_refusal_window_seconds=_number(
                 env, "LEDGER_AUTH_REFUSAL_WINDOW_SECONDS", 1.0, minimum=0
             ),
+            metrics_listen=env.get("LEDGER_METRICS_LISTEN") or None,
+            health_probe_seconds=_number(env, "LEDGER_HEALTH_PROBE_SECONDS", 2.0, minimum=0.1),
+            log_format=(env.get("LEDGER_LOG_FORMAT") or "json").strip().lower(),
         )
+        if settings.log_format not in LOG_FORMATS:
+            raise ConfigError(f"LEDGER_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}")
         if settings.max_streams >= settings.workers:
             raise ConfigError(
                 f"LEDGER_MAX_STREAMS must be below LEDGER_API_WORKERS ({settings.workers}): "

@@ -93,6 +93,8 @@ class GroupCommitter:
         self._ready_lock = threading.Lock()
         self.batches = 0
         self.writes = 0
+        # Told each batch's size (the metrics' histogram); must be cheap and not raise.
+        self.observe_batch: Callable[[int], None] | None = None
         # Seconds spent in each stage (reported when the ledger closes).
         self.stage_seconds = {"keys": 0.0, "events": 0.0, "after_commit": 0.0}
 
@@ -262,6 +264,8 @@ class GroupCommitter:
     def _commit_events(self, batch: list[Write]) -> None:
         self.batches += 1
         self.writes += len(batch)
+        if self.observe_batch is not None:
+            self.observe_batch(len(batch))
         try:
             self._save(
                 [event for w in batch for event in w.events],

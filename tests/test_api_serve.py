@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.bootstrap import open_ledger
 from ledger.cli.main import main as cli
@@ -36,6 +38,15 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
+def _metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+announced: dict[str, object] = {}
+
+
 @contextmanager
 def running(command: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
     process = subprocess.Popen(
@@ -45,6 +56,9 @@ def running(command: list[str], env: dict[str, str]) -> Iterator[tuple[subproces
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line, process.stderr.read() if process.stderr else ""
+        announced.clear()
+        if line.startswith("{"):
+            announced.update(json.loads(line))
         port = (
             json.loads(line)["port"] if line.startswith("{") else int(line.split(":")[2].split()[0])
         )
@@ -66,7 +80,10 @@ def test_ledger_serve_health_reflection_and_graceful_shutdown(tmp_path: Path) ->
         [LEDGER, "token", "issue", "--principal", "replica", "--role", "service"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    with running([LEDGER, "serve", "--listen", "127.0.0.1:0", "--json"], env) as (process, port):
+    command = [LEDGER, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]
+    with running([*command, "--json"], env) as (process, port):
+        metrics = _metrics(int(str(announced["metrics_port"])))
+        assert metrics["ledger_store_up"] == 1
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         health = health_pb2_grpc.HealthStub(channel)
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -89,6 +106,14 @@ def test_ledger_serve_health_reflection_and_graceful_shutdown(tmp_path: Path) ->
         assert received == list(range(1, 3001))
         assert process.wait(30) == 0
         channel.close()
+        # `ledger serve` logs JSON lines by default: the stream's call line among them.
+        assert process.stderr is not None
+        lines = [json.loads(ln) for ln in process.stderr.read().splitlines() if ln.startswith("{")]
+        calls = [line for line in lines if line.get("logger") == "ledger.api.calls"]
+        assert [(c["method"], c["code"], c["principal"]) for c in calls] == [
+            ("/ledger.v1.AuditService/StreamEvents", "OK", "replica")
+        ]
+        assert token not in json.dumps(lines)
 
 
 def test_server_py_starts_from_the_environment(tmp_path: Path) -> None:

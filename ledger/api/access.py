@@ -233,6 +233,15 @@ class AuditedAccess:
             principal,
             self.monitor.rate,
             self.monitor.window_seconds,
+            extra={
+                "fields": {
+                    "event": "read_rate_alert",
+                    "principal": principal,
+                    "distinct_customers": alert.distinct_customers,
+                    "threshold": self.monitor.rate,
+                    "window_seconds": self.monitor.window_seconds,
+                }
+            },
         )
         return events, lambda: self.monitor.rearm(principal)
 

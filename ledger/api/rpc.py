@@ -18,6 +18,7 @@ revoked or expired credential ends an open stream with UNAUTHENTICATED.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -36,6 +37,7 @@ from ledger.api.streams import StreamSlots
 from ledger.api.tokens import TokenError
 from ledger.domain.errors import ValidationFailed
 from ledger.domain.text import NUL_REASON, has_nul
+from ledger.observability.calls import CallObserver
 
 log = logging.getLogger("ledger.api")
 
@@ -125,19 +127,32 @@ class Gate:
         *,
         refusals: RefusalLog | None = None,
         streams: StreamSlots | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.access_log = access_log
         self.refusals = refusals if refusals is not None else RefusalLog(access_log)
         self.streams = streams if streams is not None else StreamSlots(32, 4)
+        self.observer = observer if observer is not None else CallObserver()
 
-    def open(self, context: grpc.ServicerContext, method: str, path: str = "") -> Call:
-        """`method`: the short name (authorisation); `path`: the full one (access log)."""
+    def open(
+        self,
+        context: grpc.ServicerContext,
+        method: str,
+        path: str = "",
+        identified: Callable[[str], None] | None = None,
+    ) -> Call:
+        """`method`: the short name (authorisation); `path`: the full one (access log);
+        `identified` hears the principal's name once authenticated (the call log names
+        who was refused a permission, too)."""
         try:
             principal = self.authenticator.authenticate(context)
         except TokenError as error:
+            self.observer.refused(error.reason)
             self.refusals.refused(method=path or method, peer=context.peer() or "", error=error)
             raise
+        if identified is not None:
+            identified(principal.name)
         purposes = [
             v.decode("latin-1") if isinstance(v, bytes) else v
             for k, v in (context.invocation_metadata() or ())
@@ -162,13 +177,51 @@ class Gate:
             try:
                 self.authenticator.still_valid(principal)
             except TokenError as error:
+                self.observer.refused(error.reason)
                 self.refusals.refused(method=path or method, peer=peer, error=error)
                 raise
 
         return Call(principal, grant, method, purpose, context, self.access_log, path, recheck)
 
 
-def _abort(context: grpc.ServicerContext, call: Call | None, error: Exception) -> NoReturn:
+class _Outcome:
+    """What the call log and metrics need of a call once it is answered."""
+
+    __slots__ = ("call", "code", "principal", "started")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.code = grpc.StatusCode.OK
+        self.call: Call | None = None
+        self.principal: str | None = None
+
+    def identified(self, principal: str) -> None:
+        self.principal = principal
+
+    def report(
+        self, observer: CallObserver, path: str, context: grpc.ServicerContext, request: object
+    ) -> None:
+        """Never raises: the caller has its answer already."""
+        try:
+            request_id = getattr(request, "request_id", "")
+            observer.finished(
+                method=path,
+                code=self.code.name,
+                seconds=time.perf_counter() - self.started,
+                principal=self.principal,
+                peer=context.peer() or "",
+                request_id=request_id[:128] if isinstance(request_id, str) else "",
+            )
+        except Exception:
+            log.exception("could not report a call to %s", path)
+
+
+def _abort(
+    context: grpc.ServicerContext,
+    call: Call | None,
+    error: Exception,
+    outcome: _Outcome | None = None,
+) -> NoReturn:
     """Answer with the error's status. Nothing may escape from here but gRPC's own abort:
     an escaping exception is logged by gRPC with its text ("Exception calling
     application"), and the text could carry what the caller sent (a token, personal data)."""
@@ -180,7 +233,11 @@ def _abort(context: grpc.ServicerContext, call: Call | None, error: Exception) -
         log.error(
             "could not build the status of a %s (%s)", type(error).__name__, type(failure).__name__
         )
+        if outcome is not None:
+            outcome.code = grpc.StatusCode.INTERNAL
         context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    if outcome is not None:
+        outcome.code = status.code
     context.abort_with_status(status)
     raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
 
@@ -237,8 +294,10 @@ def _handler(
     path = f"/{method.containing_service.full_name}/{name}"
     run: Callable[[Any, Call], Any] | None = getattr(implementation, name, None)
 
-    def prepare(request: Message | Malformed, context: grpc.ServicerContext) -> Call:
-        call = gate.open(context, name, path)
+    def prepare(
+        request: Message | Malformed, context: grpc.ServicerContext, outcome: _Outcome
+    ) -> Call:
+        call = gate.open(context, name, path, outcome.identified)
         if isinstance(request, Malformed):
             raise ApiError.invalid("request", f"not a valid {method.input_type.full_name}")
         unstorable = _field_with_nul(request)
@@ -251,16 +310,21 @@ def _handler(
     if method.server_streaming:
 
         def stream(request: Message | Malformed, context: grpc.ServicerContext) -> Iterator[Any]:
-            call = None
+            outcome = _Outcome()
             try:
-                call = prepare(request, context)
+                outcome.call = call = prepare(request, context, outcome)
                 assert run is not None
                 with gate.streams.hold(call.principal.name):
                     for message in run(request, call):
                         call.check_credentials()
                         yield message
+            except GeneratorExit:  # the client went away (or the server stops) mid-stream
+                outcome.code = grpc.StatusCode.CANCELLED
+                raise
             except Exception as error:
-                _abort(context, call, error)
+                _abort(context, outcome.call, error, outcome)
+            finally:
+                outcome.report(gate.observer, path, context, request)
 
         return grpc.unary_stream_rpc_method_handler(
             stream,
@@ -269,13 +333,15 @@ def _handler(
         )
 
     def unary(request: Message | Malformed, context: grpc.ServicerContext) -> Any:
-        call = None
+        outcome = _Outcome()
         try:
-            call = prepare(request, context)
+            outcome.call = call = prepare(request, context, outcome)
             assert run is not None
             return run(request, call)
         except Exception as error:
-            _abort(context, call, error)
+            _abort(context, outcome.call, error, outcome)
+        finally:
+            outcome.report(gate.observer, path, context, request)
 
     return grpc.unary_unary_rpc_method_handler(
         unary,

@@ -43,6 +43,11 @@ class TreeHeadSigner:
         if self._every and size - self._signed >= self._every:
             self._wake.set()
 
+    @property
+    def unsigned(self) -> int:
+        """Leaves committed (as far as this process heard) that no head it signed covers."""
+        return max(0, self._size - self._signed)
+
     def stop(self) -> None:
         """Stop the thread (the ledger signs once more when it closes)."""
         self._stop.set()

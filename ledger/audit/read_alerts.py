@@ -94,6 +94,7 @@ class ReadRateMonitor:
         self.window_seconds = window_seconds
         self._lock = threading.Lock()
         self._principals: dict[str, _Reads] = {}
+        self.raised = 0  # alerts raised since start (the metrics' counter)
 
     @property
     def enabled(self) -> bool:
@@ -123,6 +124,7 @@ class ReadRateMonitor:
             if reads.quiet_until is not None and moment < reads.quiet_until:
                 return None
             reads.quiet_until = moment + self.window
+            self.raised += 1
             first = next(iter(seen.values()))
             latest = list(seen)[-MAX_ALERT_CUSTOMERS:]
             return AccessAlert.raise_alert(
@@ -141,6 +143,16 @@ class ReadRateMonitor:
             reads = self._principals.get(principal)
             if reads is not None:
                 reads.quiet_until = None
+
+    def active(self, now: datetime | None = None) -> int:
+        """Principals alerted on within the last window (still in their quiet period)."""
+        moment = now or datetime.now(UTC)
+        with self._lock:
+            return sum(
+                1
+                for reads in self._principals.values()
+                if reads.quiet_until is not None and moment < reads.quiet_until
+            )
 
     def _forget_idle(self, moment: datetime) -> None:
         """Drop principals with nothing in the window (keeps memory bounded by activity)."""

@@ -4,7 +4,6 @@ makes and withdraws bearer tokens for the local setup."""
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import replace
 
 from ledger.api.api_store import open_api_store
@@ -22,10 +21,13 @@ DEFAULT_TTL = "8h"
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the other commands need not load gRPC.
     from ledger.api.server import announce_line, serve
+    from ledger.observability import logs
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.api.log_format)
     if args.listen:
         settings = replace(settings, api=replace(settings.api, listen=args.listen))
+    if args.metrics_listen:
+        settings = replace(settings, api=replace(settings.api, metrics_listen=args.metrics_listen))
     return serve(settings, announce=lambda api: announce_line(api, settings, as_json=args.json))
 
 
@@ -93,6 +95,12 @@ def add_commands(add: AddCommand) -> None:
         "--listen",
         metavar="HOST:PORT",
         help="address to serve on (default LEDGER_LISTEN, else 127.0.0.1:50051; port 0 picks one)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default LEDGER_METRICS_LISTEN, "
+        "else off; e.g. 127.0.0.1:9464)",
     )
 
     p = add("token", cmd_token, "issue or revoke API bearer tokens")

@@ -1,0 +1,1 @@
+"""What an operator watches: Prometheus metrics, JSON log lines, the store probe."""

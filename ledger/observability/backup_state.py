@@ -1,0 +1,35 @@
+"""Where the newest successful backup is recorded, for the metrics endpoint.
+
+A backup that succeeds writes `backup-state.json` into the data directory (atomically:
+write a temporary file, then rename), a JSON object with at least
+
+    {"last_success": "2026-12-07T22:00:00+00:00"}
+
+(ISO-8601 with a UTC offset). Other keys are ignored here. The server reads it at scrape
+time only, so a backup run by another process (cron, `ledger backup`) is seen at once.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+STATE_FILE = "backup-state.json"
+
+
+def state_file(data_dir: Path) -> Path:
+    return data_dir / STATE_FILE
+
+
+def last_backup_timestamp(path: Path) -> float | None:
+    """Seconds since the epoch of the newest successful backup; None when none is recorded
+    or the file is unreadable (the metric then reads 0: an alert on its age fires)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        moment = datetime.fromisoformat(str(state["last_success"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
