@@ -266,17 +266,20 @@ def test_a_tampered_journal_entry_is_refused_and_reported(
         forged = json.loads(json.dumps(entry))
         forged["certificate"]["customer_id"] = str(kai)  # someone else's erasure, forged
         path.write_text("".join(json.dumps(e) + "\n" for e in (altered, forged)))
+    with store.settings.resolved_erasure_journal.open("a") as journal:
+        journal.write("not a certificate\n")
     with caplog.at_level(logging.ERROR, logger="ledger"), store.open() as ledger:
         report = ledger.journal_replay
         assert report is not None
         assert sorted(report.refused) == sorted([str(erin), str(kai)])
-        assert report.integrity_problems == 2 and not report.reapplied
+        assert report.malformed_lines == 1 and report.integrity_problems == 3
+        assert not report.reapplied
         personal = ledger.get(kai).personal
         assert isinstance(personal, dict) and personal["given_name"] == "Kai"
         assert live_key_in_store(store, kai)
     assert f"the entry for customer {kai} is not signed by this ledger's key" in caplog.text
     status = journal_status(store.settings, signer_of(store).public_key_pem())
-    assert status.entries == 2 and status.invalid == 2
+    assert status.entries == 2 and status.invalid == 2 and status.malformed == 1
 
 
 def test_the_journal_catches_up_from_the_log_after_a_failed_write(

@@ -21,6 +21,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,18 +49,51 @@ class JournalWriteFailed(Exception):
         )
 
 
+# The customer id as `line_of` writes it (sorted-key compact JSON): found without parsing
+# the line, so that opening the ledger reads a long journal cheaply. A line the pattern
+# misses is parsed in full; one whose customer the log already records as erased needs
+# nothing more (a hand-edited line can at worst be skipped, which deleting it does too).
+_CUSTOMER_ID = re.compile(
+    rb'"customer_id":"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"'
+)
+
+
 @dataclass
 class JournalFile:
-    """What one journal file holds, as read."""
+    """What one journal file holds, as read: (line number, line, customer id when found
+    without parsing) per complete line."""
 
     path: Path
-    entries: list[SignedCertificate] = field(default_factory=list)
-    malformed: list[int] = field(default_factory=list)  # line numbers
+    lines: list[tuple[int, bytes, str | None]] = field(default_factory=list)
     error: str | None = None  # the file could not be read (None: read, or absent)
     exists: bool = False
 
+    def parse(self, line: bytes) -> SignedCertificate | None:
+        try:
+            return SignedCertificate.from_json(line)
+        except CertificateFormatError:
+            return None
+
+    def parsed(self) -> tuple[list[SignedCertificate], list[int]]:
+        """(every entry, the numbers of the lines that are not signed certificates)."""
+        entries: list[SignedCertificate] = []
+        malformed: list[int] = []
+        for number, line, _ in self.lines:
+            entry = self.parse(line)
+            if entry is None:
+                malformed.append(number)
+            else:
+                entries.append(entry)
+        return entries, malformed
+
     def customer_ids(self) -> set[str]:
-        return {entry.certificate.customer_id for entry in self.entries}
+        found: set[str] = set()
+        for _, line, quick in self.lines:
+            if quick is not None:
+                found.add(quick)
+            elif (entry := self.parse(line)) is not None:
+                found.add(entry.certificate.customer_id)
+        return found
 
 
 def line_of(signed: SignedCertificate) -> bytes:
@@ -106,9 +140,8 @@ def _append_one(path: Path, data: bytes) -> None:
 
 
 def read(path: Path) -> JournalFile:
-    """Every complete line of the file; a line that is not a signed certificate is listed
-    in `malformed` (never trusted, never dropped silently). Signatures are not checked
-    here: whoever acts on an entry checks it."""
+    """Every complete line of the file (a torn last line is not an entry yet). Nothing is
+    trusted here: signatures are checked by whoever acts on an entry."""
     result = JournalFile(path)
     try:
         with open(path, "rb") as handle:
@@ -120,14 +153,11 @@ def read(path: Path) -> JournalFile:
         result.error = exc.strerror or type(exc).__name__
         return result
     result.exists = True
-    complete = data[: data.rfind(b"\n") + 1]  # a torn last line is not an entry yet
+    complete = data[: data.rfind(b"\n") + 1]
     for number, line in enumerate(complete.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            result.entries.append(SignedCertificate.from_json(line))
-        except CertificateFormatError:
-            result.malformed.append(number)
+        if line.strip():
+            found = _CUSTOMER_ID.search(line)
+            result.lines.append((number, line, found.group(1).decode() if found else None))
     return result
 
 
@@ -162,19 +192,20 @@ def status(paths: Sequence[Path], public_key_pem: str | None = None) -> JournalS
     """Summarise the journal (`paths[0]`) and its copies; with `public_key_pem`, every
     entry's signature is checked too (one Ed25519 verification per entry)."""
     primary = read(paths[0])
+    entries, malformed = primary.parsed()
     invalid = 0
     if public_key_pem is not None:
-        invalid = sum(1 for entry in primary.entries if not entry.verify(public_key_pem))
-    times = [entry.certificate.erased_at for entry in primary.entries]
+        invalid = sum(1 for entry in entries if not entry.verify(public_key_pem))
+    times = [entry.certificate.erased_at for entry in entries]
     copies = []
     for path in paths[1:]:
         copy = read(path)
-        copies.append((path, None if copy.error else len(copy.entries), copy.error))
+        copies.append((path, None if copy.error else len(copy.lines), copy.error))
     return JournalStatus(
         path=primary.path,
-        entries=len(primary.entries),
+        entries=len(entries),
         last_erased_at=max(times, key=datetime.fromisoformat) if times else None,
-        malformed=len(primary.malformed),
+        malformed=len(malformed),
         invalid=invalid,
         copies=tuple(copies),
         error=primary.error,

@@ -69,24 +69,26 @@ def replay_journal(ledger: CustomerLedger) -> ReplayReport:
     ledger.erasures.refresh()
     erased = {str(c) for c in ledger.erasures.erased_ids()}
     public_key = ledger.signer.public_key_pem()
-    originals: dict[str, SignedCertificate] = {}
+    # The first entry seen per customer: a raw line (not parsed: its customer is erased in
+    # the log, the cheap path) or a parsed certificate (checked before it was applied).
+    originals: dict[str, bytes | SignedCertificate] = {}
     for file in files:
         if file.error is not None:
             log.error("erasure journal %s cannot be read: %s", file.path, file.error)
-        if file.malformed:
-            report.malformed_lines += len(file.malformed)
-            log.error(
-                "erasure journal %s: lines %s are not signed erasure certificates "
-                "(integrity problem; ignored)",
-                file.path,
-                ",".join(map(str, file.malformed[:20])),
-            )
-        for entry in file.entries:
+        malformed: list[int] = []
+        for number, line, quick in file.lines:
+            if quick is not None and (quick in erased or quick in originals):
+                originals.setdefault(quick, line)
+                continue
+            entry = file.parse(line)
+            if entry is None:
+                malformed.append(number)
+                continue
             cid = entry.certificate.customer_id
             if cid in originals:
                 continue
             if cid in erased:
-                originals[cid] = entry  # checked when copied, not on every start
+                originals[cid] = line
                 continue
             if not entry.verify(public_key):
                 if cid not in report.refused:
@@ -111,6 +113,14 @@ def replay_journal(ledger: CustomerLedger) -> ReplayReport:
             report.reapplied.append(UUID(cid))
             erased.add(cid)
             log.warning("re-applied the journaled erasure of customer %s", cid)
+        if malformed:
+            report.malformed_lines += len(malformed)
+            log.error(
+                "erasure journal %s: lines %s are not signed erasure certificates "
+                "(integrity problem; ignored)",
+                file.path,
+                ",".join(map(str, malformed[:20])),
+            )
     report.entries = len(originals)
     _catch_up(ledger, files, erased, originals, public_key, report)
     if report.reapplied or report.unknown or report.integrity_problems:
@@ -129,7 +139,7 @@ def _catch_up(
     ledger: CustomerLedger,
     files: list[journal.JournalFile],
     erased: set[str],
-    originals: dict[str, SignedCertificate],
+    originals: dict[str, bytes | SignedCertificate],
     public_key: str,
     report: ReplayReport,
 ) -> None:
@@ -144,6 +154,8 @@ def _catch_up(
         lines: list[SignedCertificate] = []
         for cid in missing:
             original = originals.get(cid)
+            if isinstance(original, bytes):
+                original = file.parse(original)
             if original is not None and original.verify(public_key):
                 lines.append(original)
                 continue
