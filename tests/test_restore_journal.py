@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import grpc
 import psycopg
 import pytest
 
@@ -33,12 +34,13 @@ from ledger.domain.erased import ERASED
 from ledger.operations import journal_status, record_restore
 from ledger.signing import LedgerSigner
 from ledger.v1 import resources_pb2
-from tests.api_support import start_api
+from tests.api_support import customer, fails, start_api
 from tests.conftest import _with_dbname
 from tests.helpers import PostgresStore, SQLiteStore, StoreHandle, person
 from tests.test_no_plaintext_at_rest import leaked
 
 PDS = resources_pb2.PersonalDataState
+Code = grpc.StatusCode
 ACTOR = "test-suite"
 ERIN = person(
     given_name="Erinwyn",
@@ -391,3 +393,28 @@ def test_client_check_reads_a_restore_statement(
     document.write_text(json.dumps(tampered))
     assert client_check.main(args) == 1
     assert "invalid" in capsys.readouterr().err
+
+
+def test_the_api_says_an_erasure_was_done_but_not_journaled(
+    store: StoreHandle, cli_env: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    store.settings = replace(store.settings, erasure_journal=blocker / "erasure-journal.jsonl")
+    api = start_api(store)
+    try:
+        service = api.client("crm-sync", "service")
+        dpo = api.client("dpo", "compliance")
+        created = service.create_customer(customer())
+        details = fails(
+            lambda: dpo.erase_customer(created.name, legal_basis="GDPR Art. 17", reason="req"),
+            Code.UNAVAILABLE,
+        )
+        assert details["reason"] == "ERASURE_NOT_JOURNALED"
+        assert str(blocker) not in json.dumps(details)  # no server paths to the caller
+        shown = service.get_customer(created.name)
+        assert shown.personal_data_state == PDS.PERSONAL_DATA_STATE_ERASED
+    finally:
+        api.close()
+    customer_id = created.name.rsplit("/", 1)[-1]
+    assert [c.certificate.customer_id for c in journal_lines(cli_env)] == [customer_id]
