@@ -32,6 +32,7 @@ from ledger.audit.tree_heads import (
     issue_tree_head,
 )
 from ledger.config import Settings
+from ledger.crypto_shred import journal
 from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
 from ledger.crypto_shred.erasures import ERASED_TOPIC, ErasureRegistry, ScanErasures
 from ledger.crypto_shred.keyring import KeyMissing, KeyRing, PendingKeys
@@ -59,6 +60,7 @@ from ledger.views import CustomerView, HistoryEntry
 
 if TYPE_CHECKING:
     from ledger.audit.recorders import InsertedBatch
+    from ledger.crypto_shred.replay import ReplayReport
     from ledger.projections.runner import ProjectionRunner
 
 
@@ -72,6 +74,8 @@ class InlineProjections(Protocol):
 log = logging.getLogger("ledger")
 
 MAX_REASON = 500
+# The reason of an Erased event written by replaying the erasure journal after a restore.
+REAPPLIED_REASON = "re-applied from the erasure journal after a restore"
 
 
 class _ErasureScanner(Protocol):
@@ -171,6 +175,8 @@ class CustomerLedger(Application[UUID]):
         # from the signing key (ledger.audit.leaf_mac), which the recorder needs first.
         self.published_heads = PublishedHeads(settings.resolved_tree_head_file)
         self.tree_head_signer: TreeHeadSigner | None = None
+        # What replaying the erasure journal at open found (set by `ledger.bootstrap`).
+        self.journal_replay: ReplayReport | None = None
         if isinstance(self.recorder, LeafAuthentication):
             self.recorder.leaf_key = leaf_key(signer)
             self._authenticate_legacy_leaves()
@@ -572,7 +578,67 @@ class CustomerLedger(Application[UUID]):
             last_version=customer.version,
             ledger_key_id=self.signer.key_id(),
         )
+        signed = SignedCertificate.issue(certificate, self.signer)
+        self._journal(signed)
+        return signed
+
+    def _journal(self, signed: SignedCertificate) -> None:
+        """Append the certificate to the erasure journal and its copies before `erase`
+        returns: a restore of the databases from before now replays it from there."""
+        try:
+            journal.append(self.settings.erasure_journal_paths, [signed])
+        except journal.JournalWriteFailed as exc:
+            log.error(
+                "erasure of customer %s is in the log and its key destroyed, but not "
+                "journaled (%s); the next start journals it from the log",
+                signed.certificate.customer_id,
+                "; ".join(f"{path}: {why}" for path, why in exc.failures),
+            )
+            raise
+
+    def certificate_from_log(self, customer_id: UUID) -> SignedCertificate | None:
+        """The certificate `erase` issued for this customer, rebuilt from its Erased event
+        (every field of a certificate is in the event) and signed again; None when the log
+        records no erasure of it."""
+        erased = None
+        for record in self.recorder.select_events(customer_id):
+            if record.topic == ERASED_TOPIC:
+                mapper = self.mapper
+                assert isinstance(mapper, EncryptingMapper)
+                erased = mapper.to_domain_event(record, erased=True)
+        if not isinstance(erased, Customer.Erased):
+            return None
+        certificate = ErasureCertificate(
+            customer_id=str(customer_id),
+            erased_at=erased.timestamp.astimezone(UTC).isoformat(),
+            actor=erased.actor,
+            legal_basis=erased.legal_basis,
+            reason=erased.reason or "",
+            key_id=erased.key_id or "",
+            last_version=erased.originator_version,
+            ledger_key_id=self.signer.key_id(),
+        )
         return SignedCertificate.issue(certificate, self.signer)
+
+    def reapply_erasure(self, certificate: ErasureCertificate) -> None:
+        """Record again an erasure that a restore of the log lost, from its (checked)
+        certificate, and destroy the key the restored key store holds. The event's reason
+        says it was re-applied from the journal. CustomerNotFound: the customer is not in
+        this log (registered after the backup; nothing of it was restored)."""
+        customer_id = UUID(certificate.customer_id)
+        customer = self._load_without_keys(customer_id)
+        if customer.is_erased:
+            return
+        reason = REAPPLIED_REASON
+        if certificate.reason:
+            reason = f"{REAPPLIED_REASON}; certificate reason: {certificate.reason}"
+        customer.erase(
+            certificate.actor, reason, certificate.legal_basis, certificate.key_id or None
+        )
+        self._save(customer, None)
+        self.erasures.add(customer_id)
+        self.keys.destroy(customer_id)
+        self._purge_derived_copies(customer_id)
 
     def reshred(self) -> int:
         """Destroy the live key of every customer whose erasure is in the log.

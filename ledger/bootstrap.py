@@ -16,6 +16,7 @@ from ledger.crypto_shred.keystore import (
     open_key_store,
     sqlite_key_store_path,
 )
+from ledger.crypto_shred.replay import replay_journal
 from ledger.projections.wiring import attach_projections
 from ledger.signing import LedgerSigner, ensure_private_dir
 from ledger.sqlite_files import prepare_private_sqlite
@@ -127,6 +128,9 @@ def open_ledger(settings: Settings | None = None, *, create: bool = True) -> Cus
     )
     try:
         attach_projections(ledger)  # before reshred: its purges must reach the projections
+        # Erasures a restore of the databases lost come back from the journal (kept
+        # outside them), and the journal gets what the log has and it lacks.
+        ledger.journal_replay = replay_journal(ledger)
     except Exception:
         ledger.close()
         raise

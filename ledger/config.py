@@ -161,6 +161,11 @@ class Settings:
     # $XDG_DATA_HOME/ledger/<host>_<port>_<dbname> (XDG_DATA_HOME defaults to
     # ~/.local/share). None: that default.
     data_home: Path | None = None
+    # Every erasure's signed certificate is appended to the erasure journal and to each
+    # copy, outside the backed-up databases: restoring a backup replays it (see
+    # `ledger.crypto_shred.journal`). None: `erasure-journal.jsonl` in the data dir.
+    erasure_journal: Path | None = None
+    erasure_journal_copies: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -216,6 +221,8 @@ class Settings:
             pg_pool_size=_positive(env, "LEDGER_PG_POOL_SIZE", DEFAULT_PG_POOL_SIZE),
             pg_readers=_positive(env, "LEDGER_PG_READERS", DEFAULT_PG_READERS),
             data_home=_data_home(env),
+            erasure_journal=path("LEDGER_ERASURE_JOURNAL"),
+            erasure_journal_copies=_paths(env, "LEDGER_ERASURE_JOURNAL_COPIES"),
         )
 
     def with_store(self, store_url: str) -> Settings:
@@ -275,6 +282,18 @@ class Settings:
         the database, so someone who can rewrite the database cannot rewrite what was
         signed; ship it elsewhere (rsync, cp) to keep it out of reach of this host too."""
         return (self.tree_head_dir or self.resolved_data_dir) / "published-tree-heads.jsonl"
+
+    @property
+    def resolved_erasure_journal(self) -> Path:
+        """The erasure journal: kept out of every database backup, so that a restore
+        cannot bring an erased customer back (it is replayed when the ledger opens)."""
+        return self.erasure_journal or self.resolved_data_dir / "erasure-journal.jsonl"
+
+    @property
+    def erasure_journal_paths(self) -> tuple[Path, ...]:
+        """The journal, then its copies (each written before `erase` returns)."""
+        primary = self.resolved_erasure_journal
+        return (primary, *(p for p in self.erasure_journal_copies if p != primary))
 
     @property
     def resolved_index_key_file(self) -> Path:
@@ -442,3 +461,10 @@ class ApiSettings:
     @property
     def mutual_tls(self) -> bool:
         return self.tls_client_ca_file is not None
+
+
+def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    """A list of files, separated by the OS path separator (`:`), like PATH."""
+    value = env.get(name) or ""
+    parts = [part.strip() for part in value.split(os.pathsep)]
+    return tuple(Path(part) for part in parts if part)

@@ -31,6 +31,7 @@ from ledger.api.tokens import TokenError
 from ledger.audit.proofs import ProofUnavailable
 from ledger.audit.storage import AuditStoreError
 from ledger.audit.tree_heads import PublicationError, RefusedToSign
+from ledger.crypto_shred.journal import JournalWriteFailed
 from ledger.crypto_shred.keyring import KeyMissing
 from ledger.crypto_shred.keystore import KeyStoreError, KeyStoreLost
 from ledger.crypto_shred.mapper import SealError
@@ -274,6 +275,16 @@ def status_of(error: BaseException) -> status_pb2.Status:
             code.UNAVAILABLE,
             "TREE_HEAD_NOT_PUBLISHED",
             "the tree head could not be published; retry",
+        )
+    if isinstance(error, JournalWriteFailed):
+        # The erasure is durable (event committed, key destroyed); the journal catches up
+        # from the log at the next start. Retrying the erasure would be refused as done.
+        return _status(
+            code.UNAVAILABLE,
+            "ERASURE_NOT_JOURNALED",
+            "the erasure is recorded and the key destroyed, but its certificate could not be "
+            "written to the erasure journal (logged); the ledger journals it at its next start",
+            {"customer": f"customers/{error.certificate.certificate.customer_id}"},
         )
     if isinstance(error, ProofUnavailable):
         return _status(code.NOT_FOUND, "PROOF_UNAVAILABLE", str(error))

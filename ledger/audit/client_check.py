@@ -25,6 +25,15 @@ Formats, fixed and versioned:
   empty tree SHA-256("");
 * signed tree head: Ed25519 over b"ledger.tree-head.v1" 0x00 | u64 tree size |
   u64 timestamp (ms since the Unix epoch, UTC) | 32-byte root hash.
+* signed restore statement (a line of the publication file, `"type": "ledger.restore.v1"`):
+  Ed25519 over b"ledger.restore.v1" 0x00 | u64 restored size | u64 size of the last head
+  published before the restore | its 32-byte root (the empty tree's for none) | u64 timestamp
+  (ms) | u32 len, reason (UTF-8). It says the ledger's databases were restored to a backup
+  holding `restored_size` events: heads published after it extend the newest head at or below
+  that size, not the abandoned one. Check one with
+  `python client_check.py restore STATEMENT.json --public-key ledger.pub [--saved-head S]`:
+  a saved head above the restored size is in the abandoned range, and `consistency` from it
+  to a newer head fails by design (save the newest head at or below the restored size).
 The proof checks are RFC 9162 sections 2.1.3.2 (inclusion) and 2.1.4.2 (consistency).
 """
 
@@ -44,6 +53,8 @@ HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 TREE_HEAD_TYPE = "ledger.tree-head.v1"
 TREE_HEAD_DOMAIN = TREE_HEAD_TYPE.encode("ascii") + b"\x00"
+RESTORE_TYPE = "ledger.restore.v1"
+RESTORE_DOMAIN = RESTORE_TYPE.encode("ascii") + b"\x00"
 
 
 class CheckFailed(Exception):
@@ -231,6 +242,79 @@ def verify_tree_head(data: dict[str, Any], public_key_pem: str) -> tuple[int, by
     return size, root
 
 
+# Signed restore statements -------------------------------------------------------------------
+
+
+def restore_message(
+    restored_size: int, abandoned_size: int, abandoned_root: bytes, timestamp_ms: int, reason: str
+) -> bytes:
+    _check_hashes(abandoned_root)
+    text = reason.encode("utf-8")
+    return (
+        RESTORE_DOMAIN
+        + struct.pack(">QQ", restored_size, abandoned_size)
+        + abandoned_root
+        + struct.pack(">QI", timestamp_ms, len(text))
+        + text
+    )
+
+
+def parse_restore_statement(data: dict[str, Any]) -> tuple[int, int, bytes, int, str, bytes]:
+    """(restored_size, abandoned_size, abandoned_root, timestamp_ms, reason, signature)."""
+    try:
+        if data.get("type") != RESTORE_TYPE:
+            raise CheckFailed(f"not a {RESTORE_TYPE} object")
+        sizes = data["restored_size"], data["abandoned_size"], data["timestamp_ms"]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
+            raise CheckFailed("restored_size, abandoned_size and timestamp_ms must be integers")
+        reason = data["reason"]
+        if not isinstance(reason, str):
+            raise CheckFailed("reason must be a string")
+        root = bytes.fromhex(data["abandoned_root"])
+        signature = base64.b64decode(data["signature"], validate=True)
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise CheckFailed(f"malformed restore statement ({type(exc).__name__}: {exc})") from None
+    _check_hashes(root)
+    return sizes[0], sizes[1], root, sizes[2], reason, signature
+
+
+def verify_restore_statement(data: dict[str, Any], public_key_pem: str) -> tuple[int, int]:
+    """Check a restore statement's signature; returns (restored_size, abandoned_size)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    restored, abandoned, root, stamp, reason, signature = parse_restore_statement(data)
+    key = load_pem_public_key(public_key_pem.encode("ascii"))
+    if not isinstance(key, Ed25519PublicKey):
+        raise CheckFailed("the public key is not an Ed25519 key")
+    try:
+        key.verify(signature, restore_message(restored, abandoned, root, stamp, reason))
+    except InvalidSignature:
+        raise CheckFailed("the signature of the restore statement is invalid") from None
+    return restored, abandoned
+
+
+def check_restore_document(
+    doc: dict[str, Any], public_key_pem: str, saved: dict[str, Any] | None = None
+) -> str:
+    """A signed restore statement; with `saved`, whether the saved head was abandoned."""
+    restored, abandoned = verify_restore_statement(doc, public_key_pem)
+    message = (
+        f"the ledger declares a restore to {restored} events; the published heads above it "
+        f"(up to size {abandoned}) were abandoned"
+    )
+    if saved is None:
+        return message
+    saved_size, _ = verify_tree_head(saved, public_key_pem)
+    if saved_size > restored:
+        return message + (
+            f"; your saved head of size {saved_size} is in the abandoned range: events "
+            f"{restored + 1} to {saved_size} it covers are gone from the ledger"
+        )
+    return message + f"; your saved head of size {saved_size} is kept (newer heads extend it)"
+
+
 # Checking the ledger's JSON documents ----------------------------------------------------------
 
 
@@ -392,7 +476,9 @@ def _decode_leaf(leaf: bytes) -> tuple[int, str, int, str, bytes]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check the ledger's proofs independently.")
-    parser.add_argument("what", choices=["tree-head", "inclusion", "consistency", "export"])
+    parser.add_argument(
+        "what", choices=["tree-head", "inclusion", "consistency", "export", "restore"]
+    )
     parser.add_argument("file", help="the JSON (or, for export, JSON lines) file to check")
     parser.add_argument("--public-key", required=True, help="the ledger's public key (PEM)")
     parser.add_argument("--tree-head", help="export only: the signed tree head to check against")
@@ -421,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 doc = json.load(handle)
                 if args.what == "tree-head":
                     message = check_tree_head_document(doc, public_key, saved)
+                elif args.what == "restore":
+                    message = check_restore_document(doc, public_key, saved)
                 elif args.what == "inclusion":
                     message = check_inclusion_document(doc, public_key)
                 else:

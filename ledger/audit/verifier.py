@@ -74,6 +74,9 @@ class Report:
     saved_tree_head: int | None = None  # size of the auditor's head, when one was given
     published_tree_head: int | None = None  # size of the published head checked against
     leaf_macs_checked: bool = False
+    # Restores declared in the publication file (signed statements; information, not
+    # problems): what the published heads abandoned.
+    restores: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
     truncated_report: bool = False
@@ -106,6 +109,7 @@ class Report:
             "saved_tree_head_size": self.saved_tree_head,
             "published_tree_head_size": self.published_tree_head,
             "leaf_macs_checked": self.leaf_macs_checked,
+            "restores": self.restores,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.rate),
             "first_problem": first.to_json() if first else None,

@@ -24,7 +24,7 @@ from ledger.audit.publication import PublicationError, PublishedHeads
 from ledger.audit.read_alerts import alerts
 from ledger.audit.storage import AuditStore, AuditStoreError
 from ledger.audit.tree_heads import RefusedToSign, TreeHead, TreeHeadFormatError
-from ledger.audit.verifier import Report, verify
+from ledger.audit.verifier import Problem, Report, verify
 from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id, read_as
 from ledger.cli.render import dumps, show
 from ledger.config import Settings
@@ -113,6 +113,35 @@ def _published_head(
     return head, str(path), None
 
 
+def _restores(report: Report, path: Path, public_key: str) -> None:
+    """Signed restore statements are information (the published heads above the restored
+    size were abandoned on purpose); one not signed by the ledger's key is a problem."""
+    try:
+        statements = PublishedHeads(path).restores()
+    except PublicationError as exc:
+        report.problems.append(Problem(None, str(exc)))
+        return
+    for statement in statements:
+        if not statement.verify(public_key):
+            report.problems.append(
+                Problem(
+                    None,
+                    f"a restore statement in {path} (restored size {statement.restored_size}) "
+                    "is not signed by this ledger's key (forged or altered)",
+                )
+            )
+            continue
+        report.restores.append(
+            {
+                "restored_size": statement.restored_size,
+                "abandoned_size": statement.abandoned_size,
+                "lost_events": statement.lost,
+                "at": statement.to_json()["timestamp"],
+                "reason": statement.reason,
+            }
+        )
+
+
 @contextmanager
 def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal; nothing when output is piped or captured."""
@@ -149,6 +178,18 @@ def _summary(report: Report, source: str | None = None) -> str:
         )
     else:
         lines.append("no published tree head was checked")
+    for restore in report.restores:
+        lost = restore["lost_events"]
+        lines.append(
+            f"restore (signed, {restore['at']}): the databases were restored to "
+            f"{restore['restored_size']:,} events; "
+            + (
+                f"positions {restore['restored_size'] + 1:,} to {restore['abandoned_size']:,} "
+                f"published before were lost ({lost:,} events)"
+                if lost
+                else "no published event was lost"
+            )
+        )
     lines.append(
         "leaf MACs: every leaf checked"
         if report.leaf_macs_checked
@@ -186,6 +227,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             )
         if not args.skip_keys:
             report.problems += check_keys(store, settings)
+    if source is not None:
+        _restores(report, Path(source), public_key)
     data = report.to_json()
     data["published_tree_heads_file"] = source
     emit(args, data, _summary(report, source))

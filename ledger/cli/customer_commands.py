@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from ledger.cli.duplicate_commands import matches_read, screen_registration, war
 from ledger.cli.render import customer_text, history_text
 from ledger.cli.values import ADDRESS_OPTIONS, parse_assignment, registration_profile
 from ledger.config import Settings
+from ledger.crypto_shred.journal import JournalWriteFailed
 from ledger.domain.errors import FieldViolation, ValidationFailed
 
 
@@ -143,12 +145,17 @@ def cmd_as_of(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
-        certificate = ledger.erase(
-            customer_id,
-            actor=settings.actor,
-            legal_basis=args.legal_basis,
-            reason=args.reason,
-        )
+        try:
+            certificate = ledger.erase(
+                customer_id,
+                actor=settings.actor,
+                legal_basis=args.legal_basis,
+                reason=args.reason,
+            )
+        except JournalWriteFailed as exc:
+            print(exc.certificate.to_json())  # the erasure is done: its certificate holds
+            print(f"ledger: error: {exc}", file=sys.stderr)
+            return 1
     print(certificate.to_json())
     return 0
 
