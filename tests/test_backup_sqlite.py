@@ -66,7 +66,7 @@ def test_backup_then_restore_brings_back_what_the_backup_held(
 
     # An existing ledger is not replaced without --force.
     capsys.readouterr()
-    assert main(["restore", "--from", "2"]) == 2
+    assert main(["restore", "--from", "2"]) == 3
     assert "--force" in capsys.readouterr().err
     restored = _run(capsys, "restore", "--from", str(tmp_path / "offsite"), "--force")
     assert restored["finished"] is True
@@ -89,7 +89,7 @@ def test_restore_refuses_a_damaged_backup(
         file.write(b"\xff")
     before = count(ledger_env)
     capsys.readouterr()
-    assert main(["restore", "--force"]) == 2
+    assert main(["restore", "--force"]) == 4
     assert "does not match its manifest" in capsys.readouterr().err
     assert count(ledger_env) == before
 
@@ -112,3 +112,21 @@ def test_backup_verify_reports_rpo_and_rto(
     assert report["rto_seconds"] > 0
     listed = _run(capsys, "backup", "list")
     assert {row["repo"] for row in listed} == {1, 2}
+
+
+def test_retention_keeps_the_newest_backups_and_restore_picks_by_time(
+    ledger_env: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LEDGER_BACKUP_RETENTION_FULL", "2")
+    names = []
+    for n in (1, 1, 1):
+        _register(ledger_env, n)
+        names.append(_run(capsys, "backup", "--to", "1")[0]["name"])
+    kept = [row["name"] for row in _run(capsys, "backup", "list")]
+    assert kept == names[1:]  # the oldest is gone; repo 2 was not written
+    middle = _run(capsys, "backup", "list")[0]
+    _run(capsys, "restore", "--time", middle["created_at"], "--force")
+    assert count(ledger_env).customers == 2

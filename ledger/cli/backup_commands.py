@@ -12,7 +12,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from ledger.cli.common import AddCommand, emit
+from ledger.cli.common import AddCommand, Handler, emit
 from ledger.cli.progress import progress_bar
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
@@ -21,13 +21,40 @@ from ledger.operations.restore import finish, restore_postgres, restore_sqlite
 from ledger.operations.targets import Target, parse_targets, pick
 from ledger.store_state import require_ledger
 
+EXIT_REFUSED = 3
 EXIT_INTEGRITY = 4
+
+
+def _guarded(handler: Handler) -> Handler:
+    """A backup or restore that cannot go ahead ends with one line and an exit code: 3 when
+    it was refused (--force), 4 when a backup is damaged, 1 otherwise."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return handler(args, settings)
+        except snapshot.RestoreRefused as exc:
+            print(f"ledger: refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except snapshot.DamagedBackup as exc:
+            print(f"ledger: integrity error: {exc}", file=sys.stderr)
+            return EXIT_INTEGRITY
+        except snapshot.BackupError as exc:
+            print(f"ledger: error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 def _targets(args: argparse.Namespace, settings: Settings) -> tuple[list[Target], Target]:
     targets = parse_targets(settings.resolved_backup_repos)
     wanted = getattr(args, "to", None) or getattr(args, "source", None)
-    return targets, pick(targets, wanted)
+    target = pick(targets, wanted)
+    if target.index == 0 and settings.store.kind == "postgresql":
+        name = "to" if getattr(args, "to", None) else "from"
+        raise ValidationFailed(
+            [FieldViolation(name, "not one of LEDGER_BACKUP_REPOS (pgBackRest's repositories)")]
+        )
+    return targets, target
 
 
 def _time(text: str | None) -> datetime | None:
@@ -50,11 +77,14 @@ def _step(args: argparse.Namespace) -> drill.Step:
     return say
 
 
+@_guarded
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     action = args.action or "take"
     postgres = settings.store.kind == "postgresql"
     if action == "setup":
         return _setup(args, settings)
+    if action == "schedule":
+        return _schedule(args, postgres)
     if action == "list":
         return _list(args, settings, postgres)
     if action == "verify":
@@ -95,6 +125,26 @@ def _setup(args: argparse.Namespace, settings: Settings) -> int:
                 "postgresql_conf": lines.splitlines()},
          f"# pgBackRest config: {backrest.config} (stanza {backrest.stanza})\n"
          f"# add to postgresql.conf, then restart PostgreSQL:\n{lines}")  # fmt: skip
+    return 0
+
+
+def _schedule(args: argparse.Namespace, postgres: bool) -> int:
+    """Crontab lines: the schedule is cron's (or a systemd timer's), not a process of ours."""
+    if postgres:
+        jobs = [
+            ("0 1 * * 0", "ledger backup --type full"),
+            ("0 1 * * 1-6", "ledger backup --type diff"),
+            ("0 * * * *", "ledger backup --type incr --to 1"),
+            ("30 3 * * *", "ledger backup verify"),
+        ]
+    else:
+        jobs = [("0 * * * *", "ledger backup"), ("30 3 * * *", "ledger backup verify")]
+    lines = [
+        "# crontab of the account that runs the ledger; put its LEDGER_* settings above",
+        "# these lines (NAME=value) or in an environment file the job reads",
+        *(f"{when}  {command}" for when, command in jobs),
+    ]
+    emit(args, [{"cron": when, "command": command} for when, command in jobs], "\n".join(lines))
     return 0
 
 
@@ -148,6 +198,7 @@ def _verify(args: argparse.Namespace, settings: Settings, postgres: bool) -> int
     return 0
 
 
+@_guarded
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     until = _time(args.time)
     if settings.store.kind == "postgresql":
@@ -178,9 +229,10 @@ def add_commands(add: AddCommand) -> None:
         "backup",
         cmd_backup,
         "back up the ledger to every backup target (LEDGER_BACKUP_REPOS); `backup list`, "
-        "`backup verify` (restore drill: RPO and RTO), `backup setup` (PostgreSQL)",
+        "`backup verify` (restore drill: RPO and RTO), `backup setup` (PostgreSQL), "
+        "`backup schedule` (crontab lines)",
     )
-    p.add_argument("action", nargs="?", choices=("list", "verify", "setup"))
+    p.add_argument("action", nargs="?", choices=("list", "verify", "setup", "schedule"))
     p.add_argument(
         "--type",
         choices=("full", "diff", "incr"),

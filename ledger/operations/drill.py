@@ -138,6 +138,20 @@ def _scratch_dir(owner: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _archived_until(settings: Settings, latest: dict[str, Any]) -> str:
+    """What a restore replays up to: the live server's last archived WAL segment (the
+    backup's end when nothing was archived since)."""
+    import psycopg
+
+    with psycopg.connect(settings.store.postgres_dsn, connect_timeout=10) as conn:
+        row = conn.execute("SELECT last_archived_time FROM pg_stat_archiver").fetchone()
+    finished = str(latest["finished_at"])
+    if row is None or row[0] is None:
+        return finished
+    archived: datetime = row[0]
+    return max(finished, archived.astimezone(UTC).isoformat())
+
+
 def drill_postgres(settings: Settings, repo: int, step: Step) -> DrillResult:
     from ledger.operations import pgbackrest
 
@@ -150,6 +164,10 @@ def drill_postgres(settings: Settings, repo: int, step: Step) -> DrillResult:
     store = settings.store
     with _scratch_dir(cluster.owner) as folder:
         data = folder / "data"
+        data.mkdir(mode=0o700)
+        if os.geteuid() == 0 and cluster.owner != "root":
+            entry = pwd.getpwnam(cluster.owner)
+            os.chown(data, entry.pw_uid, entry.pw_gid)
         started = time.perf_counter()
         step(f"restoring {latest['label']} into a scratch cluster")
         backrest.restore(repo, into=data, databases=(store.dbname,))
@@ -182,7 +200,8 @@ def drill_postgres(settings: Settings, repo: int, step: Step) -> DrillResult:
                 tree_head_dir=folder,
             )  # fmt: skip
             pgbackrest.wait_promoted(scratch.store.postgres_dsn)
-            return _finish(scratch, settings, latest["label"], latest["finished_at"], None,
+            return _finish(scratch, settings, latest["label"], _archived_until(settings, latest),
+                           None,
                            started, step)  # fmt: skip
         finally:
             pgbackrest.pg_ctl(data, cluster.owner, "-m", "immediate", "stop")

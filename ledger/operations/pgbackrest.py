@@ -21,7 +21,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -247,21 +247,21 @@ class PgBackRest:
         `until`: replay WAL up to that time, then promote."""
         cluster = self.cluster()
         target = into or cluster.data_dir
-        options = [f"--repo={repo}", f"--pg1-path={target}", "--delta"]
+        options = [f"--repo={repo}", f"--pg1-path={target}"]
+        options += [] if into else ["--delta"]
         if until is not None:
-            options += ["--type=time", f"--target={until.isoformat()}",
+            moment = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "+00"
+            options += ["--type=time", f"--target={moment}",
                         "--target-action=promote"]  # fmt: skip
         if into is not None:
             # A drill's copy never archives into the ledger's repositories.
-            options += ["--archive-mode=off", "--link-all=n"]
+            options += ["--archive-mode=off"]
             options += [f"--db-include={name}" for name in databases]
         self.run("restore", *options, owner=cluster.owner)
         return target
 
 
 def _iso(epoch: int) -> str:
-    from datetime import UTC
-
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 

@@ -45,7 +45,7 @@ def restore_sqlite(
     chosen = snapshot.choose(target.local_path, before)
     events, keys = snapshot.store_files(settings)
     if probe(settings).holds_data and not force:
-        raise snapshot.BackupError(
+        raise snapshot.RestoreRefused(
             f"restore: a ledger already exists at {events}; pass --force to replace it "
             "(stop every process using it first)"
         )
@@ -67,12 +67,12 @@ def restore_postgres(
     backrest = pgbackrest.PgBackRest(settings)
     cluster = backrest.cluster()
     if pgbackrest.running(cluster.data_dir):
-        raise snapshot.BackupError(
+        raise snapshot.RestoreRefused(
             f"restore: PostgreSQL is running on {cluster.data_dir}; stop it first "
             "(the restore replaces the whole cluster's files)"
         )
     if not force:
-        raise snapshot.BackupError(
+        raise snapshot.RestoreRefused(
             f"restore: this replaces the cluster at {cluster.data_dir} (every database in "
             "it); pass --force"
         )

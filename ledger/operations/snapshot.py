@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledger.config import ConfigError, Settings
+from ledger.config import Settings
 from ledger.crypto_shred.keystore import sqlite_key_store_path
 from ledger.operations.counts import Counts, count
 from ledger.operations.targets import Target
@@ -37,8 +37,16 @@ _STAMP = "%Y%m%dT%H%M%S%fZ"
 _PAGES_PER_STEP = 1024  # the backup API copies this many pages, then lets writers in
 
 
-class BackupError(ConfigError):
+class BackupError(Exception):
     """A backup or restore cannot go ahead (the message names the folder or file)."""
+
+
+class RestoreRefused(BackupError):
+    """The restore would replace a ledger, or a running server, without being told to."""
+
+
+class DamagedBackup(BackupError):
+    """A backup's files are not what its manifest describes: nothing was restored."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +214,7 @@ def _load(folder: Path) -> Snapshot:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         Snapshot(folder, manifest).created_at  # noqa: B018  (check it parses)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BackupError(f"backup {folder}: unreadable manifest ({exc})") from None
+        raise DamagedBackup(f"backup {folder}: unreadable manifest ({exc})") from None
     return Snapshot(folder, manifest)
 
 
@@ -224,7 +232,7 @@ def check(snapshot: Snapshot) -> None:
     for name, expected in snapshot.manifest["files"].items():
         path = snapshot.folder / name
         if not path.is_file() or _digest(path) != expected["sha256"]:
-            raise BackupError(f"backup {snapshot.folder}: {name} does not match its manifest")
+            raise DamagedBackup(f"backup {snapshot.folder}: {name} does not match its manifest")
 
 
 def choose(root: Path, before: datetime | None = None) -> Snapshot:
