@@ -171,6 +171,14 @@ class PgBackRest:
         entry = pwd.getpwnam(owner)
         for path in paths:
             os.chown(path, entry.pw_uid, entry.pw_gid)
+        for path in (self.config, *(Path(t.path) for t in self.targets if t.kind == "posix")):
+            blocked = _blocking_parent(path, entry)
+            if blocked is not None:
+                raise BackupError(
+                    f"backup: the server's OS user {owner} cannot reach {path} ({blocked} is "
+                    "closed to it; archive_command runs as that user): set "
+                    "LEDGER_PGBACKREST_CONFIG / LEDGER_BACKUP_REPOS to folders it can reach"
+                )
 
     def cluster(self) -> Cluster:
         """The cluster as the config records it (the server may be stopped)."""
@@ -259,6 +267,22 @@ class PgBackRest:
             options += [f"--db-include={name}" for name in databases]
         self.run("restore", *options, owner=cluster.owner)
         return target
+
+
+def _blocking_parent(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first folder above `path` that `user` may not enter (None: all open to it)."""
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    for parent in reversed(path.parents):
+        st = parent.stat()
+        if st.st_uid == user.pw_uid:
+            allowed = st.st_mode & 0o100
+        elif st.st_gid in groups:
+            allowed = st.st_mode & 0o010
+        else:
+            allowed = st.st_mode & 0o001
+        if not allowed:
+            return parent
+    return None
 
 
 def _iso(epoch: int) -> str:
