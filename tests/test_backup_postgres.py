@@ -138,6 +138,9 @@ def test_point_in_time_restore_drill_and_list(
     listed = _run(capsys, "backup", "list")
     assert {(b["repo"], b["type"]) for b in listed} == {(1, "full"), (2, "full")}
 
+    capsys.readouterr()  # a running cluster is never restored over
+    assert main(["restore", "--from", "2", "--force"]) == 3
+    assert "stop it first" in capsys.readouterr().err
     pg_ctl = [str(cluster["bindir"] / "pg_ctl"), "-D", str(cluster["data"])]
     subprocess.run(
         _as_owner([*pg_ctl, "-w", "-m", "fast", "stop"]), check=True, capture_output=True

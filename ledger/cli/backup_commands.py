@@ -94,6 +94,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     if postgres:
         from ledger.operations.pgbackrest import PgBackRest
 
+        _step(args)(f"pgBackRest {args.type} backup (this copies the cluster's changed files)")
         repos = PgBackRest(settings).backup(args.type, target.index if args.to else None)
         emit(args, {"repos": repos, "type": args.type},
              f"{args.type} backup taken in repo(s) {', '.join(map(str, repos))}")  # fmt: skip
@@ -203,7 +204,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     until = _time(args.time)
     if settings.store.kind == "postgresql":
         if args.finish:
-            restored = finish(settings, "")
+            restored = finish(settings, "the restarted server")
         else:
             _, target = _targets(args, settings)
             done = restore_postgres(settings, target.index, until=until, force=args.force)

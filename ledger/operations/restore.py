@@ -91,4 +91,4 @@ def finish(settings: Settings, source: str) -> Restored:
     pgbackrest.wait_promoted(settings.store.postgres_dsn)
     size = tree_size(settings)
     _after_restore(settings, size)
-    return Restored(source, "latest" if source else "", size)
+    return Restored(source, "the cluster", size)
