@@ -4,8 +4,10 @@ held, `ledger backup verify` restores into a scratch folder and reports RPO and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -130,3 +132,24 @@ def test_retention_keeps_the_newest_backups_and_restore_picks_by_time(
     middle = _run(capsys, "backup", "list")[0]
     _run(capsys, "restore", "--time", middle["created_at"], "--force")
     assert count(ledger_env).customers == 2
+
+
+def test_backup_verify_fails_on_a_backup_whose_log_was_altered(
+    ledger_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone who rewrites a backup and its manifest alike is caught by the verify step."""
+    _register(ledger_env, 2)
+    taken = _run(capsys, "backup", "--to", "1")
+    folder = Path(taken[0]["folder"])
+    with sqlite3.connect(folder / "ledger.db") as conn:
+        (state,) = conn.execute("SELECT state FROM stored_events LIMIT 1").fetchone()
+        conn.execute("UPDATE stored_events SET state = ? WHERE rowid = 1", (state[:-1] + b"x",))
+    conn.close()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    digest = hashlib.sha256((folder / "ledger.db").read_bytes()).hexdigest()
+    manifest["files"]["ledger.db"]["sha256"] = digest
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["backup", "verify", "--json"]) == 4
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["verify"]["ok"] is False
