@@ -166,6 +166,13 @@ class Settings:
     # `ledger.crypto_shred.journal`). None: `erasure-journal.jsonl` in the data dir.
     erasure_journal: Path | None = None
     erasure_journal_copies: tuple[Path, ...] = ()
+    # Backups (`ledger backup`, ledger.operations): the targets, first the local one, then
+    # any off-site ones (paths; for PostgreSQL also s3://, azure://, gs:// URLs), how
+    # many full backups each keeps, and where the generated pgBackRest config goes
+    # (None: <data dir>/pgbackrest/pgbackrest.conf).
+    backup_repos: tuple[str, ...] = ()
+    backup_retention_full: int = 2
+    pgbackrest_config: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -223,6 +230,9 @@ class Settings:
             data_home=_data_home(env),
             erasure_journal=path("LEDGER_ERASURE_JOURNAL"),
             erasure_journal_copies=_paths(env, "LEDGER_ERASURE_JOURNAL_COPIES"),
+            backup_repos=_repos(env, "LEDGER_BACKUP_REPOS"),
+            backup_retention_full=_positive(env, "LEDGER_BACKUP_RETENTION_FULL", 2),
+            pgbackrest_config=path("LEDGER_PGBACKREST_CONFIG"),
         )
 
     def with_store(self, store_url: str) -> Settings:
@@ -244,6 +254,16 @@ class Settings:
             return store.sqlite_path.parent
         home = self.data_home or Path(os.path.expanduser("~")) / ".local" / "share"
         return home / "ledger" / store.folder_name
+
+    @property
+    def resolved_backup_repos(self) -> tuple[str, ...]:
+        """Where backups go: LEDGER_BACKUP_REPOS, else one local folder beside the secrets
+        (add an off-site target: a folder on another disk or host, or a bucket URL)."""
+        return self.backup_repos or (str(self.resolved_data_dir / "backups"),)
+
+    @property
+    def resolved_pgbackrest_config(self) -> Path:
+        return self.pgbackrest_config or self.resolved_data_dir / "pgbackrest" / "pgbackrest.conf"
 
     @property
     def pg_connection_bound(self) -> int:
@@ -340,6 +360,16 @@ def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit():
         raise ConfigError(f"{name}: not a whole number (0 or more)")
     return int(text)
+
+
+def _repos(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of backup targets, at most four (pgBackRest's repo1..4)."""
+    repos = tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
+    if len(repos) > 4:
+        raise ConfigError(f"{name}: at most 4 backup targets")
+    if len(set(repos)) != len(repos):
+        raise ConfigError(f"{name}: a target is listed twice")
+    return repos
 
 
 def _data_home(env: Mapping[str, str]) -> Path:

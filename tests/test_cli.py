@@ -16,7 +16,8 @@ from tests.helpers import StoreHandle
 
 COMMANDS = [
     "register", "change", "assign-owner", "mark-verified", "show", "history", "as-of",
-    "erase", "verify-certificate", "public-key", "rotate-kek", "demo", "init",
+    "erase", "verify-certificate", "public-key", "rotate-kek", "demo", "init", "backup",
+    "restore",
 ]  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from eventsourcing.persistence import PersistenceError
 from ledger.cli import (
     api_commands,
     audit_commands,
+    backup_commands,
     compliance_commands,
     customer_commands,
     duplicate_commands,
@@ -49,7 +50,8 @@ EXIT_INTEGRITY = 4
 
 # Each group module adds its subcommands; a new area of the product adds one line here.
 COMMAND_GROUPS = (customer_commands, compliance_commands, audit_commands, projection_commands,
-                  merge_commands, import_commands, api_commands, duplicate_commands)  # fmt: skip
+                  merge_commands, import_commands, api_commands, duplicate_commands,
+                  backup_commands)  # fmt: skip
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
