@@ -81,6 +81,44 @@ def test_backup_then_restore_brings_back_what_the_backup_held(
     assert main(["verify", "--no-published-heads"]) == 0, capsys.readouterr().err
 
 
+def test_an_erasure_after_the_backup_survives_its_restore(
+    ledger_env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Register, back up, erase, restore the backup, start: the erasure, made after the
+    backup, comes back from the erasure journal before anything is served."""
+    with open_ledger(ledger_env) as ledger:
+        erased = str(
+            ledger.register(
+                person(
+                    given_name="Ottilie",
+                    family_name="Quenby",
+                    emails=["ottilie.quenby@example.org"],
+                ),
+                actor="t",
+            )
+        )
+        kept = str(ledger.register(person(emails=["kept@example.org"]), actor="t"))
+    _run(capsys, "backup")
+    erase = ["erase", erased, "--reason", "subject-request", "--legal-basis", "GDPR Art. 17"]
+    assert main(erase) == 0, capsys.readouterr().err
+    _run(capsys, "restore", "--force")
+
+    shown = _run(capsys, "show", erased)
+    assert shown["status"] == "erased" and shown["personal_data"] == "erased", shown
+    history = _run(capsys, "history", erased)
+    assert "Ottilie" not in json.dumps(history)
+    assert _run(capsys, "show", kept)["emails"] == ["kept@example.org"]
+    report = _run(capsys, "verify")  # the restore is a signed statement, not a truncation
+    assert report["ok"] is True and len(report["restores"]) == 1, report
+    # The restored key store held the erased customer's key: destroyed again, so no file
+    # the ledger wrote holds the name or the email in any form.
+    folder = ledger_env.resolved_data_dir
+    for path in [p for p in folder.rglob("*") if p.is_file()]:
+        data = path.read_bytes().lower()
+        for needle in (b"ottilie", b"quenby", b"ottilie.quenby@example.org"):
+            assert needle not in data, f"{needle!r} in {path}"
+
+
 def test_restore_refuses_a_damaged_backup(
     ledger_env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
