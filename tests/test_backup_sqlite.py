@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -20,6 +21,7 @@ from ledger.audit.storage import AuditStore
 from ledger.bootstrap import open_ledger
 from ledger.cli.main import main
 from ledger.config import Settings
+from ledger.observability.backup_state import last_backup_timestamp, state_file
 from ledger.operations.counts import count
 from tests.helpers import person
 
@@ -60,6 +62,11 @@ def test_backup_then_restore_brings_back_what_the_backup_held(
         for name in ("ledger.db", "keys.db", "manifest.json"):
             assert stat.S_IMODE((Path(t["folder"]) / name).stat().st_mode) == 0o600
     backed_up = count(ledger_env)
+    # The metrics endpoint's backup age reads what a successful backup records.
+    state = state_file(ledger_env.resolved_data_dir)
+    recorded = last_backup_timestamp(state)
+    assert recorded is not None and abs(recorded - time.time()) < 120
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
 
     later = _register(ledger_env, 2)
     with open_ledger(ledger_env) as ledger:

@@ -16,6 +16,7 @@ from ledger.cli.common import AddCommand, Handler, emit
 from ledger.cli.progress import progress_bar
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
+from ledger.observability.backup_state import record_backup_success
 from ledger.operations import drill, snapshot
 from ledger.operations.restore import finish, restore_postgres, restore_sqlite
 from ledger.operations.targets import Target, parse_targets, pick
@@ -96,6 +97,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
         _step(args)(f"pgBackRest {args.type} backup (this copies the cluster's changed files)")
         repos = PgBackRest(settings).backup(args.type, target.index if args.to else None)
+        record_backup_success(settings.resolved_data_dir)
         emit(args, {"repos": repos, "type": args.type},
              f"{args.type} backup taken in repo(s) {', '.join(map(str, repos))}")  # fmt: skip
         return 0
@@ -104,6 +106,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     chosen = [target] if args.to else targets
     with progress_bar("backing up") as update:
         taken = snapshot.take(settings, chosen, update)
+    record_backup_success(settings.resolved_data_dir)
     counts = taken[0].counts
     lines = [f"backup {taken[0].name}: {counts.events} events, {counts.customers} customers, "
              f"{counts.live_keys} live keys"]  # fmt: skip

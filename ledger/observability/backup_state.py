@@ -12,7 +12,8 @@ time only, so a backup run by another process (cron, `ledger backup`) is seen at
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 STATE_FILE = "backup-state.json"
@@ -33,3 +34,17 @@ def last_backup_timestamp(path: Path) -> float | None:
     if moment.tzinfo is None:
         return None
     return moment.timestamp()
+
+
+def record_backup_success(data_dir: Path, moment: datetime | None = None) -> None:
+    """Record a successful backup (atomically, owner-only) for the metrics endpoint."""
+    path = state_file(data_dir)
+    when = (moment or datetime.now(UTC)).astimezone(UTC).isoformat()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps({"last_success": when}).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
