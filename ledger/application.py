@@ -409,20 +409,24 @@ class CustomerLedger(Application[UUID]):
         *,
         actor: str,
         reason: str | None = None,
+        default_region: str | None = None,
     ) -> list[UUID]:
         """Register many customers in one transaction (imports): the keys in one key-store
         transaction, the events in one save. All or nothing; a profile that fails
         validation refuses the batch, its violations prefixed with its index. Each
         registration may carry data-quality warnings (field and reason, never a value),
-        recorded as a `DataQualityFlagged` event right after `Registered`."""
+        recorded as a `DataQualityFlagged` event right after `Registered`.
+
+        `default_region` (else LEDGER_DEFAULT_REGION) reads national phone numbers: an
+        import passes its `--default-country`, so a profile it validated is validated
+        here the same way (with another region it could be refused mid-import)."""
         _check_actor(actor, reason)
+        region = self.settings.default_region if default_region is None else default_region
         customers: list[Customer] = []
         violations: list[FieldViolation] = []
         for index, (profile, warnings) in enumerate(registrations):
             try:
-                validated = validate_registration(
-                    profile, default_region=self.settings.default_region
-                )
+                validated = validate_registration(profile, default_region=region)
             except ValidationFailed as exc:
                 violations += [
                     FieldViolation(f"[{index}].{v.field}", v.reason) for v in exc.violations

@@ -14,13 +14,15 @@ Problems are reported by line number and field, never by value.
 
 Rows are registered in batches (`CustomerLedger.register_many`: the keys in one key-store
 transaction, the events in one save), which is what makes thousands of rows take seconds.
-Everything that can be checked before writing (the file, the header, the mapping) is.
+Everything that can be checked before writing (the file, the header, the mapping, every
+row) is: a row is validated once, with the default country, and that validated profile is
+what is screened and registered.
 
 Likely duplicates (LEDGER_DUPLICATE_POLICY, see `ledger.projections.duplicates`): each row
-is looked up in the duplicate index (customers registered before, including earlier
-batches of this file once the projections have caught up) and among the other rows of its
-batch. `warn` imports the row and reports the line with the likely duplicates' ids (or line
-numbers); `refuse` rejects it, with the same report.
+is looked up in the duplicate index (customers registered before the import) and among the
+file's earlier kept rows, before anything is written. `warn` imports the row and reports
+the line with the likely duplicates' ids (or line numbers); `refuse` rejects it, with the
+same report. A ledger whose model is not fit yet screens with a model fit on the file.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from uuid import UUID
 from ledger.application import CustomerLedger
 from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.domain.profile import ADDRESS_FIELDS, EXTERNAL_ID_PREFIX, validate_registration
-from ledger.projections.dedup import DuplicateIndex
+from ledger.projections.dedup import BlockingKeyer, DuplicateIndex, Model
 
 SCALAR_FIELDS = ("given_name", "family_name", "birth_date", "locale", "owner")
 LIST_FIELDS = ("emails", "phones", "tags")
@@ -46,8 +48,17 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
 _PATH = re.compile(r"(?P<field>[a-z_]+)(?:\[(?P<index>\d+)\])?(?:\.(?P<part>[A-Za-z0-9_.-]+))?")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
 DEFAULT_BATCH = 500
+# Rows a screening model is fit on when the ledger's own model is not fit yet: enough for
+# EM and chance agreement, and a bound on the time and memory the fit takes.
+FIT_ROWS = 20_000
+# Fewer rows than this are too few to fit on: chance agreement is counted on random pairs
+# of rows, which are then too often the file's own duplicates. Such a file is screened
+# with the starting model, as before (its few reports are read one by one).
+MIN_FIT_ROWS = 200
+_BATCH_POSITION = re.compile(r"\[(?P<index>\d+)\]\.(?P<field>.*)")
 
 Progress = Callable[[int, int], None]
+_Row = tuple[int, dict[str, Any], list[FieldViolation]]  # (line, validated profile, warnings)
 
 
 def _mapping_error(reason: str) -> ValidationFailed:
@@ -186,11 +197,15 @@ class CsvImporter:
     # The whole file ----------------------------------------------------------------------------
 
     def run(self, path: Path, progress: Progress | None = None) -> ImportSummary:
+        """Every row is read and validated (with the default country) before the first
+        batch is written, so a row cannot abort the import half-way: the acceptable rows
+        are written, the others reported by line. Costs holding the file's validated
+        profiles in memory at once (a few hundred bytes a row)."""
         started = time.perf_counter()
         summary = ImportSummary(file=str(path))
         header, total = self._check_file(path)
         summary.ignored_columns = [c for c in header if c not in self.mapping]
-        pending: list[tuple[int, dict[str, Any], list[FieldViolation]]] = []
+        accepted: list[_Row] = []
         for line, profile, warnings, problem in self._rows(path):
             summary.rows += 1
             if problem is not None:
@@ -198,53 +213,59 @@ class CsvImporter:
             if profile is None:
                 summary.rejected += 1
             else:
-                pending.append((line, profile, warnings))
+                accepted.append((line, profile, warnings))
                 summary.with_warnings += 1 if warnings else 0
-            if len(pending) >= self.batch_size:
-                self._register(pending, summary)
             if progress is not None and summary.rows % 100 == 0:
                 progress(summary.rows, total)
-        self._register(pending, summary)
+        self._screen(accepted, summary)
+        for start in range(0, len(accepted), self.batch_size):
+            self._register(accepted[start : start + self.batch_size], summary)
         if progress is not None:
             progress(summary.rows, total)
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _register(
-        self,
-        pending: list[tuple[int, dict[str, Any], list[FieldViolation]]],
-        summary: ImportSummary,
-    ) -> None:
-        self._screen(pending, summary)
-        if not pending:
-            return
-        ids = self.ledger.register_many(
-            [(profile, warnings) for _, profile, warnings in pending],
-            actor=self.actor,
-            reason=self.reason,
-        )
-        summary.registered += [(line, i) for (line, _, _), i in zip(pending, ids, strict=True)]
+    def _register(self, batch: list[_Row], summary: ImportSummary) -> None:
+        """One batch, validated as the importer validated it (same region). Should the
+        ledger still refuse a profile, the error names its line, not its batch position."""
+        try:
+            ids = self.ledger.register_many(
+                [(profile, warnings) for _, profile, warnings in batch],
+                actor=self.actor,
+                reason=self.reason,
+                default_region=self._region(),
+            )
+        except ValidationFailed as exc:
+            raise ValidationFailed([_by_line(v, batch) for v in exc.violations]) from None
+        summary.registered += [(line, i) for (line, _, _), i in zip(batch, ids, strict=True)]
         summary.imported += len(ids)
-        pending.clear()
 
-    def _screen(
-        self,
-        pending: list[tuple[int, dict[str, Any], list[FieldViolation]]],
-        summary: ImportSummary,
-    ) -> None:
-        """Apply the duplicate policy to a batch (refused rows leave `pending`)."""
-        if self.duplicate_policy == "off" or not pending:
+    def _screen(self, accepted: list[_Row], summary: ImportSummary) -> None:
+        """Apply the duplicate policy to the file's rows (refused rows leave `accepted`),
+        before anything is written. Each row is looked up, as validated (E.164 phones,
+        canonical emails), among the ledger's customers and the file's earlier kept rows.
+
+        Scored with the ledger's model once it has been fit on the ledger's data. Until
+        then (a new or small ledger) the starting model is a vague one that scores people
+        sharing a surname and a town as likely duplicates, so the model is first fit on
+        the file's own rows (`DuplicateIndex.refit`: EM on the candidate pairs, or chance
+        agreement from random pairs of rows when the file has too few duplicates), when the
+        file has `MIN_FIT_ROWS` rows or more."""
+        if self.duplicate_policy == "off" or not accepted:
             return
         from ledger.projections.wiring import duplicate_queries
 
         queries = duplicate_queries(self.ledger)
-        batch = DuplicateIndex(queries.keyer, model=queries.model)  # this batch's rows
+        model = queries.model
+        if model.method == "start" and len(accepted) >= MIN_FIT_ROWS:
+            model = self._fit_on_file(queries.keyer, accepted)
+        seen = DuplicateIndex(queries.keyer, model=model)  # the file's kept rows so far
         kept = []
-        for line, profile, warnings in pending:
-            found = [(m.customer_id, m.score) for m in queries.candidates(profile)]
+        for line, profile, warnings in accepted:
+            found = [(m.customer_id, m.score) for m in queries.candidates(profile, model=model)]
             found += [
                 (f"line {m.customer_id}", m.score)
-                for m in batch.lookup(profile, min_score=queries.threshold)
+                for m in seen.lookup(profile, min_score=queries.threshold)
             ]
             found.sort(key=lambda match: -match[1])
             refused = bool(found) and self.duplicate_policy == "refuse"
@@ -254,9 +275,19 @@ class CsvImporter:
                 summary.rejected += 1
                 summary.with_warnings -= 1 if warnings else 0
                 continue
-            batch.add(str(line), profile)
+            seen.add(str(line), profile)
             kept.append((line, profile, warnings))
-        pending[:] = kept
+        accepted[:] = kept
+
+    @staticmethod
+    def _fit_on_file(keyer: BlockingKeyer, accepted: list[_Row]) -> Model:
+        """The model fit on (the first `FIT_ROWS` of) the file's rows, in memory only:
+        the ledger's stored model is left alone (`ledger import` refits it on the ledger
+        after a large import)."""
+        index = DuplicateIndex(keyer)
+        for line, profile, _ in accepted[:FIT_ROWS]:
+            index.add(str(line), profile)
+        return index.refit()
 
     def _check_file(self, path: Path) -> tuple[list[str], int]:
         """Read the whole file once before writing anything: unreadable text, a missing
@@ -306,14 +337,16 @@ class CsvImporter:
     def row(
         self, line: int, values: dict[str, str]
     ) -> tuple[dict[str, Any] | None, list[FieldViolation], RowProblem | None]:
-        """(profile to register or None, warnings to record, problem to report)."""
+        """(validated profile to register or None, warnings to record, problem to report).
+        The profile is the validated one (phones E.164 read with the default country,
+        emails canonical): it is what is screened for duplicates and registered."""
         profile, violations = self._profile(values)
         try:
-            validate_registration(profile, default_region=self._region())
+            validated = validate_registration(profile, default_region=self._region())
         except ValidationFailed as exc:
             violations += exc.violations
         if not violations:
-            return profile, [], None
+            return validated, [], None
         if self.strict:
             return None, [], RowProblem(line, violations, rejected=True)
         for violation in violations:
@@ -321,10 +354,10 @@ class CsvImporter:
                 return None, [], RowProblem(line, violations, rejected=True)
         _compact(profile)
         try:
-            validate_registration(profile, default_region=self._region())
+            validated = validate_registration(profile, default_region=self._region())
         except ValidationFailed as exc:
             return None, [], RowProblem(line, violations + exc.violations, rejected=True)
-        return profile, violations, RowProblem(line, violations, rejected=False)
+        return validated, violations, RowProblem(line, violations, rejected=False)
 
     def _region(self) -> str | None:
         return self.default_country or self.ledger.settings.default_region
@@ -365,6 +398,16 @@ class CsvImporter:
         if external:
             profile["external_ids"] = external
         return profile, violations
+
+
+def _by_line(violation: FieldViolation, batch: list[_Row]) -> FieldViolation:
+    """`[i].field` (a position in the batch) → `line N: field`."""
+    match = _BATCH_POSITION.fullmatch(violation.field)
+    if match is None or int(match["index"]) >= len(batch):
+        return violation
+    return FieldViolation(
+        f"line {batch[int(match['index'])][0]}: {match['field']}", violation.reason
+    )
 
 
 def _drop(profile: dict[str, Any], path: str) -> bool:

@@ -112,12 +112,17 @@ class DuplicateQueries:
             self._model_loaded = now
         return self._model
 
-    def _index(self, records: SealedRecords, store: TableKeyStore | None = None) -> DuplicateIndex:
+    def _index(
+        self,
+        records: SealedRecords,
+        store: TableKeyStore | None = None,
+        model: Model | None = None,
+    ) -> DuplicateIndex:
         return DuplicateIndex(
             self.keyer,
             store=store or TableKeyStore(self.db),
             records=records,
-            model=self.model,
+            model=model or self.model,
             max_block=self.max_block,
         )
 
@@ -130,13 +135,16 @@ class DuplicateQueries:
         limit: int = DEFAULT_LIMIT,
         owner: str | None = None,
         exclude: Collection[str] = (),
+        model: Model | None = None,
     ) -> list[Match]:
         """Likely duplicates of a (new) profile, best first. With `owner`, only that
-        owner's customers are considered at all; `exclude`d ids are never matched."""
+        owner's customers are considered at all; `exclude`d ids are never matched.
+        `model`: scored with it instead of the ledger's (an import fit on its own file
+        while the ledger's model is still the untrained starting one)."""
         records = SealedRecords(
             self.db, self.keys, self.row_mac, owner=owner, cache=self.record_cache
         )
-        index = self._index(records)
+        index = self._index(records, model=model)
         return index.lookup(profile, limit=limit, min_score=self._min(min_score), exclude=exclude)
 
     def candidates_of(
