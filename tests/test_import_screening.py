@@ -5,9 +5,14 @@ screening model fit on the file while the ledger's own is untrained."""
 from __future__ import annotations
 
 import csv
+import json
+import os
 import random
 from pathlib import Path
 
+import pytest
+
+from ledger.cli.main import main
 from ledger.importer import CsvImporter, parse_mapping
 from ledger.projections.wiring import customer_queries
 from tests.helpers import StoreHandle
@@ -56,6 +61,36 @@ def test_cn_national_phones_without_address_import_fully(
             1: ["+8613800138000"], 2: ["+8613900139000"],
             3: ["+8613800138001"], 4: ["+8613700137000"],
         }  # fmt: skip
+
+
+def test_cli_import_with_default_country_exits_0_and_prints_the_summary(
+    store: StoreHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`ledger import --default-country CN` exited 2 with no summary on the row without
+    an address (the ledger validated it again without the default country)."""
+    for name in [k for k in os.environ if k.startswith("LEDGER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LEDGER_STORE", store.settings.store_url)
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(store.workdir))
+    monkeypatch.setenv("LEDGER_DUPLICATE_POLICY", "refuse")
+    rows = [
+        ["Wei", "Zhang", "13800138000", "Beijing", "CN", "C-1"],
+        ["Min", "Liu", "138-0013-8001", "", "", "C-2"],
+        ["Na", "Yang", "12", "", "", "C-3"],
+    ]
+    path = write_rows(tmp_path / "cn.csv", ["given", "family", "tel", "town", "cc", "id"], rows)
+    maps = [arg for item in CN_MAP for arg in ("--map", item)]
+    code = main(["import", str(path), *maps, "--default-country", "CN", "--actor", "importer",
+                 "--json"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = json.loads(out)
+    assert (summary["rows"], summary["imported"], summary["rejected"]) == (3, 3, 0)
+    assert [(p["line"], p["rejected"]) for p in summary["problems"]] == [(4, False)]
+    assert "12" not in json.dumps(summary["problems"])
 
 
 def test_strict_failing_row_is_reported_by_line_and_written_by_nobody(
