@@ -47,6 +47,9 @@ ERIN = person(
     family_name="Quellbrook",
     emails=["erinwyn.quellbrook@example.org"],
     phones=["+4930123456"],
+    # Distinctive: the dump scan looks for every value, and the helper's default "C-1" also
+    # occurs by chance in UUID text ("…cc-13e8…").
+    external_ids={"CRM": "ERIN-QB-7731"},
 )
 
 
