@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ledger.audit.storage import AuditStore
 from ledger.bootstrap import KekMismatchError, SigningKeyMismatchError, open_ledger
 from ledger.cli.main import main
 from ledger.client import LedgerClient
@@ -423,3 +424,24 @@ def test_init_creates_the_ledger_other_commands_then_accept(
     assert "not found" in capsys.readouterr().err
     assert main(["init"]) == 0  # again: nothing new, the same files
     assert _secret_files(store.workdir) == sorted(SECRET_NAMES)
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_a_parked_audit_connection_whose_backend_ended_is_replaced(store: StoreHandle) -> None:
+    """Audit stores reuse connections; one whose backend ended meanwhile (a server restart,
+    a restore) must not fail the next audit call."""
+    assert isinstance(store, PostgresStore)
+    with store.open() as ledger:
+        ledger.register(person(), actor="t")
+    settings = store.settings
+    dbname = settings.store.dbname
+    with AuditStore.open(settings) as audit:
+        size = audit.size()
+    with psycopg.connect(store.dsn, autocommit=True) as admin:  # the parked one's backend ends
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
+    with AuditStore.open(settings) as audit:
+        assert audit.size() == size

@@ -595,13 +595,23 @@ _idle: dict[str, list[psycopg.Connection[tuple[Any, ...]]]] = {}
 
 
 def _take_idle(dsn: str) -> psycopg.Connection[tuple[Any, ...]] | None:
-    with _slots_lock:
-        parked = _idle.get(dsn)
-        while parked:
-            conn = parked.pop()
-            if not conn.closed and not conn.broken:
-                return conn
-    return None
+    """A parked connection that still answers. A server that restarted meanwhile (a fast
+    shutdown, a restore) ended its backend without the client knowing until its next use,
+    so each is pinged first: one round trip, still far cheaper than a new connection."""
+    while True:
+        with _slots_lock:
+            parked = _idle.get(dsn)
+            conn = parked.pop() if parked else None
+        if conn is None:
+            return None
+        if conn.closed or conn.broken:
+            continue
+        try:
+            conn.execute(b"SELECT 1")
+        except psycopg.Error:
+            conn.close()
+            continue
+        return conn
 
 
 def _park(dsn: str, conn: psycopg.Connection[tuple[Any, ...]], keep: int) -> bool:
