@@ -75,7 +75,7 @@ def create_private_file(path: Path, data: bytes) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
 
 
@@ -89,7 +89,7 @@ def replace_private_file(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_temp(path: Path, data: bytes) -> Path:
@@ -107,7 +107,7 @@ def _write_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make the new directory entry durable: losing a freshly rotated key after a crash
     would leave keys wrapped under it unreadable."""
     try:
@@ -216,6 +216,17 @@ def load_public_key(public_key_pem: str) -> Ed25519PublicKey:
 def public_key_id(public_key_pem: str) -> str:
     """The key id (as `LedgerSigner.key_id`) of a public key given as PEM."""
     return _key_id(load_public_key(public_key_pem))
+
+
+def signed_by(public_key_pem: str, key_id: str, message: bytes, signature: bytes) -> bool:
+    """True when `signature` over `message` is by the key `public_key_pem`, whose key id the
+    signed document names as `key_id` (tree heads, restore statements)."""
+    try:
+        if public_key_id(public_key_pem) != key_id:
+            return False
+        return verify_signature(public_key_pem, message, signature)
+    except (ValueError, SigningKeyError):
+        return False
 
 
 def verify_signature(public_key_pem: str, message: bytes, signature: bytes) -> bool:

@@ -29,6 +29,7 @@ from pathlib import Path
 from ledger.audit import client_check
 from ledger.audit.restores import RESTORE_TYPE, RestoreStatement
 from ledger.audit.tree_heads import PublicationError, TreeHead, TreeHeadFormatError
+from ledger.signing import fsync_dir
 
 TAIL = 64 * 1024  # enough for the last few hundred heads
 
@@ -86,7 +87,7 @@ class PublishedHeads:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             yield _Locked(fd, self.path)
         finally:
             os.close(fd)  # releases the lock
@@ -185,11 +186,3 @@ def _check_signed(head: TreeHead, path: Path, public_key_pem: str | None) -> Non
         raise PublicationError(
             f"the last head in {path} (size {head.tree_size}) is not signed by this ledger's key"
         )
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

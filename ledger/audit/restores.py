@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger.audit import client_check
-from ledger.signing import LedgerSigner, SigningKeyError, public_key_id, verify_signature
+from ledger.signing import LedgerSigner, signed_by
 
 RESTORE_TYPE = client_check.RESTORE_TYPE
 
@@ -43,12 +43,7 @@ class RestoreStatement:
         )
 
     def verify(self, public_key_pem: str) -> bool:
-        try:
-            if public_key_id(public_key_pem) != self.key_id:
-                return False
-            return verify_signature(public_key_pem, self.signed_bytes(), self.signature)
-        except (ValueError, SigningKeyError):
-            return False
+        return signed_by(public_key_pem, self.key_id, self.signed_bytes(), self.signature)
 
     @property
     def timestamp(self) -> datetime:

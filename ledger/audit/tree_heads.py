@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.audit import client_check, merkle
 from ledger.audit.leaf_mac import leaf_key, leaf_mac, mac_holds
-from ledger.signing import LedgerSigner, SigningKeyError, public_key_id, verify_signature
+from ledger.signing import LedgerSigner, signed_by
 
 if TYPE_CHECKING:
     from ledger.audit.publication import PublishedHeads, _Locked
@@ -64,12 +64,7 @@ class TreeHead:
 
     def verify(self, public_key_pem: str) -> bool:
         """True when the signature is the ledger key's over exactly these fields."""
-        try:
-            if public_key_id(public_key_pem) != self.key_id:
-                return False
-            return verify_signature(public_key_pem, self.signed_bytes(), self.signature)
-        except (ValueError, SigningKeyError):
-            return False
+        return signed_by(public_key_pem, self.key_id, self.signed_bytes(), self.signature)
 
     @property
     def timestamp(self) -> datetime:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ledger.config import Settings
 from ledger.crypto_shred.certificate import CertificateFormatError, SignedCertificate
+from ledger.signing import fsync_dir
 
 log = logging.getLogger("ledger.erasure_journal")
 
@@ -136,7 +137,7 @@ def _append_one(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)  # releases the lock
     if created:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def read(path: Path) -> JournalFile:
@@ -210,14 +211,6 @@ def status(paths: Sequence[Path], public_key_pem: str | None = None) -> JournalS
         copies=tuple(copies),
         error=primary.error,
     )
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def journal_status(settings: Settings, public_key_pem: str | None = None) -> JournalStatus:
