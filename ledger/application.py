@@ -637,7 +637,11 @@ class CustomerLedger(Application[UUID]):
         if certificate.reason:
             reason = f"{REAPPLIED_REASON}; certificate reason: {certificate.reason}"
         customer.erase(
-            certificate.actor, reason, certificate.legal_basis, certificate.key_id or None
+            certificate.actor,
+            reason,
+            certificate.legal_basis,
+            certificate.key_id or None,
+            despite_hold=True,  # the erasure happened; a restored hold cannot undo it
         )
         self._save(customer, None)
         self.erasures.add(customer_id)
@@ -660,6 +664,44 @@ class CustomerLedger(Application[UUID]):
             self._purge_derived_copies(customer_id)
             log.warning("re-shredded key of erased customer %s", customer_id)
         return len(live)
+
+    # Hooks for use cases built as services of their own (ledger.policy) -------------------
+
+    def run_command(
+        self,
+        customer_id: UUID,
+        decide: Callable[[Customer], Any],
+        *,
+        actor: str,
+        reason: str | None = None,
+        with_keys: bool = False,
+    ) -> Any:
+        """Load the customer, let `decide` trigger its events, save them; returns what
+        `decide` returned. Without `with_keys` the customer is loaded decrypting nothing
+        (for commands that need status and links only: holds, owners)."""
+        _check_actor(actor, reason)
+        customer = self._load(customer_id) if with_keys else self._load_without_keys(customer_id)
+        result = decide(customer)
+        self._save(customer, None)
+        return result
+
+    def load_metadata(self, customer_id: UUID) -> Customer:
+        """The customer with every personal value `ERASED`, decrypting nothing."""
+        return self._load_without_keys(customer_id)
+
+    def save_together(self, customers: Sequence[Customer], also: Sequence[Any] = ()) -> None:
+        """Store the events of several customers, and `also` (events of other aggregates),
+        in one transaction: all or nothing (ConcurrentChange if one changed meanwhile)."""
+        events: list[Any] = [e for customer in customers for e in customer.collect_events()]
+        events += list(also)
+        if not events:
+            return
+        try:
+            self.committer.commit(Write(events))
+        except RecordConflictError:
+            raise ConcurrentChange(
+                "one of the customers changed meanwhile; nothing was written, try again"
+            ) from None
 
     # Queries ------------------------------------------------------------------------------
 

@@ -399,6 +399,18 @@ class LedgerClient:
         request = compliance_service_pb2.ExportCustomerDataRequest(name=_name(customer))
         return self.compliance.ExportCustomerData(request, **self.call_options).document
 
+    def get_policy(self) -> compliance_service_pb2.GetPolicyResponse:
+        request = compliance_service_pb2.GetPolicyRequest()
+        return self.compliance.GetPolicy(request, **self.call_options)
+
+    def handover_customers(
+        self, from_principal: str, to_principal: str, *, reason: str
+    ) -> compliance_service_pb2.HandoverCustomersResponse:
+        request = compliance_service_pb2.HandoverCustomersRequest(
+            from_principal=from_principal, to_principal=to_principal, reason=reason
+        )
+        return self.compliance.HandoverCustomers(request, **self.call_options)
+
 
 # Proof documents for the standalone checker -------------------------------------------------
 # `ledger/audit/client_check.py` checks JSON documents with the ledger's public key alone; these

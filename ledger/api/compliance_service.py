@@ -13,12 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger.api import convert
+from ledger.api.api_store import ApiStore
 from ledger.api.authz import AccessDenied
 from ledger.api.customer_access import CustomerAccess
 from ledger.api.errors import ApiError
 from ledger.api.rpc import Call
 from ledger.application import CustomerLedger
 from ledger.domain.profile import PERSONAL_FIELDS
+from ledger.policy.classification import FIELDS
+from ledger.policy.handover import hand_over
+from ledger.policy.log import PolicyLog
 from ledger.v1 import compliance_service_pb2 as pb
 
 EXPORT_FORMAT = "ledger.customer-export.v1"
@@ -26,9 +30,10 @@ MAX_LEGAL_BASIS = 500
 
 
 class ComplianceService:
-    def __init__(self, ledger: CustomerLedger) -> None:
+    def __init__(self, ledger: CustomerLedger, store: ApiStore | None = None) -> None:
         self.ledger = ledger
         self.access = CustomerAccess(ledger)
+        self.store = store  # revocations (HandoverCustomers)
 
     def EraseCustomer(
         self, request: pb.EraseCustomerRequest, call: Call
@@ -96,4 +101,64 @@ class ComplianceService:
             export_time=convert.timestamp(now),
             content_type="application/json",
             document=text.encode("utf-8"),
+        )
+
+    def GetPolicy(self, request: pb.GetPolicyRequest, call: Call) -> pb.GetPolicyResponse:
+        current = PolicyLog(self.ledger).latest()
+        policy = current.policy
+        response = pb.GetPolicyResponse(
+            version=current.version,
+            policy_name=policy.name,
+            digest=current.digest,
+            actor=current.actor or "",
+            purposes=[
+                pb.PolicyPurpose(
+                    key=purpose.key,
+                    display_name=purpose.name,
+                    lawful_basis=purpose.lawful_basis.value,
+                    categories=list(purpose.categories),
+                    separate_consent=purpose.separate_consent,
+                )
+                for purpose in policy.purposes
+            ],
+            retention_rules=[
+                pb.RetentionRule(
+                    category=rule.category,
+                    keep_for_days=rule.keep_for_days,
+                    after=rule.after.value,
+                    why=rule.why,
+                )
+                for rule in policy.retention
+            ],
+            classification=[
+                pb.FieldClassification(
+                    field=entry.field,
+                    category=entry.category,
+                    sensitivity=entry.sensitivity.value,
+                    description=entry.description,
+                )
+                for entry in FIELDS
+            ],
+            policy_json=json.dumps(policy.as_data(), sort_keys=True, ensure_ascii=False),
+            apply_time=convert.timestamp(current.applied_at),
+        )
+        return response
+
+    def HandoverCustomers(
+        self, request: pb.HandoverCustomersRequest, call: Call
+    ) -> pb.HandoverCustomersResponse:
+        if self.store is None:
+            raise ApiError.unimplemented("HandoverCustomers", "a server with its API store")
+        result = hand_over(
+            self.ledger,
+            self.store,
+            request.from_principal,
+            request.to_principal,
+            actor=call.principal.name,
+            reason=request.reason,
+        )
+        return pb.HandoverCustomersResponse(
+            handover_id=str(result.handover_id),
+            customers=[convert.customer_name(c) for c in result.customer_ids],
+            revoke_time=convert.timestamp(result.revoked_at),
         )

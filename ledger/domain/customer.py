@@ -19,7 +19,9 @@ from ledger.domain.erased import ERASED, ErasedValue
 from ledger.domain.errors import (
     CustomerErasedError,
     CustomerMergedError,
+    CustomerOnHold,
     FieldViolation,
+    HoldRefused,
     MergeRefused,
     ValidationFailed,
 )
@@ -189,6 +191,28 @@ class Customer(Aggregate):
             aggregate.status = ACTIVE
             aggregate.merged_into = None
 
+    # Data policy: legal holds and the end of the contract (policy-retention) ---------------
+    # None carries personal data: a hold's reason is the event's (readable) reason code.
+
+    class LegalHoldPlaced(Event):
+        """From now on neither erasure nor retention may destroy this customer's data."""
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.legal_hold = True
+
+    class LegalHoldReleased(Event):
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.legal_hold = False
+
+    class ContractEnded(Event):
+        """The trigger of `end_of_contract` retention rules: the day the contract ended
+        (an ISO date, which may be earlier than the event: recorded after the fact)."""
+
+        ended_on: str
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.contract_ended_on = self.ended_on
+
     def __init__(self, personal: PersonalData, public: dict[str, Any], owner: str | None) -> None:
         self.personal: PersonalData = dict(personal) if isinstance(personal, dict) else ERASED
         self.locale: str | None = public.get("locale")
@@ -201,6 +225,8 @@ class Customer(Aggregate):
         # Merges into this customer still in force, oldest first (undone last-in first-out).
         self.merges: list[dict[str, Any]] = []
         self.quality_warnings: list[dict[str, str]] = []
+        self.legal_hold: bool = False
+        self.contract_ended_on: str | None = None
 
     # Commands -----------------------------------------------------------------------------
 
@@ -302,13 +328,55 @@ class Customer(Aggregate):
         self.refuse_if_merged()
         self.trigger_event(self.Verified, actor=actor, reason=reason)
 
-    def erase(self, actor: str, reason: str | None, legal_basis: str, key_id: str | None) -> None:
+    def erase(
+        self,
+        actor: str,
+        reason: str | None,
+        legal_basis: str,
+        key_id: str | None,
+        *,
+        despite_hold: bool = False,
+    ) -> None:
+        """`despite_hold`: only for re-applying an erasure that already happened (from the
+        erasure journal after a restore): the hold cannot undo a destruction done."""
         self.refuse_if_erased()
+        if not despite_hold:
+            self.refuse_if_held()
         if not legal_basis.strip():
             raise ValidationFailed([FieldViolation("legal_basis", "must not be empty")])
         self.trigger_event(
             self.Erased, actor=actor, reason=reason, legal_basis=legal_basis, key_id=key_id
         )
+
+    # Legal holds and contract end (policy-retention) ------------------------------------
+
+    def refuse_if_held(self) -> None:
+        if getattr(self, "legal_hold", False):  # aggregates from older snapshots lack it
+            raise CustomerOnHold(self.id)
+
+    def place_hold(self, actor: str, reason: str) -> bool:
+        """False when the customer is held already (a retried command writes nothing)."""
+        self.refuse_if_erased()
+        _require_reason(reason)
+        if self.legal_hold:
+            return False
+        self.trigger_event(self.LegalHoldPlaced, actor=actor, reason=reason)
+        return True
+
+    def release_hold(self, actor: str, reason: str | None) -> None:
+        self.refuse_if_erased()
+        if not self.legal_hold:
+            raise HoldRefused(f"customer {self.id} is not under a legal hold")
+        self.trigger_event(self.LegalHoldReleased, actor=actor, reason=reason)
+
+    def end_contract(self, ended_on: str, actor: str, reason: str | None) -> bool:
+        """`ended_on`: an ISO date (checked by the caller). False when already recorded
+        with that date."""
+        self.refuse_if_erased()
+        if self.contract_ended_on == ended_on:
+            return False
+        self.trigger_event(self.ContractEnded, ended_on=ended_on, actor=actor, reason=reason)
+        return True
 
     def flag_quality(self, warnings: list[FieldViolation], actor: str, reason: str | None) -> None:
         """Record validation warnings (field and reason; the values were never kept)."""
@@ -423,6 +491,11 @@ class Customer(Aggregate):
         target = UUID(self.merged_into)
         self.trigger_event(self.Unmerged, target_id=self.merged_into, actor=actor, reason=reason)
         return target
+
+
+def _require_reason(reason: str | None) -> None:
+    if reason is None or not reason.strip():
+        raise ValidationFailed([FieldViolation("reason", "a legal hold needs a reason code")])
 
 
 def _unite(first: list[Any] | None, second: list[Any] | None, key: Any = None) -> list[Any]:
