@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ledger.policy import retention
@@ -27,9 +29,17 @@ class _Stopping(Exception):
 
 
 class RetentionSchedule:
-    def __init__(self, ledger: CustomerLedger, seconds: float) -> None:
+    def __init__(
+        self,
+        ledger: CustomerLedger,
+        seconds: float,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """`clock`: what "now" is for a run (tests move it years ahead)."""
         self.ledger = ledger
         self.seconds = seconds
+        self.clock = clock
         self.runs = 0
         self.destroyed = 0
         self._stop = threading.Event()
@@ -48,6 +58,7 @@ class RetentionSchedule:
         report = retention.apply(
             self.ledger,
             actor=SCHEDULER_ACTOR,
+            now=self.clock(),
             destroyer=retention.default_destroyer(),
             on_destroyed=self._check_stopping,
         )
