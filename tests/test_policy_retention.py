@@ -489,3 +489,36 @@ def test_handover_from_the_cli(
     finally:
         ledger.close()
     assert run_cli(capsys, "verify")[0] == 0
+
+
+# Bulk reads ------------------------------------------------------------------------------------
+
+
+def test_one_cli_command_reading_past_the_rate_raises_an_alert(
+    store: StoreHandle,
+    cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ledger.audit.read_alerts import alerts
+
+    monkeypatch.setenv("LEDGER_READ_ALERT_RATE", "2")
+    ledger = store.open()
+    try:
+        for n in range(3):
+            register(ledger, given_name=f"Bulk{n}")
+    finally:
+        ledger.close()
+    assert run_cli(capsys, "list", "--page-size", "2")[0] == 0  # two: at the rate, no alert
+    with caplog.at_level("WARNING", logger="ledger.audit"):
+        code, _, out = run_cli(capsys, "list", "--json")
+    assert code == 0 and "Bulk2" in out
+    (line,) = [r.getMessage() for r in caplog.records if "read-rate alert" in r.getMessage()]
+    assert ACTOR in line and "Bulk" not in line and "example.org" not in line
+    ledger = store.open()
+    try:
+        (alert,) = list(alerts(ledger))
+        assert (alert.principal, alert.distinct_customers, alert.threshold) == (ACTOR, 3, 2)
+    finally:
+        ledger.close()
