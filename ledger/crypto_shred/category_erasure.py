@@ -108,7 +108,7 @@ def destroy_categories(
     customer = ledger._load_for_command(customer_id, None)
     key = ledger.keys.get(customer_id)
     already = ledger.erasures.erased_categories(customer_id)
-    if key is None or (not key.categories and not already):
+    if key is None or not key.bundled:
         raise ValidationFailed(
             [
                 FieldViolation(

@@ -157,6 +157,9 @@ class DataKey:
     # The live category keys (`ledger.crypto_shred.category_keys`); empty for a customer
     # registered before category keys existed, who keeps one key for everything.
     categories: dict[str, CategoryKey] = field(default_factory=dict, repr=False, compare=False)
+    # Registered with category keys (even if all of them are destroyed since): its data
+    # is sealed per category. False: a single-key customer.
+    bundled: bool = False
 
 
 class KeyStatus(Enum):
@@ -387,7 +390,13 @@ class SqlKeyStore(KeyStore):
                 pack(key, categories), key_context(customer_id, key_id)
             )
             keys.append(
-                DataKey(customer_id=customer_id, key_id=key_id, key=key, categories=categories)
+                DataKey(
+                    customer_id=customer_id,
+                    key_id=key_id,
+                    key=key,
+                    categories=categories,
+                    bundled=True,
+                )
             )
             rows.append((self._bind_id(customer_id), key_id, kek_id, wrapped))
         return keys, rows
@@ -626,7 +635,13 @@ def _data_key(customer_id: UUID, key_id: str, payload: bytes) -> DataKey:
         ) from None
     if len(key) != DEK_BYTES:
         raise KeyUnwrapError(f"the data key of customer {customer_id} has the wrong length")
-    return DataKey(customer_id=customer_id, key_id=key_id, key=key, categories=categories)
+    return DataKey(
+        customer_id=customer_id,
+        key_id=key_id,
+        key=key,
+        categories=categories,
+        bundled=len(payload) != DEK_BYTES,
+    )
 
 
 def _as_uuid(value: object) -> UUID:

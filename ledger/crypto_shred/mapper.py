@@ -107,7 +107,7 @@ class EncryptingMapper(Mapper[UUID]):
         class_version = getattr(cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
-        if key.categories:
+        if key.bundled:
             state[SEALED] = self._seal_parts(key, secret, customer_id, version, topic)
             return self._store(topic, state)
         blob = seal(key.key, self.transcoder.encode(secret), envelope(customer_id, version, topic))
