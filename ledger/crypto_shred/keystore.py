@@ -49,6 +49,9 @@ DEK_BYTES = 32
 _BATCH = 500
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 _INT64 = 2**63
+# New customers get category keys (`category_keys`). False writes the single-key format
+# every customer had before: for tests and benchmarks of ledgers from before the change.
+CATEGORY_KEYS = True
 
 
 # All SQL, written once: {keys}/{marks} are the (validated) table names, `?` the placeholder.
@@ -385,17 +388,16 @@ class SqlKeyStore(KeyStore):
             key, key_id = AESGCM.generate_key(256), secrets.token_hex(8)
             # The category keys ride in the same row, wrapped with the customer key in one
             # KEK call: no extra key write per registration (see category_keys).
-            categories = new_category_keys()
-            kek_id, wrapped = self.provider.wrap(
-                pack(key, categories), key_context(customer_id, key_id)
-            )
+            categories = new_category_keys() if CATEGORY_KEYS else {}
+            payload = pack(key, categories) if CATEGORY_KEYS else key
+            kek_id, wrapped = self.provider.wrap(payload, key_context(customer_id, key_id))
             keys.append(
                 DataKey(
                     customer_id=customer_id,
                     key_id=key_id,
                     key=key,
                     categories=categories,
-                    bundled=True,
+                    bundled=CATEGORY_KEYS,
                 )
             )
             rows.append((self._bind_id(customer_id), key_id, kek_id, wrapped))
