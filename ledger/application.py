@@ -15,7 +15,13 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import EventStore, Mapper, RecordConflictError, Recording
+from eventsourcing.persistence import (
+    EventStore,
+    Mapper,
+    RecordConflictError,
+    Recording,
+    StoredEvent,
+)
 
 from ledger.audit.access_log import AccessLog
 from ledger.audit.head_signer import TreeHeadSigner
@@ -34,7 +40,12 @@ from ledger.audit.tree_heads import (
 from ledger.config import Settings
 from ledger.crypto_shred import journal
 from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
-from ledger.crypto_shred.erasures import ERASED_TOPIC, ErasureRegistry, ScanErasures
+from ledger.crypto_shred.erasures import (
+    CATEGORIES_ERASED_TOPIC,
+    ERASED_TOPIC,
+    ErasureRegistry,
+    ScanErasures,
+)
 from ledger.crypto_shred.keyring import KeyMissing, KeyRing, PendingKeys
 from ledger.crypto_shred.mapper import EncryptingMapper
 from ledger.domain.customer import Customer
@@ -82,6 +93,7 @@ class _ErasureScanner(Protocol):
     """What the ledger's recorders add (`ledger.audit.recorders`)."""
 
     select_erasures: ScanErasures
+    select_category_erasures: Callable[[int], Sequence[tuple[int, UUID, bytes]]]
 
 
 class ErasureAwareEvents(EventStore[UUID]):
@@ -139,6 +151,9 @@ class CustomerLedger(Application[UUID]):
         # Projections, indexes and caches register here to drop their copy of a customer
         # in the same step as the key is destroyed (DESIGN invariant 3).
         self.erasure_purgers: list[Callable[[UUID], None]] = []
+        # In-memory copies to drop when some categories of a customer are destroyed
+        # (`ledger.crypto_shred.category_erasure`; projections re-fold instead).
+        self.category_purgers: list[Callable[[UUID], None]] = []
         # Called after every save (in-process projections catch up here when a save could
         # not be applied to them in its own transaction; bounded lag).
         # Hooks must not raise: the events are committed whatever they do.
@@ -150,7 +165,9 @@ class CustomerLedger(Application[UUID]):
         self.inline_projections: InlineProjections | None = None
         super().__init__(env=settings.eventsourcing_env())
         # Who is erased, read from this log: the key ring asks it before the key store.
-        self.erasures = ErasureRegistry(cast(_ErasureScanner, self.recorder).select_erasures)
+        self.erasures = ErasureRegistry(
+            cast(_ErasureScanner, self.recorder).select_erasures, self._scan_category_erasures
+        )
         self.erasures.refresh()
         self.keys.erasures = self.erasures
         # Erasures this process completed (read by the metrics endpoint).
@@ -180,6 +197,17 @@ class CustomerLedger(Application[UUID]):
         if isinstance(self.recorder, LeafAuthentication):
             self.recorder.leaf_key = leaf_key(signer)
             self._authenticate_legacy_leaves()
+
+    def _scan_category_erasures(self, after: int) -> list[tuple[int, UUID, Sequence[str]]]:
+        """The CategoriesErased events after `after`, decoded (they hold no personal data,
+        so no key is used): (position, customer id, categories)."""
+        rows = cast(_ErasureScanner, self.recorder).select_category_erasures(after)
+        found: list[tuple[int, UUID, Sequence[str]]] = []
+        for position, customer_id, state in rows:
+            stored = StoredEvent(customer_id, 0, CATEGORIES_ERASED_TOPIC, state)
+            event = self.mapper.to_domain_event(stored)
+            found.append((position, customer_id, list(getattr(event, "categories", ()))))
+        return found
 
     def _save_batch(self, events: Sequence[Any], new_keys: Sequence[PendingKeys]) -> None:
         if not new_keys:

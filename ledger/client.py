@@ -387,10 +387,16 @@ class LedgerClient:
     # ComplianceService ------------------------------------------------------------------------
 
     def erase_customer(
-        self, customer: str, *, legal_basis: str, reason: str
+        self,
+        customer: str,
+        *,
+        legal_basis: str,
+        reason: str,
+        categories: Sequence[str] = (),
     ) -> compliance_service_pb2.EraseCustomerResponse:
+        """`categories`: destroy only these data categories (empty: the whole customer)."""
         request = compliance_service_pb2.EraseCustomerRequest(
-            name=_name(customer), legal_basis=legal_basis, reason=reason
+            name=_name(customer), legal_basis=legal_basis, reason=reason, categories=categories
         )
         return self.compliance.EraseCustomer(request, **self.call_options)
 

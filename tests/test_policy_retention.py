@@ -23,6 +23,7 @@ from ledger.cli.main import EXIT_HELD, EXIT_INVALID, main
 from ledger.config import ConfigError, Settings
 from ledger.crypto_shred.certificate import SignedCertificate
 from ledger.domain.customer import Customer
+from ledger.domain.erased import ErasedValue
 from ledger.domain.errors import CustomerOnHold
 from ledger.policy import holds, retention
 from ledger.policy.facts import CustomerFacts
@@ -522,3 +523,50 @@ def test_one_cli_command_reading_past_the_rate_raises_an_alert(
         assert (alert.principal, alert.distinct_customers, alert.threshold) == (ACTOR, 3, 2)
     finally:
         ledger.close()
+
+
+# Per-category destruction (the category-keys service) ------------------------------------------
+
+
+def test_apply_destroys_due_categories_and_keeps_the_rest(
+    store: StoreHandle, cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = store.open()
+    try:
+        due, held = register(ledger), register(ledger, given_name="Held")
+        holds.place_hold(ledger, held, actor=ACTOR, reason="case-3")
+    finally:
+        ledger.close()
+    # Two years and more after the last change, under the default policy: contact details
+    # and the date of birth are due, the name (ten years) is kept.
+    code, err, out = run_cli(capsys, "retention", "apply", "--now", "2031-01-01", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    (destroyed,) = report["destroyed"]
+    assert destroyed["customer_id"] == str(due) and not destroyed["whole_customer"]
+    assert destroyed["categories"] == [
+        "user.contact.email",
+        "user.contact.phone_number",
+        "user.contact.address",
+        "user.demographic.date_of_birth",
+    ]
+    assert report["held"] == [str(held)]
+    code, _, out = run_cli(capsys, "retention", "apply", "--now", "2031-01-01", "--json")
+    assert json.loads(out)["destroyed"] == []  # never twice
+    code, _, out = run_cli(capsys, "retention", "plan", "--now", "2031-01-01", "--json")
+    assert [c["customer_id"] for c in json.loads(out)["customers"]] == [str(held)]
+    ledger = store.open()
+    try:
+        kept = personal(ledger, due)
+        assert kept["given_name"] == "Testa" and kept["family_name"] == "Person"
+        assert all(isinstance(kept[f], ErasedValue) for f in ("emails", "phones", "birth_date"))
+        assert personal(ledger, held)["emails"] == ["testa.person@example.org"]
+        kinds = [entry.event_type for entry in ledger.history(due)]
+        assert kinds.count("CategoriesErased") == 1
+    finally:
+        ledger.close()
+    code, _, out = run_cli(capsys, "retention", "apply", "--now", "2040-01-01", "--json")
+    # Ten years on, the name is due as well: what is left of the customer is erased whole.
+    (whole,) = json.loads(out)["destroyed"]
+    assert whole["customer_id"] == str(due) and whole["whole_customer"]
+    assert run_cli(capsys, "verify")[0] == 0

@@ -19,6 +19,7 @@ from ledger.api.customer_access import CustomerAccess
 from ledger.api.errors import ApiError
 from ledger.api.rpc import Call
 from ledger.application import CustomerLedger
+from ledger.crypto_shred.category_erasure import destroy_categories
 from ledger.domain.profile import PERSONAL_FIELDS
 from ledger.policy.classification import FIELDS
 from ledger.policy.handover import hand_over
@@ -46,12 +47,22 @@ class ComplianceService:
         if not request.reason.strip():
             raise ApiError.invalid("reason", "required: a non-personal reason code")
         self.access.load(call, customer_id)
-        signed = self.ledger.erase(
-            customer_id,
-            actor=call.principal.name,
-            legal_basis=request.legal_basis,
-            reason=request.reason,
-        )
+        if request.categories:
+            signed = destroy_categories(
+                self.ledger,
+                customer_id,
+                list(request.categories),
+                actor=call.principal.name,
+                legal_basis=request.legal_basis,
+                reason=request.reason,
+            )
+        else:
+            signed = self.ledger.erase(
+                customer_id,
+                actor=call.principal.name,
+                legal_basis=request.legal_basis,
+                reason=request.reason,
+            )
         body = signed.certificate
         return pb.EraseCustomerResponse(
             certificate=pb.ErasureCertificate(
@@ -63,6 +74,7 @@ class ComplianceService:
                 key_id=body.key_id,
                 last_version=body.last_version,
                 ledger_key_id=body.ledger_key_id,
+                categories=body.category_list,
             ),
             signature=signed.signature,
             certificate_json=signed.to_json(),

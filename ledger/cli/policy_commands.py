@@ -196,7 +196,7 @@ def cmd_retention_apply(args: argparse.Namespace, settings: Settings) -> int:
     ]
     lines += [f"held {customer_id}" for customer_id in report.held]
     lines += [
-        f"pending {customer_id}: per-category destruction is not available in this build"
+        f"pending {customer_id}: registered before category keys; erased whole once all is due"
         for customer_id in report.pending
     ]
     lines += [f"refused {customer_id}: {why}" for customer_id, why in report.failed.items()]

@@ -213,6 +213,27 @@ class Customer(Aggregate):
         def apply(self, aggregate: Customer) -> None:
             aggregate.contract_ended_on = self.ended_on
 
+    # Per-category destruction (issue 14) ------------------------------------------------
+
+    class CategoriesErased(Event):
+        """Some data categories of the customer were crypto-shredded, the rest kept (e.g.
+        contact details due under the retention policy, the name kept for tax law). Holds
+        no personal data: which categories and fields, the legal basis, which keys died.
+        This event, not the key store, decides that the categories are gone for good."""
+
+        categories: list[str]
+        fields: list[str]
+        legal_basis: str
+        key_ids: dict[str, str]
+
+        def apply(self, aggregate: Customer) -> None:
+            erased = getattr(aggregate, "erased_categories", None)
+            aggregate.erased_categories = sorted({*(erased or ()), *self.categories})
+            if isinstance(aggregate.personal, dict):
+                for name in self.fields:
+                    if name in aggregate.personal:
+                        aggregate.personal[name] = ERASED
+
     def __init__(self, personal: PersonalData, public: dict[str, Any], owner: str | None) -> None:
         self.personal: PersonalData = dict(personal) if isinstance(personal, dict) else ERASED
         self.locale: str | None = public.get("locale")
@@ -227,6 +248,8 @@ class Customer(Aggregate):
         self.quality_warnings: list[dict[str, str]] = []
         self.legal_hold: bool = False
         self.contract_ended_on: str | None = None
+        # Data categories destroyed on their own (`CategoriesErased`), sorted.
+        self.erased_categories: list[str] = []
 
     # Commands -----------------------------------------------------------------------------
 
@@ -270,9 +293,10 @@ class Customer(Aggregate):
         self.refuse_if_merged()
         assert isinstance(self.personal, dict)
         personal_diff, public_diff = self._diff(changes)
+        self.refuse_erased_fields(personal_diff)
         after = dict(self.personal)
         _merge(after, personal_diff)
-        if not after.get("given_name") and not after.get("family_name"):
+        if not _present(after.get("given_name")) and not _present(after.get("family_name")):
             raise ValidationFailed(
                 [FieldViolation("family_name", "a customer needs a given_name or a family_name")]
             )
@@ -378,6 +402,52 @@ class Customer(Aggregate):
         self.trigger_event(self.ContractEnded, ended_on=ended_on, actor=actor, reason=reason)
         return True
 
+    def erase_categories(
+        self,
+        categories: list[str],
+        fields: list[str],
+        *,
+        actor: str,
+        reason: str | None,
+        legal_basis: str,
+        key_ids: dict[str, str],
+        despite_hold: bool = False,
+    ) -> None:
+        """`categories`/`fields`: resolved by the caller from the classification table
+        (`ledger.crypto_shred.category_erasure`); only what is not destroyed yet.
+        `despite_hold`: only for re-applying a destruction that already happened (from the
+        journal after a restore)."""
+        self.refuse_if_erased()
+        if not despite_hold:
+            self.refuse_if_held()
+        if not legal_basis.strip():
+            raise ValidationFailed([FieldViolation("legal_basis", "must not be empty")])
+        if not categories:
+            raise ValidationFailed([FieldViolation("categories", "name at least one category")])
+        self.trigger_event(
+            self.CategoriesErased,
+            categories=sorted(categories),
+            fields=sorted(fields),
+            legal_basis=legal_basis,
+            key_ids=dict(key_ids),
+            actor=actor,
+            reason=reason,
+        )
+
+    def refuse_erased_fields(self, names: Collection[str]) -> None:
+        """A destroyed category's key is gone: new values for its fields cannot be sealed
+        (and keeping them would undo the destruction's purpose)."""
+        if not isinstance(self.personal, dict):
+            return
+        gone = sorted(n for n in names if isinstance(self.personal.get(n), ErasedValue))
+        if gone:
+            raise ValidationFailed(
+                [
+                    FieldViolation(n, "its data category was destroyed; it cannot be set again")
+                    for n in gone
+                ]
+            )
+
     def flag_quality(self, warnings: list[FieldViolation], actor: str, reason: str | None) -> None:
         """Record validation warnings (field and reason; the values were never kept)."""
         self.refuse_if_erased()
@@ -421,6 +491,7 @@ class Customer(Aggregate):
                 ]
             )
         personal, public = merge_plan(self, source, set(take))
+        self.refuse_erased_fields(personal)
         if personal or public:
             validate_changes({**personal, **public})  # the limits (e.g. 20 emails) still hold
         changed = sorted([*personal, *public])
@@ -496,6 +567,11 @@ class Customer(Aggregate):
 def _require_reason(reason: str | None) -> None:
     if reason is None or not reason.strip():
         raise ValidationFailed([FieldViolation("reason", "a legal hold needs a reason code")])
+
+
+def _present(value: object) -> bool:
+    """A destroyed value was there (it is gone by law, not missing by mistake)."""
+    return isinstance(value, ErasedValue) or bool(value)
 
 
 def _unite(first: list[Any] | None, second: list[Any] | None, key: Any = None) -> list[Any]:

@@ -9,7 +9,7 @@ log order (paged); a projection can index these facts when the log grows large.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -32,23 +32,13 @@ PROFILE_EVENTS = (
     Customer.MergeUndone,
 )
 
-# Events recording that some categories of one customer were destroyed (per-category
-# crypto-shredding), each with the function naming the categories it destroyed. The module
-# that defines such an event registers it here (`register_destruction_event`), so the plan
-# never lists a destroyed category again: the log decides what is destroyed.
-DESTRUCTION_EVENTS: dict[type, Callable[[Any], Iterable[str]]] = {}
-
-
-def register_destruction_event(kind: type, categories: Callable[[Any], Iterable[str]]) -> None:
-    DESTRUCTION_EVENTS[kind] = categories
-
 
 def customer_topics() -> list[str]:
     return [
         get_topic(kind)
         for kind in vars(Customer).values()
         if isinstance(kind, type) and issubclass(kind, Customer.Event)
-    ] + [get_topic(kind) for kind in DESTRUCTION_EVENTS if issubclass(kind, Customer.Event)]
+    ]
 
 
 @dataclass
@@ -99,9 +89,8 @@ def _fold(facts: dict[UUID, CustomerFacts], event: Any) -> None:
         found.legal_hold = False
     elif isinstance(event, Customer.ContractEnded):
         found.contract_ended_on = date.fromisoformat(event.ended_on)
-    for kind, categories in DESTRUCTION_EVENTS.items():
-        if isinstance(event, kind):
-            found.destroyed.update(categories(event))
+    elif isinstance(event, Customer.CategoriesErased):
+        found.destroyed.update(event.categories)
 
 
 def scan_customers(app: Application[UUID]) -> dict[UUID, CustomerFacts]:

@@ -32,6 +32,7 @@ from ledger.domain.errors import (
     CustomerErasedError,
     CustomerOnHold,
     LedgerError,
+    ValidationFailed,
 )
 from ledger.policy.classification import FIELDS, PERSONAL_CATEGORIES
 from ledger.policy.facts import CustomerFacts, midnight, scan_customers
@@ -63,17 +64,11 @@ class CategoryDestroyer(Protocol):
     ) -> SignedCertificate: ...
 
 
-def default_destroyer() -> CategoryDestroyer | None:
-    """The per-category destruction when this build has it (None: only whole customers
-    can be destroyed; partial dues are reported as pending)."""
-    try:
-        from ledger.crypto_shred.category_erasure import (  # type: ignore[import-not-found]
-            destroy_categories,
-        )
-    except ImportError:
-        return None
-    destroyer: CategoryDestroyer = destroy_categories
-    return destroyer
+def default_destroyer() -> CategoryDestroyer:
+    """The per-category destruction (crypto-shredding one category's key)."""
+    from ledger.crypto_shred.category_erasure import destroy_categories
+
+    return destroy_categories
 
 
 @dataclass(frozen=True)
@@ -211,7 +206,8 @@ class RetentionReport:
     policy_version: int
     destroyed: list[Destruction] = field(default_factory=list)
     held: list[UUID] = field(default_factory=list)
-    # Partial dues this build cannot destroy yet (no per-category destruction available).
+    # Partial dues that cannot be destroyed one category at a time: no destroyer given, or a
+    # customer with a single key (registered before category keys).
     pending: list[UUID] = field(default_factory=list)
     # Refused for a reason of the customer's state (e.g. customers merged into it alive).
     failed: dict[UUID, str] = field(default_factory=dict)
@@ -276,7 +272,7 @@ def _destroy_one(
             certificate = ledger.erase(
                 customer_id, actor=actor, legal_basis=basis, reason=RETENTION_REASON
             )
-        elif destroyer is None:
+        elif destroyer is None:  # planning tools and tests: whole customers only
             report.pending.append(customer_id)
             return
         else:
@@ -292,6 +288,12 @@ def _destroy_one(
         report.held.append(customer_id)
         return
     except CustomerErasedError:  # erased since the plan was made: nothing left to do
+        return
+    except ValidationFailed as exc:
+        # A customer registered before category keys has one key: its categories cannot
+        # go one by one, only all together once every one is due.
+        report.pending.append(customer_id)
+        log.info("retention left customer %s pending: %s", customer_id, exc)
         return
     except LedgerError as exc:
         report.failed[customer_id] = str(exc)  # domain errors name ids and fields only

@@ -28,22 +28,31 @@ class EraseCustomerRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`customers/{customer}`."""
     legal_basis: _builtins.str
     """The legal basis, e.g. "GDPR Art. 17(1)(a)" (stored readable: no personal data)."""
     reason: _builtins.str
     """A non-personal reason code, e.g. "subject-request"."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: destroy only these data categories (Fides keys, e.g. "user.contact", which
+        covers email, phone and address) and keep the rest readable. Empty: erase the whole
+        customer. Only customers registered with category keys can lose a category alone.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         legal_basis: _builtins.str = ...,
         reason: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_basis", b"legal_basis", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "legal_basis", b"legal_basis", "name", b"name", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -63,6 +72,7 @@ class ErasureCertificate(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     LAST_VERSION_FIELD_NUMBER: _builtins.int
     LEDGER_KEY_ID_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
     customer: _builtins.str
     """The erased customer, `customers/{customer}`."""
     actor: _builtins.str
@@ -81,6 +91,12 @@ class ErasureCertificate(_message.Message):
     def erase_time(self) -> _timestamp_pb2.Timestamp:
         """When it was erased."""
 
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For the destruction of some categories only: the categories destroyed (sorted; `key_id`
+        then lists `category=key id` pairs). Empty when the whole customer was erased.
+        """
+
     def __init__(
         self,
         *,
@@ -92,10 +108,11 @@ class ErasureCertificate(_message.Message):
         key_id: _builtins.str = ...,
         last_version: _builtins.int = ...,
         ledger_key_id: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "customer", b"customer", "erase_time", b"erase_time", "key_id", b"key_id", "last_version", b"last_version", "ledger_key_id", b"ledger_key_id", "legal_basis", b"legal_basis", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "categories", b"categories", "customer", b"customer", "erase_time", b"erase_time", "key_id", b"key_id", "last_version", b"last_version", "ledger_key_id", b"ledger_key_id", "legal_basis", b"legal_basis", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -181,6 +181,7 @@ class Customer(_message.Message):
     ERASE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     MERGED_INTO_FIELD_NUMBER: _builtins.int
+    ERASED_FIELDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name, `customers/{customer}`; the id is a UUID chosen by the server."""
     given_name: _builtins.str
@@ -255,6 +256,12 @@ class Customer(_message.Message):
     def erase_time(self) -> _timestamp_pb2.Timestamp:
         """When the customer was erased; unset if not erased."""
 
+    @_builtins.property
+    def erased_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The personal fields whose data category was destroyed on its own (retention): they
+        are empty above because they are gone, not because they were never given.
+        """
+
     def __init__(
         self,
         *,
@@ -278,10 +285,11 @@ class Customer(_message.Message):
         erase_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         merged_into: _builtins.str = ...,
+        erased_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "create_time", b"create_time", "erase_time", b"erase_time", "update_time", b"update_time", "verify_time", b"verify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "birth_date", b"birth_date", "create_time", b"create_time", "emails", b"emails", "erase_time", b"erase_time", "etag", b"etag", "external_ids", b"external_ids", "family_name", b"family_name", "given_name", b"given_name", "locale", b"locale", "merged_into", b"merged_into", "name", b"name", "owner", b"owner", "personal_data_state", b"personal_data_state", "phones", b"phones", "state", b"state", "tags", b"tags", "update_time", b"update_time", "verify_time", b"verify_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "birth_date", b"birth_date", "create_time", b"create_time", "emails", b"emails", "erase_time", b"erase_time", "erased_fields", b"erased_fields", "etag", b"etag", "external_ids", b"external_ids", "family_name", b"family_name", "given_name", b"given_name", "locale", b"locale", "merged_into", b"merged_into", "name", b"name", "owner", b"owner", "personal_data_state", b"personal_data_state", "phones", b"phones", "state", b"state", "tags", b"tags", "update_time", b"update_time", "verify_time", b"verify_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
