@@ -570,3 +570,25 @@ def test_apply_destroys_due_categories_and_keeps_the_rest(
     (whole,) = json.loads(out)["destroyed"]
     assert whole["customer_id"] == str(due) and whole["whole_customer"]
     assert run_cli(capsys, "verify")[0] == 0
+
+
+def test_contract_end_is_recorded_and_checked(
+    store: StoreHandle, cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = store.open()
+    try:
+        customer_id = register(ledger)
+    finally:
+        ledger.close()
+    code, err, _ = run_cli(capsys, "contract", "end", str(customer_id), "--on", "31.12.2026")
+    assert code == EXIT_INVALID and "--on" in err
+    code, _, out = run_cli(
+        capsys, "contract", "end", str(customer_id), "--on", "2026-12-31", "--json"
+    )
+    assert code == 0 and json.loads(out)["contract_ended_on"] == "2026-12-31"
+    ledger = store.open()
+    try:
+        (ended,) = [e for e in ledger.history(customer_id) if e.event_type == "ContractEnded"]
+        assert (ended.details["ended_on"], ended.actor) == ("2026-12-31", ACTOR)
+    finally:
+        ledger.close()
