@@ -592,3 +592,15 @@ def test_contract_end_is_recorded_and_checked(
         assert (ended.details["ended_on"], ended.actor) == ("2026-12-31", ACTOR)
     finally:
         ledger.close()
+
+
+def test_a_policy_version_refuses_unstorable_actor_text(store: StoreHandle) -> None:
+    from ledger.domain.errors import ValidationFailed
+
+    ledger = store.open()
+    try:
+        with pytest.raises(ValidationFailed, match="actor"):
+            PolicyLog(ledger).apply(default_policy(), actor="ops\x1b[2J")
+        assert PolicyLog(ledger).versions() == []
+    finally:
+        ledger.close()

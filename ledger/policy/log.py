@@ -23,12 +23,14 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import get_topic
 
-from ledger.domain.errors import ConcurrentChange
+from ledger.domain.errors import ConcurrentChange, FieldViolation, ValidationFailed
+from ledger.domain.text import storable_violations
 from ledger.policy.model import Policy, default_policy
 
 if TYPE_CHECKING:
     from eventsourcing.application import Application
 
+MAX_REASON = 500
 # One stream for the whole ledger's policy: a fixed, documented id.
 POLICY_STREAM_ID = uuid5(UUID("00000000-0000-0000-0000-000000000000"), "ledger.data-policy")
 
@@ -115,6 +117,13 @@ class PolicyLog:
         """Store `policy` (already checked by `parse_policy`) as the next version. The same
         policy as the current one is stored again: the log then says it was re-affirmed,
         by whom and when (an auditor's question as much as a change is)."""
+        violations = storable_violations((("actor", actor), ("reason", reason)))
+        if not actor.strip():
+            violations.append(FieldViolation("actor", "must not be empty"))
+        if reason is not None and len(reason) > MAX_REASON:
+            violations.append(FieldViolation("reason", f"at most {MAX_REASON} characters"))
+        if violations:
+            raise ValidationFailed(violations)
         data = policy.as_data()
         digest = digest_of(data)
         stored = self.app.recorder.select_events(POLICY_STREAM_ID, desc=True, limit=1)
