@@ -31,6 +31,7 @@ from ledger.policy.handover import PERFORMED_TOPIC
 from ledger.policy.log import APPLIED_TOPICS, PolicyLog
 from ledger.policy.model import default_policy, parse_policy
 from ledger.policy.schedule import RetentionSchedule
+from ledger.v1 import compliance_service_pb2
 from tests.api_support import customer, fails, start_api
 from tests.helpers import StoreHandle, person
 
@@ -201,6 +202,11 @@ def test_a_hold_blocks_erasure_and_retention_for_one_customer_while_another_is_d
         capsys, "erase", str(held), "--legal-basis", "GDPR Art. 17", "--reason", "request"
     )
     assert code == EXIT_HELD and "legal hold" in err and out == ""
+    code, err, out = run_cli(
+        capsys, "erase", str(held), "--category", "user.contact",
+        "--legal-basis", "GDPR Art. 17", "--reason", "request",
+    )  # fmt: skip
+    assert code == EXIT_HELD and "legal hold" in err and out == ""
     folder = tmp_path / "certificates"
     code, _, out = run_cli(
         capsys, "retention", "apply", "--now", FAR, "--json", "--certificates", str(folder)
@@ -245,6 +251,17 @@ def test_the_api_refuses_to_erase_a_held_customer(store: StoreHandle) -> None:
         )
         assert details["reason"] == "LEGAL_HOLD"
         assert details["metadata"]["customer"] == created.name
+        details = fails(
+            lambda: dpo.compliance.EraseCustomer(
+                compliance_service_pb2.EraseCustomerRequest(
+                    name=created.name, legal_basis="GDPR Art. 17", reason="req",
+                    categories=["user.contact"],
+                ),
+                **dpo.call_options,
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )  # fmt: skip
+        assert details["reason"] == "LEGAL_HOLD"
         holds.release_hold(api.ledger, customer_id, actor=ACTOR)
         answer = dpo.erase_customer(created.name, legal_basis="GDPR Art. 17", reason="req")
         assert answer.certificate.customer == created.name
