@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID, uuid5
 
@@ -84,7 +85,9 @@ class PolicyVersion:
         }
 
 
+@cache
 def _default_version() -> PolicyVersion:
+    """Parsed once per process (checking it against the Fides taxonomy costs ~0.25 s)."""
     policy = default_policy()
     return PolicyVersion(0, policy, digest_of(policy.as_data()), None, None, None)
 
@@ -95,6 +98,10 @@ class PolicyLog:
 
     def __init__(self, app: Application[UUID]) -> None:
         self.app = app
+        # The last version decoded: a version's event never changes, so checking the
+        # stream's latest version number is enough to reuse it (decoding and validating a
+        # policy costs more than the indexed read that finds its version).
+        self._cached: PolicyVersion | None = None
 
     def current(self) -> tuple[int, Policy]:
         latest = self.latest()
@@ -104,7 +111,11 @@ class PolicyLog:
         stored = self.app.recorder.select_events(POLICY_STREAM_ID, desc=True, limit=1)
         if not stored:
             return _default_version()
-        return self._version(self.app.mapper.to_domain_event(stored[0]))
+        cached = self._cached
+        if cached is not None and cached.version == stored[0].originator_version:
+            return cached
+        self._cached = self._version(self.app.mapper.to_domain_event(stored[0]))
+        return self._cached
 
     def versions(self) -> list[PolicyVersion]:
         """Every applied version, oldest first (version 0, the default, is not stored)."""
