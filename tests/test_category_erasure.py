@@ -16,6 +16,7 @@ import base64
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -24,7 +25,8 @@ import pytest
 
 from ledger.application import CustomerLedger
 from ledger.cli.main import main
-from ledger.crypto_shred import keystore
+from ledger.crypto_shred import journal, keystore
+from ledger.crypto_shred.category_erasure import REAPPLIED_REASON as CATEGORY_REAPPLIED
 from ledger.crypto_shred.category_erasure import (
     category_journal_paths,
     destroy_categories,
@@ -39,6 +41,7 @@ from ledger.v1 import compliance_service_pb2, resources_pb2
 from tests.api_support import customer, fails, start_api
 from tests.helpers import PostgresStore, StoreHandle, person
 from tests.projection_support import dump_tables
+from tests.test_restore_journal import backup, log_size, record_restore, restore, signer_of
 
 ACTOR = "test-suite"
 CONTACT = ("emails", "phones", "addresses")
@@ -451,3 +454,38 @@ def test_reading_a_destroyed_category_never_uses_a_key_the_store_still_holds(
         key = ledger.keys.get(customer_id)
         assert key is not None and not any(c.startswith("user.contact") for c in key.categories)
         check_contact_erased(ledger, customer_id)
+
+
+def test_a_restore_from_before_the_destruction_replays_it_from_the_journal(
+    store: StoreHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with store.open() as ledger:
+        customer_id = register_contactable(ledger)
+    snapshot = backup(store, tmp_path)
+    with store.open() as ledger:
+        signed = destroy_contact(ledger, customer_id)
+    restore(store, snapshot)  # events and keys from before: the contact keys live again
+    record_restore(store.settings, signer_of(store), log_size(store), "restore drill")
+    with caplog.at_level("WARNING", logger="ledger"), store.open() as ledger:
+        check_contact_erased(ledger, customer_id)
+        last = ledger.history(customer_id)[-1]
+        assert last.reason is not None and last.reason.startswith(CATEGORY_REAPPLIED)
+        assert last.details["legal_basis"] == signed.certificate.legal_basis
+        key = ledger.keys.store.get(customer_id)
+        assert key is not None and not any(c.startswith("user.contact") for c in key.categories)
+    assert f"re-applied the journaled category erasure of customer {customer_id}" in caplog.text
+    with store.open() as ledger:  # nothing left to do
+        assert len(ledger.history(customer_id)) == 3
+
+
+def test_the_category_journal_catches_up_from_the_log(store: StoreHandle) -> None:
+    with store.open() as ledger:
+        customer_id = register_contactable(ledger)
+        signed = destroy_contact(ledger, customer_id)
+        path = category_journal_paths(ledger)[0]
+    path.unlink()  # lost (or never written)
+    with store.open() as ledger:
+        entries, malformed = journal.read(path).parsed()
+        assert not malformed and len(entries) == 1
+        assert entries[0].certificate == signed.certificate
+        assert entries[0].verify(ledger.signer.public_key_pem())

@@ -234,7 +234,55 @@ def replay_category_journal(ledger: CustomerLedger) -> int:
                 continue
             if _reapply(ledger, customer_id, certificate):
                 reapplied += 1
+    _catch_up(ledger)
     return reapplied
+
+
+def _catch_up(ledger: CustomerLedger) -> None:
+    """A journal file that lacks a destruction the log holds (its write failed, or the
+    file is new) gets the certificate re-issued from the log's event."""
+    wanted = {
+        customer_id: categories
+        for customer_id, categories in ledger.erasures.category_erasures().items()
+        if not ledger.erasures.is_erased(customer_id)
+    }
+    if not wanted:
+        return
+    for path in category_journal_paths(ledger):
+        entries, _ = journal.read(path).parsed()
+        held: dict[str, set[str]] = {}
+        for entry in entries:
+            held.setdefault(entry.certificate.customer_id, set()).update(
+                entry.certificate.category_list
+            )
+        missing: list[SignedCertificate] = []
+        for customer_id, categories in sorted(wanted.items()):
+            if categories <= held.get(str(customer_id), set()):
+                continue
+            for event in ledger._events(customer_id):
+                if isinstance(event, Customer.CategoriesErased) and not set(
+                    event.categories
+                ) <= held.get(str(customer_id), set()):
+                    missing.append(
+                        SignedCertificate.issue(certificate_of(ledger, event), ledger.signer)
+                    )
+        try:
+            journal.append([path], missing)
+        except journal.JournalWriteFailed as exc:
+            log.error(
+                "category erasure journal %s lacks %d destructions the log holds and cannot "
+                "be written (%s); the next start tries again",
+                path,
+                len(missing),
+                exc.failures[0][1],
+            )
+        else:
+            if missing:
+                log.warning(
+                    "category erasure journal %s: %d destructions journaled from the log",
+                    path,
+                    len(missing),
+                )
 
 
 def _reapply(ledger: CustomerLedger, customer_id: UUID, certificate: ErasureCertificate) -> bool:

@@ -34,7 +34,7 @@ from eventsourcing.utils import get_topic
 from ledger.crypto_shred.category_keys import key_category_of
 from ledger.crypto_shred.keyring import KeyRing
 from ledger.crypto_shred.keystore import DataKey
-from ledger.crypto_shred.sealing import SealOpenError, open_sealed, seal
+from ledger.crypto_shred.sealing import SealOpenError, open_sealed, seal, seal_many
 from ledger.domain.erased import ERASED
 
 SEALED = "_sealed"
@@ -131,29 +131,38 @@ class EncryptingMapper(Mapper[UUID]):
             for field_name, field_value in value.items():
                 category = key_category_of(field_name) or BASE_PART
                 groups.setdefault(category, {}).setdefault(name, {})[field_name] = field_value
-        parts: dict[str, Any] = {}
-        for category, group in groups.items():
+        # The event's part of the associated data, computed once for all parts.
+        prefix = part_envelope(customer_id, version, topic, "")
+        order = sorted(groups)  # BASE_PART ("") first
+        items: list[tuple[bytes, bytes, bytes]] = []
+        key_ids: list[str] = []
+        for category in order:
             if category == BASE_PART:
-                continue
-            category_key = key.categories.get(category)
-            if category_key is None:
-                raise NoKeyError(f"customer {customer_id} has no live key for category {category}")
-            aad = part_envelope(customer_id, version, topic, category)
-            blob = seal(category_key.key, self.transcoder.encode(group), aad)
-            parts[category] = {
-                "key_id": category_key.key_id,
-                "attrs": sorted(group),
+                part_key, key_id = key.key, key.key_id
+            else:
+                category_key = key.categories.get(category)
+                if category_key is None:
+                    raise NoKeyError(
+                        f"customer {customer_id} has no live key for category {category}"
+                    )
+                part_key, key_id = category_key.key, category_key.key_id
+            items.append(
+                (part_key, self.transcoder.encode(groups[category]), prefix + category.encode())
+            )
+            key_ids.append(key_id)
+        blobs = seal_many(items)
+        parts = {
+            category: {
+                "key_id": key_id,
+                "attrs": sorted(groups[category]),
                 "data": base64.b64encode(blob).decode("ascii"),
             }
-        base = seal(
-            key.key,
-            self.transcoder.encode(groups[BASE_PART]),
-            part_envelope(customer_id, version, topic, BASE_PART),
-        )
+            for category, key_id, blob in zip(order[1:], key_ids[1:], blobs[1:], strict=True)
+        }
         return {
             "v": 2,
             "key_id": key.key_id,
-            "data": base64.b64encode(base).decode("ascii"),
+            "data": base64.b64encode(blobs[0]).decode("ascii"),
             "parts": parts,
         }
 

@@ -104,7 +104,7 @@ class RowSealer:
     def _seal_parts(
         self, key: DataKey, customer_id: UUID, version: int, data: dict[str, Any]
     ) -> bytes:
-        groups: dict[str, dict[str, Any]] = {"": {}}
+        groups: dict[str, dict[str, Any]] = {}
         for name, value in data.items():
             groups.setdefault(key_category_of(name) or "", {})[name] = value
         aad = row_aad(self.table, customer_id, version)
