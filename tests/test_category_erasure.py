@@ -419,6 +419,15 @@ def test_api_erase_customer_with_categories(store: StoreHandle) -> None:
         assert shown.personal_data_state == resources_pb2.PersonalDataState.Value(
             "PERSONAL_DATA_STATE_AVAILABLE"
         )
+        auditor = api.client("root", "admin")
+        events = list(auditor.list_customer_events(created.name))
+        assert [e.event_type for e in events] == ["Registered", "CategoriesErased"]
+        assert events[0].personal_data["emails"] == "erased"
+        assert events[0].personal_data["given_name"] == "Kira"
+        assert events[1].details["categories"] == ["user.contact.email"]
+        export = dpo.export_customer_data(created.name).decode("utf-8")
+        assert EMAIL not in export and "Kira" in export
+        assert json.loads(export)["customer"]["erased_fields"] == ["emails"]
         details = fails(
             lambda: dpo.erase_customer(
                 created.name, legal_basis="b", reason="r", categories=["nonsense"]
