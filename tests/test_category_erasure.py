@@ -498,3 +498,24 @@ def test_the_category_journal_catches_up_from_the_log(store: StoreHandle) -> Non
         assert not malformed and len(entries) == 1
         assert entries[0].certificate == signed.certificate
         assert entries[0].verify(ledger.signer.public_key_pem())
+
+
+def test_undoing_a_merge_after_a_destruction_keeps_the_destroyed_fields_erased(
+    store: StoreHandle,
+) -> None:
+    with store.open() as ledger:
+        survivor = ledger.register(
+            person(given_name="Sam", emails=["sam@example.org"]), actor=ACTOR
+        )
+        source = ledger.register(
+            person(given_name="Sam", phones=[PHONE], emails=["sam.other@example.org"]),
+            actor=ACTOR,
+        )
+        ledger.merge(survivor, source, take=["phones", "emails"], actor=ACTOR)
+        destroy_contact(ledger, survivor)
+        ledger.unmerge(source, actor=ACTOR)
+        personal = ledger.get(survivor).personal
+        assert isinstance(personal, dict) and personal["phones"] is ERASED
+        assert personal["given_name"] == "Sam"
+        restored = ledger.get(source).personal
+        assert isinstance(restored, dict) and restored["phones"] == [PHONE]
