@@ -36,12 +36,13 @@ from ledger.crypto_shred.mapper import SEALED, part_envelope
 from ledger.crypto_shred.sealing import SealOpenError, open_sealed
 from ledger.domain.erased import ERASED
 from ledger.domain.errors import CustomerErasedError, ValidationFailed
+from ledger.operations import record_restore
 from ledger.projections.wiring import runner_of
 from ledger.v1 import compliance_service_pb2, resources_pb2
 from tests.api_support import customer, fails, start_api
 from tests.helpers import PostgresStore, StoreHandle, person
 from tests.projection_support import dump_tables
-from tests.test_restore_journal import backup, log_size, record_restore, restore, signer_of
+from tests.test_restore_journal import backup, log_size, restore, signer_of
 
 ACTOR = "test-suite"
 CONTACT = ("emails", "phones", "addresses")
