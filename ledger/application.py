@@ -93,7 +93,7 @@ class _ErasureScanner(Protocol):
     """What the ledger's recorders add (`ledger.audit.recorders`)."""
 
     select_erasures: ScanErasures
-    select_category_erasures: Callable[[int], Sequence[tuple[int, UUID, bytes]]]
+    select_all_erasures: Callable[[int], Sequence[tuple[int, UUID, bytes | None]]]
 
 
 class ErasureAwareEvents(EventStore[UUID]):
@@ -165,9 +165,7 @@ class CustomerLedger(Application[UUID]):
         self.inline_projections: InlineProjections | None = None
         super().__init__(env=settings.eventsourcing_env())
         # Who is erased, read from this log: the key ring asks it before the key store.
-        self.erasures = ErasureRegistry(
-            cast(_ErasureScanner, self.recorder).select_erasures, self._scan_category_erasures
-        )
+        self.erasures = ErasureRegistry(scan_all=self._scan_all_erasures)
         self.erasures.refresh()
         self.keys.erasures = self.erasures
         # Erasures this process completed (read by the metrics endpoint).
@@ -198,12 +196,15 @@ class CustomerLedger(Application[UUID]):
             self.recorder.leaf_key = leaf_key(signer)
             self._authenticate_legacy_leaves()
 
-    def _scan_category_erasures(self, after: int) -> list[tuple[int, UUID, Sequence[str]]]:
-        """The CategoriesErased events after `after`, decoded (they hold no personal data,
-        so no key is used): (position, customer id, categories)."""
-        rows = cast(_ErasureScanner, self.recorder).select_category_erasures(after)
-        found: list[tuple[int, UUID, Sequence[str]]] = []
+    def _scan_all_erasures(self, after: int) -> list[tuple[int, UUID, Sequence[str] | None]]:
+        """Erased and CategoriesErased events after `after` (one query); the latter decoded
+        to the categories they destroyed (they hold no personal data: no key is used)."""
+        rows = cast(_ErasureScanner, self.recorder).select_all_erasures(after)
+        found: list[tuple[int, UUID, Sequence[str] | None]] = []
         for position, customer_id, state in rows:
+            if state is None:
+                found.append((position, customer_id, None))
+                continue
             stored = StoredEvent(customer_id, 0, CATEGORIES_ERASED_TOPIC, state)
             event = self.mapper.to_domain_event(stored)
             found.append((position, customer_id, list(getattr(event, "categories", ()))))

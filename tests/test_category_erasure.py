@@ -36,12 +36,13 @@ from ledger.crypto_shred.mapper import SEALED, part_envelope
 from ledger.crypto_shred.sealing import SealOpenError, open_sealed
 from ledger.domain.erased import ERASED
 from ledger.domain.errors import CustomerErasedError, ValidationFailed
+from ledger.operations import record_restore
 from ledger.projections.wiring import runner_of
 from ledger.v1 import compliance_service_pb2, resources_pb2
 from tests.api_support import customer, fails, start_api
 from tests.helpers import PostgresStore, StoreHandle, person
 from tests.projection_support import dump_tables
-from tests.test_restore_journal import backup, log_size, record_restore, restore, signer_of
+from tests.test_restore_journal import backup, log_size, restore, signer_of
 
 ACTOR = "test-suite"
 CONTACT = ("emails", "phones", "addresses")
@@ -419,6 +420,15 @@ def test_api_erase_customer_with_categories(store: StoreHandle) -> None:
         assert shown.personal_data_state == resources_pb2.PersonalDataState.Value(
             "PERSONAL_DATA_STATE_AVAILABLE"
         )
+        auditor = api.client("root", "admin")
+        events = list(auditor.list_customer_events(created.name))
+        assert [e.event_type for e in events] == ["Registered", "CategoriesErased"]
+        assert events[0].personal_data["emails"] == "erased"
+        assert events[0].personal_data["given_name"] == "Kira"
+        assert events[1].details["categories"] == ["user.contact.email"]
+        export = dpo.export_customer_data(created.name).decode("utf-8")
+        assert EMAIL not in export and "Kira" in export
+        assert json.loads(export)["customer"]["erased_fields"] == ["emails"]
         details = fails(
             lambda: dpo.erase_customer(
                 created.name, legal_basis="b", reason="r", categories=["nonsense"]
@@ -489,3 +499,24 @@ def test_the_category_journal_catches_up_from_the_log(store: StoreHandle) -> Non
         assert not malformed and len(entries) == 1
         assert entries[0].certificate == signed.certificate
         assert entries[0].verify(ledger.signer.public_key_pem())
+
+
+def test_undoing_a_merge_after_a_destruction_keeps_the_destroyed_fields_erased(
+    store: StoreHandle,
+) -> None:
+    with store.open() as ledger:
+        survivor = ledger.register(
+            person(given_name="Sam", emails=["sam@example.org"]), actor=ACTOR
+        )
+        source = ledger.register(
+            person(given_name="Sam", phones=[PHONE], emails=["sam.other@example.org"]),
+            actor=ACTOR,
+        )
+        ledger.merge(survivor, source, take=["phones", "emails"], actor=ACTOR)
+        destroy_contact(ledger, survivor)
+        ledger.unmerge(source, actor=ACTOR)
+        personal = ledger.get(survivor).personal
+        assert isinstance(personal, dict) and personal["phones"] is ERASED
+        assert personal["given_name"] == "Sam"
+        restored = ledger.get(source).personal
+        assert isinstance(restored, dict) and restored["phones"] == [PHONE]

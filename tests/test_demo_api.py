@@ -41,6 +41,8 @@ KEY_LINES = [
     r"Ada's registration \(position \d+\) is in that tree: \d+ hashes, checked",
     r"policy 'default' version 0 \(the shipped default\)",
     r"field 'emails' is user\.contact\.email \(personal\)",
+    r"destroyed: user\.contact\.address, user\.contact\.email, user\.contact\.phone_number",
+    r"erased fields: addresses, emails, phones",
     r"sales\.amer left: 2 customer\(s\) moved to sales\.emea in one audited operation",
     r"sales\.emea lists now: .*Grace",
     r"ledger verify: \d+ events checked against \d+ signed tree head\(s\): OK",

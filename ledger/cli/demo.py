@@ -413,6 +413,21 @@ def staff_departure(story: Story) -> None:
     print(f"  {PRINCIPALS['sales'][0]} lists now: {_list(mine)}")
 
 
+def destroy_one_category(story: Story) -> None:
+    """Retention: contact details go, the name stays (kept for tax law)."""
+    grace = story.name("grace")
+    response = story.compliance.erase_customer(
+        grace,
+        legal_basis="GDPR Art. 5(1)(e) storage limitation",
+        reason="retention-contact-2y",
+        categories=["user.contact"],
+    )
+    print(f"  destroyed: {', '.join(response.certificate.categories)}")
+    shown = story.service.get_customer(grace)
+    print(_customer(shown))
+    print(f"    erased fields: {_list(shown.erased_fields)}")
+
+
 Step = tuple[str, Callable[[Story], None]]
 STEPS: list[Step] = [
     ("Registering 5 customers (CustomerService.CreateCustomer, as crm-sync)", register),
@@ -429,6 +444,10 @@ STEPS: list[Step] = [
     ("Exporting Ada's data after erasure: only non-personal data is left", export_after_erasure),
     ("The others are intact", others_intact),
     ("The data policy in force (ComplianceService.GetPolicy)", data_policy),
+    (
+        "Retention: destroying Grace's contact details only (EraseCustomer with categories)",
+        destroy_one_category,
+    ),
     ("Staff departure (ComplianceService.HandoverCustomers, as admin)", staff_departure),
 ]
 

@@ -182,11 +182,22 @@ def certificate_of(ledger: CustomerLedger, event: Customer.CategoriesErased) -> 
 def reshred_categories(ledger: CustomerLedger) -> int:
     """At open: every category the log says is destroyed leaves the key store again (a
     store restored from a backup, or a re-inserted row, holds it). Returns how many
-    customers needed it. One key read per customer with destroyed categories."""
+    customers needed it."""
     ledger.erasures.refresh()
+    pending = {
+        customer_id: categories
+        for customer_id, categories in ledger.erasures.category_erasures().items()
+        if not ledger.erasures.is_erased(customer_id)
+    }
+    if not pending:
+        return 0
+    # One read per 500 customers (the common case: nothing to do); writes only for keys
+    # that hold a destroyed category again.
+    stored = ledger.keys.store.get_many(sorted(pending))
     fixed = 0
-    for customer_id, categories in sorted(ledger.erasures.category_erasures().items()):
-        if ledger.erasures.is_erased(customer_id):
+    for customer_id, key in sorted(stored.items()):
+        categories = pending[customer_id]
+        if categories.isdisjoint(key.categories):
             continue
         removed = ledger.keys.destroy_categories(customer_id, sorted(categories))
         if removed:

@@ -28,8 +28,9 @@ CATEGORIES_ERASED_TOPIC = get_topic(Customer.CategoriesErased)
 
 # The Erased events after a position, in log order: (position, customer id).
 ScanErasures = Callable[[int], Sequence[tuple[int, UUID]]]
-# The CategoriesErased events after a position: (position, customer id, categories).
-ScanCategoryErasures = Callable[[int], Sequence[tuple[int, UUID, Sequence[str]]]]
+# Erased and CategoriesErased events after a position, in log order, in one query:
+# (position, customer id, None for Erased or the categories CategoriesErased destroyed).
+ScanAllErasures = Callable[[int], Sequence[tuple[int, UUID, Sequence[str] | None]]]
 
 
 class ErasureRegistry:
@@ -39,16 +40,16 @@ class ErasureRegistry:
     def __init__(
         self,
         scan: ScanErasures | None = None,
-        scan_categories: ScanCategoryErasures | None = None,
+        *,
+        scan_all: ScanAllErasures | None = None,
     ) -> None:
         self._scan = scan
-        self._scan_categories = scan_categories
+        self._scan_all = scan_all
         self._erased: set[UUID] = set()
         self._position = 0
         # Per-category destruction, as the log says (`Customer.CategoriesErased`): the key
         # ring never hands out a category key the log says is destroyed.
         self._categories: dict[UUID, frozenset[str]] = {}
-        self._category_position = 0
         self._last_scan_started = -1
         self._lock = threading.Lock()
         # What refreshing costs, for `ledger` operators and the benchmark.
@@ -59,7 +60,7 @@ class ErasureRegistry:
         """Read the Erased events logged since the last scan (one query; none new is the
         common case). Threads that ask while a scan runs share the next one: a scan that
         started after a caller asked is as fresh as one of its own."""
-        if self._scan is None:
+        if self._scan is None and self._scan_all is None:
             return
         asked = time.monotonic_ns()
         with self._lock:
@@ -67,16 +68,17 @@ class ErasureRegistry:
                 return
             self._last_scan_started = time.monotonic_ns()
             started = time.perf_counter()
-            rows = self._scan(self._position)
-            for position, customer_id in rows:
-                self._erased.add(customer_id)
-                self._position = max(self._position, position)
-            if self._scan_categories is not None:
-                for position, customer_id, categories in self._scan_categories(
-                    self._category_position
-                ):
-                    self._merge_categories(customer_id, categories)
-                    self._category_position = max(self._category_position, position)
+            if self._scan_all is not None:
+                for position, customer_id, categories in self._scan_all(self._position):
+                    if categories is None:
+                        self._erased.add(customer_id)
+                    else:
+                        self._merge_categories(customer_id, categories)
+                    self._position = max(self._position, position)
+            elif self._scan is not None:
+                for position, customer_id in self._scan(self._position):
+                    self._erased.add(customer_id)
+                    self._position = max(self._position, position)
             self.scans += 1
             self.scan_seconds += time.perf_counter() - started
 
@@ -114,5 +116,5 @@ class ErasureRegistry:
 
     @property
     def position(self) -> int:
-        """The log position up to which Erased events have been read."""
+        """The log position up to which Erased (and CategoriesErased) events were read."""
         return self._position

@@ -248,15 +248,19 @@ class EncryptingMapper(Mapper[UUID]):
         if not isinstance(parts, dict):
             raise SealError(f"{where}: the sealed parts are malformed")
         erasures = self.keys.erasures
-        for category, part in sorted(parts.items()):
+        gone = erasures.erased_categories(customer_id)
+        # The event's part of the associated data, computed once for all parts.
+        prefix = part_envelope(customer_id, stored.originator_version, stored.topic, "")
+        for category, part in parts.items():
             if not isinstance(part, dict):
                 raise SealError(f"{where}: the sealed parts are malformed")
-            destroyed = category in erasures.erased_categories(customer_id)
+            destroyed = category in gone
             category_key = None if destroyed else key.categories.get(category)
             if category_key is None and not destroyed:
                 # A destruction committed by another process since this key was cached.
                 erasures.refresh()
-                destroyed = category in erasures.erased_categories(customer_id)
+                gone = erasures.erased_categories(customer_id)
+                destroyed = category in gone
                 if not destroyed:
                     raise SealError(
                         f"{where}: the key of category {category} is missing, but the log "
@@ -271,8 +275,7 @@ class EncryptingMapper(Mapper[UUID]):
                 continue
             if category_key.key_id != part.get("key_id"):
                 raise SealError(f"{where} was sealed with another key")
-            aad = part_envelope(customer_id, stored.originator_version, stored.topic, category)
-            group = self._decrypt(category_key.key, part, aad, where)
+            group = self._decrypt(category_key.key, part, prefix + category.encode(), where)
             if not isinstance(group, dict) or set(group) != set(part.get("attrs", ())):
                 raise SealError(f"{where}: sealed attributes do not match the event type")
             for name, values in group.items():

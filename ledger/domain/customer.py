@@ -533,7 +533,9 @@ class Customer(Aggregate):
         public: dict[str, Any] = {}
         kept: list[str] = []
         for name, value in record["personal"].items():
-            if self.personal.get(name) == value:
+            if isinstance(self.personal.get(name), ErasedValue):
+                kept.append(name)  # its category was destroyed since: nothing to put back
+            elif self.personal.get(name) == value:
                 personal[name] = record["previous"][name]
             else:
                 kept.append(name)
