@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -72,6 +72,7 @@ class InlineProjections(Protocol):
 
 
 log = logging.getLogger("ledger")
+T = TypeVar("T")
 
 MAX_REASON = 500
 # The reason of an Erased event written by replaying the erasure journal after a restore.
@@ -491,6 +492,24 @@ class CustomerLedger(Application[UUID]):
         customer = self._load_for_command(customer_id, expected_version)
         customer.mark_verified(actor, reason)
         self._save(customer, expected_version)
+
+    def command(
+        self,
+        customer_id: UUID,
+        decide: Callable[[Customer], T],
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> T:
+        """The hook for use cases built as services of their own (consent, ...): load the
+        customer for a command, let `decide` call its domain methods, save what it
+        decided. The actor and reason are checked first, like every command's."""
+        _check_actor(actor, reason)
+        customer = self._load_for_command(customer_id, expected_version)
+        result = decide(customer)
+        self._save(customer, expected_version)
+        return result
 
     def merge(
         self,
