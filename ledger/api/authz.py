@@ -66,6 +66,10 @@ METHOD_ACCESS: dict[str, dict[Role, Scope]] = {
     # ComplianceService
     "EraseCustomer": {C: ALL, AD: ALL},
     "ExportCustomerData": {C: ALL, AD: ALL},
+    # Consent is recorded by the systems and staff that collect it, and by compliance.
+    "GiveConsent": {S: ALL, SA: OWN, C: ALL, AD: ALL},
+    "WithdrawConsent": {S: ALL, SA: OWN, C: ALL, AD: ALL},
+    "ListConsents": {S: ALL, SA: OWN, AU: ALL, C: ALL, AD: ALL},
 }
 
 

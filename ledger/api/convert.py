@@ -144,6 +144,12 @@ def _fill_personal(message: resources_pb2.Customer, data: dict[str, Any]) -> Non
     message.external_ids.update(data.get("external_ids") or {})
 
 
+def add_masked(message: resources_pb2.Customer, hidden: dict[str, str]) -> None:
+    """Say which personal fields the data policy left out of this answer, and why."""
+    for field, reason in sorted(hidden.items()):
+        message.masked_fields.add(field=field, reason=reason)
+
+
 def personal_fields_shown(message: resources_pb2.Customer) -> list[str]:
     """The personal fields a response actually carries (for the access log)."""
     shown = [name for name in PERSONAL_FIELDS if name != "birth_date" and getattr(message, name)]
