@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 
-from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id
+from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id, record_read
 from ledger.config import Settings
 from ledger.consent.records import ConsentEntry, in_force
 from ledger.consent.service import ConsentService, ConsentSource
+from ledger.consent.subject_access import (
+    personal_fields_in,
+    subject_access_document,
+    subject_access_text,
+)
+from ledger.policy.source import shipped_default
 
 
 def _line(entry: ConsentEntry) -> str:
@@ -79,6 +86,20 @@ def cmd_consent_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """Subject access and portability: everything held, consents, purposes and lawful
+    bases, categories, retention dates and recipients; the export is itself a recorded read
+    (purpose `--purpose`, default essential.legal_obligation: answering the request is one)."""
+    customer_id = parse_customer_id(args.id)
+    with open_for(settings) as ledger:
+        document = subject_access_document(
+            ledger, customer_id, shipped_default(), datetime.now(UTC)
+        )
+        record_read(ledger, args, settings, [customer_id], personal_fields_in(document))
+    emit(args, document, subject_access_text(document))
+    return 0
+
+
 def cmd_consent(args: argparse.Namespace, settings: Settings) -> int:
     result: int = args.consent_handler(args, settings)
     return result
@@ -117,3 +138,17 @@ def add_commands(add: AddCommand) -> None:
         )  # fmt: skip
         action.add_argument("--reason", help="non-personal reason code (stored readable)")
         action.add_argument("--expected-version", type=int, metavar="N")
+
+    p = add(
+        "export",
+        cmd_export,
+        "subject access and portability: everything held on a customer, its consents, "
+        "purposes and lawful bases, categories, retention dates and recipients "
+        "(--json: the documented machine-readable format, docs/subject-access.md)",
+    )
+    p.add_argument("id")
+    p.add_argument(
+        "--purpose",
+        default="essential.legal_obligation",
+        help="recorded in the access log (default: essential.legal_obligation)",
+    )

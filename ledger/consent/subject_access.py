@@ -12,6 +12,7 @@ customer's own data returned to the customer, which Art. 15 wants whole.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -199,7 +200,8 @@ def subject_access_text(document: dict[str, Any]) -> str:
     for name in (*PERSONAL_FIELDS, "locale", "tags", "owner", "created_at", "updated_at"):
         value = customer.get(name)
         if value not in (None, [], {}):
-            lines.append(f"  {name:<13} {value}")
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            lines.append(f"  {name:<13} {shown}")
     lines += ["", "Consents:"]
     for entry in document["consents"]["history"]:
         lines.append(
