@@ -411,6 +411,7 @@ class CustomerLedger(Application[UUID]):
         actor: str,
         reason: str | None = None,
         default_region: str | None = None,
+        then: Callable[[int, Customer], None] | None = None,
     ) -> list[UUID]:
         """Register many customers in one transaction (imports): the keys in one key-store
         transaction, the events in one save. All or nothing; a profile that fails
@@ -420,7 +421,10 @@ class CustomerLedger(Application[UUID]):
 
         `default_region` (else LEDGER_DEFAULT_REGION) reads national phone numbers: an
         import passes its `--default-country`, so a profile it validated is validated
-        here the same way (with another region it could be refused mid-import)."""
+        here the same way (with another region it could be refused mid-import).
+
+        `then(index, customer)`: more events on each new customer, stored in the same save
+        (an import's consent columns, `ledger.importer`)."""
         _check_actor(actor, reason)
         region = self.settings.default_region if default_region is None else default_region
         customers: list[Customer] = []
@@ -436,6 +440,8 @@ class CustomerLedger(Application[UUID]):
             customer = Customer.register(uuid4(), validated, actor, reason)
             if warnings:
                 customer.flag_quality(list(warnings), actor, reason)
+            if then is not None:
+                then(index, customer)
             customers.append(customer)
         if violations:
             raise ValidationFailed(violations)
