@@ -27,7 +27,7 @@ from ledger.consent.subject_access import (
     subject_access_document,
     subject_access_text,
 )
-from ledger.policy.source import PolicySource, shipped_default
+from ledger.policy.source import PolicySource, policy_for
 from ledger.v1 import compliance_service_pb2 as pb
 
 __all__ = ["EXPORT_FORMAT", "ComplianceService"]
@@ -39,7 +39,7 @@ class ComplianceService:
         """`policy`: where the current data policy comes from (default: the shipped one)."""
         self.ledger = ledger
         self.access = CustomerAccess(ledger)
-        self.policy = policy if policy is not None else shipped_default()
+        self.policy = policy if policy is not None else policy_for(ledger)
         self.consents = ConsentApi(ConsentService(ledger, self.policy), self.access)
 
     def EraseCustomer(

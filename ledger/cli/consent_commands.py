@@ -14,7 +14,7 @@ from ledger.consent.subject_access import (
     subject_access_document,
     subject_access_text,
 )
-from ledger.policy.source import shipped_default
+from ledger.policy.source import policy_for
 
 
 def _line(entry: ConsentEntry) -> str:
@@ -93,7 +93,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
         document = subject_access_document(
-            ledger, customer_id, shipped_default(), datetime.now(UTC)
+            ledger, customer_id, policy_for(ledger), datetime.now(UTC)
         )
         record_read(ledger, args, settings, [customer_id], personal_fields_in(document))
     emit(args, document, subject_access_text(document))

@@ -22,7 +22,7 @@ from ledger.consent.basis import masked_fields, resolve
 from ledger.consent.records import ConsentEntry, consents_of
 from ledger.domain.profile import PERSONAL_FIELDS
 from ledger.policy.model import Purpose
-from ledger.policy.source import PolicySource, shipped_default
+from ledger.policy.source import PolicySource, policy_for
 from ledger.views import CustomerView, HistoryEntry
 
 Masks = Mapping[UUID, Mapping[str, str]]
@@ -32,7 +32,7 @@ M = TypeVar("M")
 class PurposeReads:
     def __init__(self, ledger: CustomerLedger, policy: PolicySource | None = None) -> None:
         self.ledger = ledger
-        self.policy = policy if policy is not None else shipped_default()
+        self.policy = policy if policy is not None else policy_for(ledger)
 
     def purpose(self, declared: str) -> Purpose:
         """The policy purpose a read declaring `declared` is judged by (see `resolve`);

@@ -25,7 +25,7 @@ from ledger.consent.records import ConsentEntry, read_history
 from ledger.domain.customer import Customer
 from ledger.domain.errors import CustomerNotFound, FieldViolation, ValidationFailed
 from ledger.policy.model import Policy
-from ledger.policy.source import PolicySource, shipped_default
+from ledger.policy.source import PolicySource, policy_for
 
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,99}")
 CODE_RULE = "must be a code: A-Z a-z 0-9 _ . : / @ - (at most 100 characters), no free text"
@@ -81,7 +81,7 @@ def purpose_violations(
 class ConsentService:
     def __init__(self, ledger: CustomerLedger, policy: PolicySource | None = None) -> None:
         self.ledger = ledger
-        self.policy = policy if policy is not None else shipped_default()
+        self.policy = policy if policy is not None else policy_for(ledger)
 
     def check(self, purposes: Sequence[str], source: ConsentSource, prefix: str = "") -> None:
         """Raise ValidationFailed naming every bad field; nothing is written."""

@@ -8,9 +8,12 @@ holds a policy of its own, the shipped default (version 0) applies.
 from __future__ import annotations
 
 from functools import cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ledger.policy.model import Policy, default_policy
+
+if TYPE_CHECKING:
+    from ledger.application import CustomerLedger
 
 
 class PolicySource(Protocol):
@@ -34,3 +37,11 @@ def shipped_default() -> PolicySource:
     """The default policy, parsed once per process (parsing checks it against the Fides
     taxonomy: ~0.25 s)."""
     return FixedPolicy(default_policy())
+
+
+def policy_for(ledger: CustomerLedger) -> PolicySource:
+    """The policy that governs `ledger`: the one place consent, purpose-bound reads and the
+    export ask (CLI and API alike). Until the policy log exists it is the shipped default;
+    wiring the log in here (its `current()` gives the applied version) changes them all."""
+    del ledger
+    return shipped_default()
