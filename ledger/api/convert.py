@@ -49,6 +49,7 @@ IGNORED_IN_MASK = frozenset(
         "verify_time",
         "erase_time",
         "merged_into",
+        "masked_fields",
     }
 )
 
