@@ -210,3 +210,26 @@ def test_export_lists_consents_lawful_bases_retention_and_recipients(api: Api) -
     mailer = next(r for r in document["recipients"] if r["principal"] == "mailer")
     assert mailer["fields"] == MARKETING_FIELDS
     assert "Recipients" in response.text and "mailer" in response.text
+
+
+def test_as_of_field_history_and_the_log_stream_are_masked_too(api: Api) -> None:
+    service = api.client("crm-sync", "service")
+    ada = service.create_customer(customer())
+    marketing = api.client("mailer", "service", purpose=MARKETING)
+
+    past = marketing.get_customer_as_of(ada.name, version=1)
+    assert past.given_name == "" and masked(past)["given_name"] == "no_consent"
+    (change,) = marketing.get_field_history(ada.name, "emails")
+    assert not change.HasField("value") or change.value.WhichOneof("kind") is None
+    record = reads(api, ada.name, "GetFieldHistory")[-1]
+    assert record.fields == [] and record.masked == [{"field": "emails", "reason": "no_consent"}]
+    streamed = [e for e in marketing.stream_events(1) if e.customer == ada.name]
+    assert streamed and all(not e.personal_data.fields for e in streamed)
+
+    service.give_consent(ada.name, [MARKETING], source="web")
+    (change,) = marketing.get_field_history(ada.name, "emails")
+    assert [v.string_value for v in change.value.list_value.values] == ["ada@example.org"]
+    streamed = [e for e in marketing.stream_events(1) if e.customer == ada.name]
+    assert set(streamed[0].personal_data.fields) == set(MARKETING_FIELDS)
+    # Categories the purpose may never use stay out even with consent.
+    assert marketing.get_customer_as_of(ada.name, version=1).addresses == []
