@@ -11,10 +11,13 @@ from uuid import UUID
 
 import pytest
 
+from ledger.api.authz import ROLES
+from ledger.api.tokens import TokenVerifier
 from ledger.cli.main import main
 from ledger.consent.service import ConsentService
 from ledger.domain.errors import ValidationFailed
 from ledger.importer import CsvImporter, parse_mapping
+from ledger.signing import LedgerSigner
 from tests.helpers import StoreHandle, person
 
 MARKETING = "marketing.advertising.first_party"
@@ -181,3 +184,40 @@ def test_import_refuses_a_consent_column_outside_the_policy_and_writes_nothing(
             assert [v.field for v in refused.value.violations] == ["--map"]
             assert reason in str(refused.value)
         assert ledger.recorder.max_notification_id() in (None, 0)
+
+
+def test_cli_history_and_field_history_are_masked_by_purpose(store: StoreHandle, cli: Any) -> None:
+    ada = register(store)
+    history = cli("history", ada, "--purpose", MARKETING)
+    assert history[0]["event_type"] == "Registered" and history[0]["personal"] == {}
+    changes = cli("field-history", ada, "emails", "--purpose", MARKETING)
+    assert changes[0]["value"] is None and changes[0]["masked"] == {"emails": "no_consent"}
+    cli("consent", "give", ada, "--purpose", MARKETING, "--source", "web")
+    history = cli("history", ada, "--purpose", MARKETING)
+    assert set(history[0]["personal"]) == {"given_name", "family_name", "emails", "phones"}
+    assert history[-1]["event_type"] == "ConsentGiven" and history[-1]["channel"] == "web"
+    changes = cli("field-history", ada, "emails", "--purpose", MARKETING)
+    assert changes[0]["value"] == ["testa.person@example.org"] and "masked" not in changes[0]
+    assert cli("as-of", ada, "--version", "1", "--purpose", MARKETING)["birth_date"] is None
+
+
+def test_token_issue_names_the_purposes_a_principal_may_act_for(
+    store: StoreHandle, cli: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with store.open():
+        pass  # the ledger (and its token key) exist
+    signer = LedgerSigner.load_or_create(store.settings.resolved_token_key_file)
+    verifier = TokenVerifier(signer.public_key_pem(), ROLES)
+
+    def issue(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["token", "issue", "--principal", "mailer", "--role", "service", *args])
+        out, err = capsys.readouterr()
+        return code, (out.strip() if code == 0 else err)
+
+    code, token = issue("--purpose", "marketing", "--purpose", "essential")
+    assert code == 0 and verifier.verify(token).purposes == ("essential", "marketing")
+    code, token = issue()
+    assert code == 0 and verifier.verify(token).purposes is None  # its roles' defaults
+    code, err = issue("--purpose", "Marketing for Ada")
+    assert code == 2 and "--purpose" in err and "Ada" not in err
