@@ -103,11 +103,10 @@ class CustomerAccess:
         as one access record (the customers whose personal fields it carries, and those
         fields) before it is sent."""
         messages = []
-        customer_ids: list[str] = []
         fields: set[str] = set()
         readable = [v.id for v in views if call.grant.may_read_personal(v.owner)]
-        masks = call.masks(v for v in readable) if readable else {}
-        masked_ids: list[UUID] = []
+        masks = call.masks(readable) if readable else {}
+        recorded: list[UUID] = []
         for view in views:
             personal = call.grant.may_read_personal(view.owner)
             hidden = masks.get(view.id, {}) if personal and not view.is_erased else {}
@@ -117,14 +116,11 @@ class CustomerAccess:
                 message = convert.apply_read_mask(message, read_mask)
             shown = convert.personal_fields_shown(message)
             if shown or hidden:
-                customer_ids.append(convert.customer_name(view.id))
+                recorded.append(view.id)
                 fields.update(shown)
-            if hidden:
-                masked_ids.append(view.id)
             messages.append(message)
-        shown_ids = [UUID(c.removeprefix("customers/")) for c in customer_ids]
-        masked = masked_record({c: masks[c] for c in masked_ids}, shown_ids)
-        call.record_access(customer_ids, sorted(fields), masked)
+        masked = masked_record({c: masks[c] for c in recorded if masks.get(c)}, recorded)
+        call.record_access([convert.customer_name(c) for c in recorded], sorted(fields), masked)
         return messages
 
 
