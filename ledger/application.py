@@ -15,7 +15,13 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import EventStore, Mapper, RecordConflictError, Recording
+from eventsourcing.persistence import (
+    EventStore,
+    Mapper,
+    RecordConflictError,
+    Recording,
+    StoredEvent,
+)
 
 from ledger.audit.access_log import AccessLog
 from ledger.audit.head_signer import TreeHeadSigner
@@ -34,7 +40,12 @@ from ledger.audit.tree_heads import (
 from ledger.config import Settings
 from ledger.crypto_shred import journal
 from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
-from ledger.crypto_shred.erasures import ERASED_TOPIC, ErasureRegistry, ScanErasures
+from ledger.crypto_shred.erasures import (
+    CATEGORIES_ERASED_TOPIC,
+    ERASED_TOPIC,
+    ErasureRegistry,
+    ScanErasures,
+)
 from ledger.crypto_shred.keyring import KeyMissing, KeyRing, PendingKeys
 from ledger.crypto_shred.mapper import EncryptingMapper
 from ledger.domain.customer import Customer
@@ -83,6 +94,7 @@ class _ErasureScanner(Protocol):
     """What the ledger's recorders add (`ledger.audit.recorders`)."""
 
     select_erasures: ScanErasures
+    select_category_erasures: Callable[[int], Sequence[tuple[int, UUID, bytes]]]
 
 
 class ErasureAwareEvents(EventStore[UUID]):
@@ -140,6 +152,9 @@ class CustomerLedger(Application[UUID]):
         # Projections, indexes and caches register here to drop their copy of a customer
         # in the same step as the key is destroyed (DESIGN invariant 3).
         self.erasure_purgers: list[Callable[[UUID], None]] = []
+        # In-memory copies to drop when some categories of a customer are destroyed
+        # (`ledger.crypto_shred.category_erasure`; projections re-fold instead).
+        self.category_purgers: list[Callable[[UUID], None]] = []
         # Called after every save (in-process projections catch up here when a save could
         # not be applied to them in its own transaction; bounded lag).
         # Hooks must not raise: the events are committed whatever they do.
@@ -151,7 +166,9 @@ class CustomerLedger(Application[UUID]):
         self.inline_projections: InlineProjections | None = None
         super().__init__(env=settings.eventsourcing_env())
         # Who is erased, read from this log: the key ring asks it before the key store.
-        self.erasures = ErasureRegistry(cast(_ErasureScanner, self.recorder).select_erasures)
+        self.erasures = ErasureRegistry(
+            cast(_ErasureScanner, self.recorder).select_erasures, self._scan_category_erasures
+        )
         self.erasures.refresh()
         self.keys.erasures = self.erasures
         # Erasures this process completed (read by the metrics endpoint).
@@ -181,6 +198,17 @@ class CustomerLedger(Application[UUID]):
         if isinstance(self.recorder, LeafAuthentication):
             self.recorder.leaf_key = leaf_key(signer)
             self._authenticate_legacy_leaves()
+
+    def _scan_category_erasures(self, after: int) -> list[tuple[int, UUID, Sequence[str]]]:
+        """The CategoriesErased events after `after`, decoded (they hold no personal data,
+        so no key is used): (position, customer id, categories)."""
+        rows = cast(_ErasureScanner, self.recorder).select_category_erasures(after)
+        found: list[tuple[int, UUID, Sequence[str]]] = []
+        for position, customer_id, state in rows:
+            stored = StoredEvent(customer_id, 0, CATEGORIES_ERASED_TOPIC, state)
+            event = self.mapper.to_domain_event(stored)
+            found.append((position, customer_id, list(getattr(event, "categories", ()))))
+        return found
 
     def _save_batch(self, events: Sequence[Any], new_keys: Sequence[PendingKeys]) -> None:
         if not new_keys:
@@ -662,7 +690,11 @@ class CustomerLedger(Application[UUID]):
         if certificate.reason:
             reason = f"{REAPPLIED_REASON}; certificate reason: {certificate.reason}"
         customer.erase(
-            certificate.actor, reason, certificate.legal_basis, certificate.key_id or None
+            certificate.actor,
+            reason,
+            certificate.legal_basis,
+            certificate.key_id or None,
+            despite_hold=True,  # the erasure happened; a restored hold cannot undo it
         )
         self._save(customer, None)
         self.erasures.add(customer_id)
@@ -685,6 +717,44 @@ class CustomerLedger(Application[UUID]):
             self._purge_derived_copies(customer_id)
             log.warning("re-shredded key of erased customer %s", customer_id)
         return len(live)
+
+    # Hooks for use cases built as services of their own (ledger.policy) -------------------
+
+    def run_command(
+        self,
+        customer_id: UUID,
+        decide: Callable[[Customer], Any],
+        *,
+        actor: str,
+        reason: str | None = None,
+        with_keys: bool = False,
+    ) -> Any:
+        """Load the customer, let `decide` trigger its events, save them; returns what
+        `decide` returned. Without `with_keys` the customer is loaded decrypting nothing
+        (for commands that need status and links only: holds, owners)."""
+        _check_actor(actor, reason)
+        customer = self._load(customer_id) if with_keys else self._load_without_keys(customer_id)
+        result = decide(customer)
+        self._save(customer, None)
+        return result
+
+    def load_metadata(self, customer_id: UUID) -> Customer:
+        """The customer with every personal value `ERASED`, decrypting nothing."""
+        return self._load_without_keys(customer_id)
+
+    def save_together(self, customers: Sequence[Customer], also: Sequence[Any] = ()) -> None:
+        """Store the events of several customers, and `also` (events of other aggregates),
+        in one transaction: all or nothing (ConcurrentChange if one changed meanwhile)."""
+        events: list[Any] = [e for customer in customers for e in customer.collect_events()]
+        events += list(also)
+        if not events:
+            return
+        try:
+            self.committer.commit(Write(events))
+        except RecordConflictError:
+            raise ConcurrentChange(
+                "one of the customers changed meanwhile; nothing was written, try again"
+            ) from None
 
     # Queries ------------------------------------------------------------------------------
 

@@ -43,5 +43,6 @@ def test_every_service_of_the_issue_is_declared() -> None:
         "ListAccessAlerts",
     }  # fmt: skip
     assert methods(compliance_service_pb2, "ComplianceService") == {
-        "EraseCustomer", "ExportCustomerData", "GiveConsent", "WithdrawConsent", "ListConsents",
+        "EraseCustomer", "ExportCustomerData", "GetPolicy", "HandoverCustomers",
+        "GiveConsent", "WithdrawConsent", "ListConsents",
     }  # fmt: skip

@@ -33,6 +33,8 @@ from ledger.domain.customer import Customer
 from ledger.domain.erased import ErasedValue
 from ledger.domain.errors import ValidationFailed
 from ledger.domain.profile import PERSONAL_FIELDS, PUBLIC_FIELDS
+from ledger.policy.handover import StaffHandover
+from ledger.policy.log import DataPolicy
 from ledger.v1 import audit_service_pb2 as pb
 from ledger.v1 import resources_pb2
 from ledger.views import HistoryEntry
@@ -54,6 +56,9 @@ def _event_classes() -> list[type]:
         AuthenticationRefusal.Refused,
         AccessRecord.Recorded,
         AccessAlert.Raised,
+        DataPolicy.Adopted,
+        DataPolicy.Applied,
+        StaffHandover.Performed,
     ]
 
 

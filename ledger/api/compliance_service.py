@@ -14,6 +14,7 @@ import json
 from datetime import UTC, datetime
 
 from ledger.api import convert
+from ledger.api.api_store import ApiStore
 from ledger.api.authz import AccessDenied
 from ledger.api.consent_api import ConsentApi
 from ledger.api.customer_access import CustomerAccess
@@ -27,6 +28,10 @@ from ledger.consent.subject_access import (
     subject_access_document,
     subject_access_text,
 )
+from ledger.crypto_shred.category_erasure import destroy_categories
+from ledger.policy.classification import FIELDS
+from ledger.policy.handover import hand_over
+from ledger.policy.log import PolicyLog
 from ledger.policy.source import PolicySource, policy_for
 from ledger.v1 import compliance_service_pb2 as pb
 
@@ -35,10 +40,17 @@ MAX_LEGAL_BASIS = 500
 
 
 class ComplianceService:
-    def __init__(self, ledger: CustomerLedger, policy: PolicySource | None = None) -> None:
-        """`policy`: where the current data policy comes from (default: the shipped one)."""
+    def __init__(
+        self,
+        ledger: CustomerLedger,
+        store: ApiStore | None = None,
+        policy: PolicySource | None = None,
+    ) -> None:
+        """`store`: revocations (HandoverCustomers); `policy`: where the data policy in
+        force comes from (default: `policy_for(ledger)`)."""
         self.ledger = ledger
         self.access = CustomerAccess(ledger)
+        self.store = store
         self.policy = policy if policy is not None else policy_for(ledger)
         self.consents = ConsentApi(ConsentService(ledger, self.policy), self.access)
 
@@ -53,12 +65,22 @@ class ComplianceService:
         if not request.reason.strip():
             raise ApiError.invalid("reason", "required: a non-personal reason code")
         self.access.load(call, customer_id)
-        signed = self.ledger.erase(
-            customer_id,
-            actor=call.principal.name,
-            legal_basis=request.legal_basis,
-            reason=request.reason,
-        )
+        if request.categories:
+            signed = destroy_categories(
+                self.ledger,
+                customer_id,
+                list(request.categories),
+                actor=call.principal.name,
+                legal_basis=request.legal_basis,
+                reason=request.reason,
+            )
+        else:
+            signed = self.ledger.erase(
+                customer_id,
+                actor=call.principal.name,
+                legal_basis=request.legal_basis,
+                reason=request.reason,
+            )
         body = signed.certificate
         return pb.EraseCustomerResponse(
             certificate=pb.ErasureCertificate(
@@ -70,6 +92,7 @@ class ComplianceService:
                 key_id=body.key_id,
                 last_version=body.last_version,
                 ledger_key_id=body.ledger_key_id,
+                categories=body.category_list,
             ),
             signature=signed.signature,
             certificate_json=signed.to_json(),
@@ -92,6 +115,66 @@ class ComplianceService:
             content_type="application/json",
             document=text.encode("utf-8"),
             text=subject_access_text(document),
+        )
+
+    def GetPolicy(self, request: pb.GetPolicyRequest, call: Call) -> pb.GetPolicyResponse:
+        current = PolicyLog(self.ledger).latest()
+        policy = current.policy
+        response = pb.GetPolicyResponse(
+            version=current.version,
+            policy_name=policy.name,
+            digest=current.digest,
+            actor=current.actor or "",
+            purposes=[
+                pb.PolicyPurpose(
+                    key=purpose.key,
+                    display_name=purpose.name,
+                    lawful_basis=purpose.lawful_basis.value,
+                    categories=list(purpose.categories),
+                    separate_consent=purpose.separate_consent,
+                )
+                for purpose in policy.purposes
+            ],
+            retention_rules=[
+                pb.RetentionRule(
+                    category=rule.category,
+                    keep_for_days=rule.keep_for_days,
+                    after=rule.after.value,
+                    why=rule.why,
+                )
+                for rule in policy.retention
+            ],
+            classification=[
+                pb.FieldClassification(
+                    field=entry.field,
+                    category=entry.category,
+                    sensitivity=entry.sensitivity.value,
+                    description=entry.description,
+                )
+                for entry in FIELDS
+            ],
+            policy_json=json.dumps(policy.as_data(), sort_keys=True, ensure_ascii=False),
+            apply_time=convert.timestamp(current.applied_at),
+        )
+        return response
+
+    def HandoverCustomers(
+        self, request: pb.HandoverCustomersRequest, call: Call
+    ) -> pb.HandoverCustomersResponse:
+        if self.store is None:
+            raise ApiError.unimplemented("HandoverCustomers", "a server with its API store")
+        result = hand_over(
+            self.ledger,
+            self.store,
+            request.from_principal,
+            request.to_principal,
+            actor=call.principal.name,
+            reason=request.reason,
+        )
+        return pb.HandoverCustomersResponse(
+            handover_id=str(result.handover_id),
+            customers=[convert.customer_name(c) for c in result.customer_ids],
+            revoke_time=convert.timestamp(result.revoked_at),
         )
 
     def GiveConsent(self, request: pb.GiveConsentRequest, call: Call) -> pb.ConsentsResponse:

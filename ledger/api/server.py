@@ -253,7 +253,7 @@ def build_server(
     implementations: dict[str, object] = {
         "CustomerService": CustomerService(ledger, store),
         "AuditService": AuditService(ledger, stopping),
-        "ComplianceService": ComplianceService(ledger, policy),
+        "ComplianceService": ComplianceService(ledger, store, policy),
     }
     server = grpc_server(settings.api.workers, [others])
     server.add_generic_rpc_handlers(
@@ -335,6 +335,13 @@ def serve(
             # for a database insider, even after a crash); the ledger's close signs last.
             ledger.start_tree_head_signer()
             api = build_server(ledger, settings, listen=listen)
+            schedule = None
+            if settings.retention_schedule_seconds > 0:
+                from ledger.policy.schedule import RetentionSchedule
+
+                schedule = RetentionSchedule(ledger, settings.retention_schedule_seconds)
+                schedule.start()
+                log.info("retention every %gs", settings.retention_schedule_seconds)
             log.info("serving on port %d", api.port)
             if api.metrics_port is not None:
                 log.info("metrics on port %d (/metrics)", api.metrics_port)
@@ -345,6 +352,8 @@ def serve(
                     pass
             finally:
                 log.info("shutting down: finishing in-flight calls")
+                if schedule is not None:
+                    schedule.stop()
                 api.stop(settings.api.shutdown_grace_seconds)
     finally:
         for sig, handler in previous.items():

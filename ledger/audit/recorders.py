@@ -61,30 +61,44 @@ from ledger.audit.storage import (
     upgrade_tree_table,
 )
 from ledger.config import ConfigError
-from ledger.crypto_shred.erasures import ERASED_TOPIC
+from ledger.crypto_shred.erasures import CATEGORIES_ERASED_TOPIC, ERASED_TOPIC
 
 log = logging.getLogger("ledger.audit")
 
 ERASURES_PAGE = 10_000
 
 
-def _erasures_index(dialect: Dialect) -> str:
+def _erasures_index(dialect: Dialect, topic: str = ERASED_TOPIC, suffix: str = "_erased") -> str:
     """A partial index holding only the Erased events, so that reading who is erased
     (`ledger.crypto_shred.erasures`) touches those few rows, not the whole log. The topic
-    is a module constant (no quote in it), written literally so the planner can match it."""
-    assert "'" not in ERASED_TOPIC
+    is a module constant (no quote in it), written literally so the planner can match it.
+    The same for the CategoriesErased events (per-category destruction)."""
+    assert "'" not in topic
     table = dialect.events_table
-    name = table.rsplit(".", 1)[-1].strip('"') + "_erased"
+    name = table.rsplit(".", 1)[-1].strip('"') + suffix
     column = "topic" if dialect.kind == "sqlite" else dialect.position  # SQLite adds rowid
-    return f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column}) WHERE topic = '{ERASED_TOPIC}'"
+    return f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column}) WHERE topic = '{topic}'"
 
 
-def _erasures_query(dialect: Dialect) -> str:
+def _category_erasures_index(dialect: Dialect) -> str:
+    return _erasures_index(dialect, CATEGORIES_ERASED_TOPIC, "_categories_erased")
+
+
+def _erasures_query(dialect: Dialect, topic: str = ERASED_TOPIC, state: bool = False) -> str:
+    columns = "originator_id, state" if state else "originator_id"
     return dialect.sql(
-        f"SELECT {dialect.position} AS position, originator_id FROM {dialect.events_table} "
-        f"WHERE topic = '{ERASED_TOPIC}' AND {dialect.position} > ? "
+        f"SELECT {dialect.position} AS position, {columns} FROM {dialect.events_table} "
+        f"WHERE topic = '{topic}' AND {dialect.position} > ? "
         f"ORDER BY {dialect.position} LIMIT {ERASURES_PAGE}"
     )
+
+
+def _category_erasure_rows(rows: Sequence[Any]) -> list[tuple[int, UUID, bytes]]:
+    found = []
+    for row in rows:
+        position, originator_id, state = _values(row)
+        found.append((int(position), UUID(str(originator_id)), bytes(state)))
+    return found
 
 
 def _erasure_rows(rows: Sequence[Any]) -> list[tuple[int, UUID]]:
@@ -190,6 +204,7 @@ class AuditedSQLiteRecorder(LeafAuthentication, SQLiteApplicationRecorder):
             *SQLITE.ddl(),
             # Called by the library's constructor, before `self.dialect` is set.
             _erasures_index(replace(SQLITE, events_table=self.events_table_name)),
+            _category_erasures_index(replace(SQLITE, events_table=self.events_table_name)),
         ]
 
     def select_erasures(self, after: int) -> list[tuple[int, UUID]]:
@@ -200,6 +215,19 @@ class AuditedSQLiteRecorder(LeafAuthentication, SQLiteApplicationRecorder):
             with self.datastore.transaction(commit=False) as cursor:
                 cursor.execute(statement, (after,))
                 page = _erasure_rows(cursor.fetchall())
+            found += page
+            if len(page) < ERASURES_PAGE:
+                return found
+            after = page[-1][0]
+
+    def select_category_erasures(self, after: int) -> list[tuple[int, UUID, bytes]]:
+        """The CategoriesErased events after `after`: (position, customer id, state)."""
+        found: list[tuple[int, UUID, bytes]] = []
+        statement = _erasures_query(self.dialect, CATEGORIES_ERASED_TOPIC, state=True)
+        while True:
+            with self.datastore.transaction(commit=False) as cursor:
+                cursor.execute(statement, (after,))
+                page = _category_erasure_rows(cursor.fetchall())
             found += page
             if len(page) < ERASURES_PAGE:
                 return found
@@ -257,6 +285,7 @@ class AuditedPostgresRecorder(LeafAuthentication, PostgresApplicationRecorder):
         self.frontier = FrontierCache()
         self.sql_create_statements.extend(SQL(statement).format() for statement in POSTGRES.ddl())
         self.sql_create_statements.append(SQL(_erasures_index(self.dialect)).format())
+        self.sql_create_statements.append(SQL(_category_erasures_index(self.dialect)).format())
 
     def select_erasures(self, after: int) -> list[tuple[int, UUID]]:
         """The Erased events after position `after`: (position, customer id), in log order."""
@@ -266,6 +295,19 @@ class AuditedPostgresRecorder(LeafAuthentication, PostgresApplicationRecorder):
             with self.datastore.get_connection() as conn, conn.cursor() as cursor:
                 cursor.execute(statement.encode(), (after,))
                 page = _erasure_rows(cursor.fetchall())
+            found += page
+            if len(page) < ERASURES_PAGE:
+                return found
+            after = page[-1][0]
+
+    def select_category_erasures(self, after: int) -> list[tuple[int, UUID, bytes]]:
+        """The CategoriesErased events after `after`: (position, customer id, state)."""
+        found: list[tuple[int, UUID, bytes]] = []
+        statement = _erasures_query(self.dialect, CATEGORIES_ERASED_TOPIC, state=True)
+        while True:
+            with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(statement.encode(), (after,))
+                page = _category_erasure_rows(cursor.fetchall())
             found += page
             if len(page) < ERASURES_PAGE:
                 return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -10,11 +11,14 @@ from uuid import UUID
 
 from ledger.application import CustomerLedger
 from ledger.audit.access_log import DEFAULT_PURPOSE, MAX_CUSTOMERS
+from ledger.audit.read_alerts import ReadRateMonitor
 from ledger.bootstrap import open_ledger
 from ledger.cli.render import dumps
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.domain.text import printable
+
+log = logging.getLogger("ledger.audit")
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -106,4 +110,25 @@ def record_read(
             **read_as(args),
         )
         events += record.collect_events()
+    events += bulk_read_alert(settings, ids)
     access_log.commit(events)
+
+
+def bulk_read_alert(settings: Settings, customer_ids: list[str]) -> list[Any]:
+    """One command printing more customers than LEDGER_READ_ALERT_RATE (a whole-list dump)
+    raises the same alert as the API's read-rate rule: an `AccessAlert.Raised` event stored
+    with the read's own records, and one log line naming the principal only. A command
+    counts its own reads (each CLI run is its own process); the server's rule counts across
+    calls and feeds the `ledger_access_alerts` metric."""
+    monitor = ReadRateMonitor(settings.read_alert_rate, settings.read_alert_window_seconds)
+    alert = monitor.observe(settings.actor, customer_ids)
+    if alert is None:
+        return []
+    log.warning(
+        "read-rate alert: %s read %d customers in one command (rate %d)",
+        settings.actor,
+        len(customer_ids),
+        monitor.rate,
+        extra={"fields": {"event": "read_rate_alert", "principal": settings.actor}},
+    )
+    return list(alert.collect_events())

@@ -22,6 +22,7 @@ from ledger.cli.render import customer_text, history_text, masks_text, with_mask
 from ledger.cli.values import ADDRESS_OPTIONS, parse_assignment, registration_profile
 from ledger.config import Settings
 from ledger.consent.reads import PurposeReads
+from ledger.crypto_shred.category_erasure import destroy_categories
 from ledger.crypto_shred.journal import JournalWriteFailed
 from ledger.domain.errors import FieldViolation, ValidationFailed
 
@@ -147,12 +148,22 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
         try:
-            certificate = ledger.erase(
-                customer_id,
-                actor=settings.actor,
-                legal_basis=args.legal_basis,
-                reason=args.reason,
-            )
+            if args.category:
+                certificate = destroy_categories(
+                    ledger,
+                    customer_id,
+                    args.category,
+                    actor=settings.actor,
+                    legal_basis=args.legal_basis,
+                    reason=args.reason,
+                )
+            else:
+                certificate = ledger.erase(
+                    customer_id,
+                    actor=settings.actor,
+                    legal_basis=args.legal_basis,
+                    reason=args.reason,
+                )
         except JournalWriteFailed as exc:
             print(exc.certificate.to_json())  # the erasure is done: its certificate holds
             print(f"ledger: error: {exc}", file=sys.stderr)
@@ -231,6 +242,13 @@ def add_commands(add: AddCommand) -> None:
 
     p = add("erase", cmd_erase, "erase a customer (destroy its key) and print a signed certificate")
     p.add_argument("id")
+    p.add_argument(
+        "--category",
+        action="append",
+        metavar="CATEGORY",
+        help="destroy only this data category (repeatable; e.g. user.contact covers email, "
+        "phone and address) and keep the rest; see `ledger policy show`",
+    )
     p.add_argument("--reason", required=True)
     p.add_argument(
         "--legal-basis", dest="legal_basis", required=True, help="e.g. 'GDPR Art. 17(1)(a)'"

@@ -422,6 +422,31 @@ def others_intact(story: Story) -> None:
         print(_customer(story.service.get_customer(story.name(key))))
 
 
+def data_policy(story: Story) -> None:
+    answer = story.auditor.get_policy()
+    applied = "the shipped default" if answer.version == 0 else f"applied by {answer.actor}"
+    print(f"  policy {answer.policy_name!r} version {answer.version} ({applied})")
+    for purpose in answer.purposes[:3]:
+        print(f"    {purpose.key:<36} {purpose.lawful_basis:<18} {_list(purpose.categories)}")
+    for rule in answer.retention_rules:
+        print(f"    keep {rule.category:<32} {rule.keep_for_days:>5} days after {rule.after}")
+    emails = next(c for c in answer.classification if c.field == "emails")
+    print(f"  field 'emails' is {emails.category} ({emails.sensitivity})")
+
+
+def staff_departure(story: Story) -> None:
+    signer = LedgerSigner.load_or_create(story.settings.resolved_token_key_file)
+    token = issue_token(signer, "admin.ops", ["admin"], timedelta(minutes=5))
+    with LedgerClient(f"127.0.0.1:{story.server.port}", token=token, purpose="demo") as admin:
+        done = admin.handover_customers("sales.amer", "sales.emea", reason="staff-departure")
+    print(
+        f"  sales.amer left: {len(done.customers)} customer(s) moved to sales.emea in one "
+        "audited operation; sales.amer's credentials are revoked"
+    )
+    mine = [f"{c.given_name} {c.family_name}" for c in story.sales.list_customers()]
+    print(f"  {PRINCIPALS['sales'][0]} lists now: {_list(mine)}")
+
+
 Step = tuple[str, Callable[[Story], None]]
 STEPS: list[Step] = [
     ("Registering 5 customers (CustomerService.CreateCustomer, as crm-sync)", register),
@@ -438,6 +463,8 @@ STEPS: list[Step] = [
     ("Erasing Ada (ComplianceService.EraseCustomer, as dpo)", erase),
     ("Exporting Ada's data after erasure: only non-personal data is left", export_after_erasure),
     ("The others are intact", others_intact),
+    ("The data policy in force (ComplianceService.GetPolicy)", data_policy),
+    ("Staff departure (ComplianceService.HandoverCustomers, as admin)", staff_departure),
 ]
 
 

@@ -13,7 +13,7 @@ customer's own data returned to the customer, which Art. 15 wants whole.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -22,42 +22,28 @@ from ledger.application import CustomerLedger
 from ledger.audit.access_log import AccessEntry
 from ledger.consent.basis import missing_basis
 from ledger.consent.records import ConsentEntry, in_force, read_history
+from ledger.domain.erased import ErasedValue
 from ledger.domain.profile import PERSONAL_FIELDS
 from ledger.policy.classification import FIELDS, Sensitivity
-from ledger.policy.model import Policy, Trigger
+from ledger.policy.facts import CustomerFacts, facts_from
+from ledger.policy.model import Policy
+from ledger.policy.retention import trigger_of
 from ledger.policy.source import PolicySource
-from ledger.views import CustomerView, HistoryEntry
+from ledger.views import CustomerView
 
 EXPORT_FORMAT = "ledger.customer-export.v2"
-# Events that change what is held about the customer (the `last_change` trigger).
-CHANGES = frozenset({"Registered", "ProfileChanged", "MergeAbsorbed", "MergeUndone"})
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def trigger_dates(
-    view: CustomerView, history: Sequence[HistoryEntry]
-) -> dict[Trigger, datetime | None]:
-    """When each retention period starts counting for this customer. No activity is
-    recorded yet, so `last_activity` is the last change; `end_of_contract` has no date
-    until a contract-ended record exists (the rule never falls due without one)."""
-    changed = [entry.timestamp for entry in history if entry.event_type in CHANGES]
-    last_change = max(changed, default=view.created_at)
-    return {
-        Trigger.REGISTRATION: view.created_at,
-        Trigger.LAST_CHANGE: last_change,
-        Trigger.LAST_ACTIVITY: last_change,
-        Trigger.END_OF_CONTRACT: None,
-    }
-
-
 def _held(view: CustomerView, field: str) -> bool | None:
     """Whether the field holds a value (None: erased, nothing readable is held)."""
     if not isinstance(view.personal, dict):
         return None
-    return bool(view.personal.get(field))
+    value = view.personal.get(field)
+    return None if isinstance(value, ErasedValue) else bool(value)
 
 
 def categories(view: CustomerView) -> list[dict[str, Any]]:
@@ -74,21 +60,23 @@ def categories(view: CustomerView) -> list[dict[str, Any]]:
     ]
 
 
-def retention(
-    policy: Policy, view: CustomerView, history: Sequence[HistoryEntry]
-) -> list[dict[str, Any]]:
-    starts = trigger_dates(view, history)
+def retention(policy: Policy, facts: CustomerFacts | None) -> list[dict[str, Any]]:
+    """When each personal field falls due, by the same rules and trigger dates as
+    `ledger retention plan` (`ledger.policy.retention.trigger_of`)."""
     rows = []
     for entry in FIELDS:
         if entry.sensitivity is Sensitivity.NONE:
             continue
         rule = policy.rule_for(entry.category)
         row: dict[str, Any] = {"field": entry.field, "category": entry.category}
-        if rule is None:
+        if facts is not None and entry.category in facts.destroyed:
+            row |= {"rule": None, "counts_from": None, "due": None,
+                    "note": "destroyed under the retention policy"}  # fmt: skip
+        elif rule is None:
             row |= {"rule": None, "counts_from": None, "due": None,
                     "note": "kept until the customer is erased"}  # fmt: skip
         else:
-            start = starts[rule.after]
+            start = trigger_of(facts, rule.after) if facts is not None else None
             row |= {
                 "rule": {
                     "category": rule.category,
@@ -100,6 +88,8 @@ def retention(
                 "due": _iso(start + timedelta(days=rule.keep_for_days)) if start else None,
                 "note": "" if start else f"falls due only once {rule.after.value} is recorded",
             }
+            if facts is not None and facts.legal_hold:
+                row["note"] = "a legal hold keeps it past this date until released"
         rows.append(row)
     return rows
 
@@ -172,7 +162,7 @@ def subject_access_document(
         },
         "purposes": purposes(current_policy, current),
         "categories": categories(view),
-        "retention": retention(current_policy, view, history),
+        "retention": retention(current_policy, facts_from(ledger.events.get(customer_id))),
         "recipients": recipients(customer_id, ledger.access_log.entries(customer_id=customer_id)),
     }
 

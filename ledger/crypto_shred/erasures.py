@@ -24,19 +24,31 @@ from eventsourcing.utils import get_topic
 from ledger.domain.customer import Customer
 
 ERASED_TOPIC = get_topic(Customer.Erased)
+CATEGORIES_ERASED_TOPIC = get_topic(Customer.CategoriesErased)
 
 # The Erased events after a position, in log order: (position, customer id).
 ScanErasures = Callable[[int], Sequence[tuple[int, UUID]]]
+# The CategoriesErased events after a position: (position, customer id, categories).
+ScanCategoryErasures = Callable[[int], Sequence[tuple[int, UUID, Sequence[str]]]]
 
 
 class ErasureRegistry:
     """Thread-safe. `scan` is None for a registry that knows only what it is told (tests
     of the key ring on its own)."""
 
-    def __init__(self, scan: ScanErasures | None = None) -> None:
+    def __init__(
+        self,
+        scan: ScanErasures | None = None,
+        scan_categories: ScanCategoryErasures | None = None,
+    ) -> None:
         self._scan = scan
+        self._scan_categories = scan_categories
         self._erased: set[UUID] = set()
         self._position = 0
+        # Per-category destruction, as the log says (`Customer.CategoriesErased`): the key
+        # ring never hands out a category key the log says is destroyed.
+        self._categories: dict[UUID, frozenset[str]] = {}
+        self._category_position = 0
         self._last_scan_started = -1
         self._lock = threading.Lock()
         # What refreshing costs, for `ledger` operators and the benchmark.
@@ -59,6 +71,12 @@ class ErasureRegistry:
             for position, customer_id in rows:
                 self._erased.add(customer_id)
                 self._position = max(self._position, position)
+            if self._scan_categories is not None:
+                for position, customer_id, categories in self._scan_categories(
+                    self._category_position
+                ):
+                    self._merge_categories(customer_id, categories)
+                    self._category_position = max(self._category_position, position)
             self.scans += 1
             self.scan_seconds += time.perf_counter() - started
 
@@ -70,6 +88,25 @@ class ErasureRegistry:
 
     def is_erased(self, customer_id: UUID) -> bool:
         return customer_id in self._erased
+
+    def add_categories(self, customer_id: UUID, categories: Sequence[str]) -> None:
+        """This process's own category destruction, once its event is committed and
+        before the keys are destroyed."""
+        with self._lock:
+            self._merge_categories(customer_id, categories)
+
+    def _merge_categories(self, customer_id: UUID, categories: Sequence[str]) -> None:
+        self._categories[customer_id] = self._categories.get(customer_id, frozenset()).union(
+            categories
+        )
+
+    def erased_categories(self, customer_id: UUID) -> frozenset[str]:
+        """The categories of this customer the log says are destroyed (empty: none)."""
+        return self._categories.get(customer_id, frozenset())
+
+    def category_erasures(self) -> dict[UUID, frozenset[str]]:
+        with self._lock:
+            return dict(self._categories)
 
     def erased_ids(self) -> frozenset[UUID]:
         with self._lock:

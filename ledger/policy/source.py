@@ -1,8 +1,8 @@
 """Where the services that enforce the policy get the current one.
 
-The policy is versioned in the log (`ledger policy apply`); a service asks for the current
-version on every use, so a newly applied policy governs the very next read. Until a ledger
-holds a policy of its own, the shipped default (version 0) applies.
+The policy is versioned in the log (`ledger policy apply`, `ledger.policy.log`); a service
+asks for the current version on every use, so a newly applied policy governs the very next
+read. Until a ledger holds a policy of its own, the shipped default (version 0) applies.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Protocol
 
+from ledger.policy.log import PolicyLog
 from ledger.policy.model import Policy, default_policy
 
 if TYPE_CHECKING:
@@ -40,8 +41,8 @@ def shipped_default() -> PolicySource:
 
 
 def policy_for(ledger: CustomerLedger) -> PolicySource:
-    """The policy that governs `ledger`: the one place consent, purpose-bound reads and the
-    export ask (CLI and API alike). Until the policy log exists it is the shipped default;
-    wiring the log in here (its `current()` gives the applied version) changes them all."""
-    del ledger
-    return shipped_default()
+    """The policy that governs `ledger`: the one place consent, purpose-bound reads, the
+    import and the export ask (CLI and API alike): the versions in its log
+    (`ledger policy apply`), the shipped default (version 0) until one is applied. Asked
+    on every use, so a newly applied version governs the next call."""
+    return PolicyLog(ledger)

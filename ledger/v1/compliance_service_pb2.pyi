@@ -28,22 +28,31 @@ class EraseCustomerRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`customers/{customer}`."""
     legal_basis: _builtins.str
     """The legal basis, e.g. "GDPR Art. 17(1)(a)" (stored readable: no personal data)."""
     reason: _builtins.str
     """A non-personal reason code, e.g. "subject-request"."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: destroy only these data categories (Fides keys, e.g. "user.contact", which
+        covers email, phone and address) and keep the rest readable. Empty: erase the whole
+        customer. Only customers registered with category keys can lose a category alone.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         legal_basis: _builtins.str = ...,
         reason: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_basis", b"legal_basis", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "legal_basis", b"legal_basis", "name", b"name", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -63,6 +72,7 @@ class ErasureCertificate(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     LAST_VERSION_FIELD_NUMBER: _builtins.int
     LEDGER_KEY_ID_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
     customer: _builtins.str
     """The erased customer, `customers/{customer}`."""
     actor: _builtins.str
@@ -81,6 +91,12 @@ class ErasureCertificate(_message.Message):
     def erase_time(self) -> _timestamp_pb2.Timestamp:
         """When it was erased."""
 
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For the destruction of some categories only: the categories destroyed (sorted; `key_id`
+        then lists `category=key id` pairs). Empty when the whole customer was erased.
+        """
+
     def __init__(
         self,
         *,
@@ -92,10 +108,11 @@ class ErasureCertificate(_message.Message):
         key_id: _builtins.str = ...,
         last_version: _builtins.int = ...,
         ledger_key_id: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "customer", b"customer", "erase_time", b"erase_time", "key_id", b"key_id", "last_version", b"last_version", "ledger_key_id", b"ledger_key_id", "legal_basis", b"legal_basis", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "categories", b"categories", "customer", b"customer", "erase_time", b"erase_time", "key_id", b"key_id", "last_version", b"last_version", "ledger_key_id", b"ledger_key_id", "legal_basis", b"legal_basis", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -194,6 +211,259 @@ class ExportCustomerDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportCustomerDataResponse: _TypeAlias = ExportCustomerDataResponse  # noqa: Y015
+
+@_typing.final
+class GetPolicyRequest(_message.Message):
+    """Request for GetPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyRequest: _TypeAlias = GetPolicyRequest  # noqa: Y015
+
+@_typing.final
+class PolicyPurpose(_message.Message):
+    """One purpose of the policy (a Fides data use)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    LAWFUL_BASIS_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    SEPARATE_CONSENT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The Fides data use, e.g. "marketing.advertising.first_party"."""
+    display_name: _builtins.str
+    """A readable name."""
+    lawful_basis: _builtins.str
+    """The lawful basis: consent, contract, legal_obligation, vital_interests, public_task or
+    legitimate_interests.
+    """
+    separate_consent: _builtins.bool
+    """Whether the purpose needs a consent of its own (PIPL sensitive data, transfers)."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The Fides data categories this purpose may use (a parent covers its children)."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        lawful_basis: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        separate_consent: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "display_name", b"display_name", "key", b"key", "lawful_basis", b"lawful_basis", "separate_consent", b"separate_consent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyPurpose: _TypeAlias = PolicyPurpose  # noqa: Y015
+
+@_typing.final
+class RetentionRule(_message.Message):
+    """How long one category is kept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    KEEP_FOR_DAYS_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    WHY_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    """The Fides data category the rule covers (and its children)."""
+    keep_for_days: _builtins.int
+    """The number of days it is kept after the trigger."""
+    after: _builtins.str
+    """The trigger: registration, last_change, last_activity or end_of_contract."""
+    why: _builtins.str
+    """Why it is kept that long."""
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        keep_for_days: _builtins.int = ...,
+        after: _builtins.str = ...,
+        why: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "category", b"category", "keep_for_days", b"keep_for_days", "why", b"why"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionRule: _TypeAlias = RetentionRule  # noqa: Y015
+
+@_typing.final
+class FieldClassification(_message.Message):
+    """The data category and sensitivity of one personal field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    SENSITIVITY_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """The profile field, e.g. "emails"."""
+    category: _builtins.str
+    """Its Fides data category, e.g. "user.contact.email"."""
+    sensitivity: _builtins.str
+    """personal, sensitive (PIPL Art. 28), special (GDPR Art. 9) or none."""
+    description: _builtins.str
+    """What the field holds."""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        category: _builtins.str = ...,
+        sensitivity: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "description", b"description", "field", b"field", "sensitivity", b"sensitivity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldClassification: _TypeAlias = FieldClassification  # noqa: Y015
+
+@_typing.final
+class GetPolicyResponse(_message.Message):
+    """Response for GetPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    POLICY_NAME_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    APPLY_TIME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    PURPOSES_FIELD_NUMBER: _builtins.int
+    RETENTION_RULES_FIELD_NUMBER: _builtins.int
+    CLASSIFICATION_FIELD_NUMBER: _builtins.int
+    POLICY_JSON_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The policy's version in the log (0: the shipped default, never applied)."""
+    policy_name: _builtins.str
+    """The policy's name."""
+    digest: _builtins.str
+    """SHA-256 of the policy's canonical JSON."""
+    actor: _builtins.str
+    """Who applied it."""
+    policy_json: _builtins.str
+    """The whole policy as JSON (what `ledger policy show --json` prints under "policy")."""
+    @_builtins.property
+    def apply_time(self) -> _timestamp_pb2.Timestamp:
+        """When this version was applied (unset for the shipped default)."""
+
+    @_builtins.property
+    def purposes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicyPurpose]:
+        """The purposes."""
+
+    @_builtins.property
+    def retention_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionRule]:
+        """The retention rules."""
+
+    @_builtins.property
+    def classification(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldClassification]:
+        """Every personal field's category and sensitivity."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        policy_name: _builtins.str = ...,
+        digest: _builtins.str = ...,
+        apply_time: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+        purposes: _abc.Iterable[Global___PolicyPurpose] | None = ...,
+        retention_rules: _abc.Iterable[Global___RetentionRule] | None = ...,
+        classification: _abc.Iterable[Global___FieldClassification] | None = ...,
+        policy_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["apply_time", b"apply_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "apply_time", b"apply_time", "classification", b"classification", "digest", b"digest", "policy_json", b"policy_json", "policy_name", b"policy_name", "purposes", b"purposes", "retention_rules", b"retention_rules", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyResponse: _TypeAlias = GetPolicyResponse  # noqa: Y015
+
+@_typing.final
+class HandoverCustomersRequest(_message.Message):
+    """Request for HandoverCustomers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_PRINCIPAL_FIELD_NUMBER: _builtins.int
+    TO_PRINCIPAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    from_principal: _builtins.str
+    """The departing principal (owner id)."""
+    to_principal: _builtins.str
+    """The principal taking over its customers."""
+    reason: _builtins.str
+    """A non-personal reason code, e.g. "staff-departure"."""
+    def __init__(
+        self,
+        *,
+        from_principal: _builtins.str = ...,
+        to_principal: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_principal", b"from_principal", "reason", b"reason", "to_principal", b"to_principal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandoverCustomersRequest: _TypeAlias = HandoverCustomersRequest  # noqa: Y015
+
+@_typing.final
+class HandoverCustomersResponse(_message.Message):
+    """Response for HandoverCustomers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDOVER_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    handover_id: _builtins.str
+    """The id of the audited handover record in the log."""
+    @_builtins.property
+    def customers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The customers reassigned, `customers/{customer}`."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """From when the departing principal's credentials are refused."""
+
+    def __init__(
+        self,
+        *,
+        handover_id: _builtins.str = ...,
+        customers: _abc.Iterable[_builtins.str] | None = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoke_time", b"revoke_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers", "handover_id", b"handover_id", "revoke_time", b"revoke_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandoverCustomersResponse: _TypeAlias = HandoverCustomersResponse  # noqa: Y015
 
 @_typing.final
 class GiveConsentRequest(_message.Message):

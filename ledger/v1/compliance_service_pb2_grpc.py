@@ -46,6 +46,16 @@ class ComplianceServiceStub:
                 request_serializer=ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataResponse.FromString,
                 _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/ledger.v1.ComplianceService/GetPolicy',
+                request_serializer=ledger_dot_v1_dot_compliance__service__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.GetPolicyResponse.FromString,
+                _registered_method=True)
+        self.HandoverCustomers = channel.unary_unary(
+                '/ledger.v1.ComplianceService/HandoverCustomers',
+                request_serializer=ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersResponse.FromString,
+                _registered_method=True)
         self.GiveConsent = channel.unary_unary(
                 '/ledger.v1.ComplianceService/GiveConsent',
                 request_serializer=ledger_dot_v1_dot_compliance__service__pb2.GiveConsentRequest.SerializeToString,
@@ -80,6 +90,23 @@ class ComplianceServiceServicer:
     def ExportCustomerData(self, request, context):
         """Everything held about one customer as one portable JSON document: profile, history and
         non-personal metadata. After erasure it holds the non-personal data only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPolicy(self, request, context):
+        """The data policy in force (its version in the log, purposes with their lawful basis and
+        categories, retention rules) and the classification of every personal field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandoverCustomers(self, request, context):
+        """Staff departure: every customer owned by `from_principal` is reassigned to
+        `to_principal` in one audited operation, and every credential of `from_principal`
+        issued up to now is revoked (refused from its next call).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,6 +148,16 @@ def add_ComplianceServiceServicer_to_server(servicer, server):
                     servicer.ExportCustomerData,
                     request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataResponse.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.GetPolicyRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_compliance__service__pb2.GetPolicyResponse.SerializeToString,
+            ),
+            'HandoverCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandoverCustomers,
+                    request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersResponse.SerializeToString,
             ),
             'GiveConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.GiveConsent,
@@ -194,6 +231,60 @@ class ComplianceService:
             '/ledger.v1.ComplianceService/ExportCustomerData',
             ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataRequest.SerializeToString,
             ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.ComplianceService/GetPolicy',
+            ledger_dot_v1_dot_compliance__service__pb2.GetPolicyRequest.SerializeToString,
+            ledger_dot_v1_dot_compliance__service__pb2.GetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandoverCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.ComplianceService/HandoverCustomers',
+            ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersRequest.SerializeToString,
+            ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,15 @@ class ComplianceServiceStub:
     """Everything held about one customer as one portable JSON document: profile, history and
     non-personal metadata. After erasure it holds the non-personal data only.
     """
+    GetPolicy: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.GetPolicyRequest, _compliance_service_pb2.GetPolicyResponse]
+    """The data policy in force (its version in the log, purposes with their lawful basis and
+    categories, retention rules) and the classification of every personal field.
+    """
+    HandoverCustomers: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.HandoverCustomersRequest, _compliance_service_pb2.HandoverCustomersResponse]
+    """Staff departure: every customer owned by `from_principal` is reassigned to
+    `to_principal` in one audited operation, and every credential of `from_principal`
+    issued up to now is revoked (refused from its next call).
+    """
     GiveConsent: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.GiveConsentRequest, _compliance_service_pb2.ConsentsResponse]
     """Records a customer's consent to one or more purposes of the data policy, given in one
     act. A purpose that is not in the policy, does not rest on consent, or needs a separate
@@ -71,6 +80,15 @@ class ComplianceServiceAsyncStub(ComplianceServiceStub):
     ExportCustomerData: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.ExportCustomerDataRequest, _compliance_service_pb2.ExportCustomerDataResponse]  # type: ignore[assignment]
     """Everything held about one customer as one portable JSON document: profile, history and
     non-personal metadata. After erasure it holds the non-personal data only.
+    """
+    GetPolicy: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.GetPolicyRequest, _compliance_service_pb2.GetPolicyResponse]  # type: ignore[assignment]
+    """The data policy in force (its version in the log, purposes with their lawful basis and
+    categories, retention rules) and the classification of every personal field.
+    """
+    HandoverCustomers: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.HandoverCustomersRequest, _compliance_service_pb2.HandoverCustomersResponse]  # type: ignore[assignment]
+    """Staff departure: every customer owned by `from_principal` is reassigned to
+    `to_principal` in one audited operation, and every credential of `from_principal`
+    issued up to now is revoked (refused from its next call).
     """
     GiveConsent: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.GiveConsentRequest, _compliance_service_pb2.ConsentsResponse]  # type: ignore[assignment]
     """Records a customer's consent to one or more purposes of the data policy, given in one
@@ -108,6 +126,27 @@ class ComplianceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_compliance_service_pb2.ExportCustomerDataResponse, _abc.Awaitable[_compliance_service_pb2.ExportCustomerDataResponse]]:
         """Everything held about one customer as one portable JSON document: profile, history and
         non-personal metadata. After erasure it holds the non-personal data only.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPolicy(
+        self,
+        request: _compliance_service_pb2.GetPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.GetPolicyResponse, _abc.Awaitable[_compliance_service_pb2.GetPolicyResponse]]:
+        """The data policy in force (its version in the log, purposes with their lawful basis and
+        categories, retention rules) and the classification of every personal field.
+        """
+
+    @_abc_1.abstractmethod
+    def HandoverCustomers(
+        self,
+        request: _compliance_service_pb2.HandoverCustomersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.HandoverCustomersResponse, _abc.Awaitable[_compliance_service_pb2.HandoverCustomersResponse]]:
+        """Staff departure: every customer owned by `from_principal` is reassigned to
+        `to_principal` in one audited operation, and every credential of `from_principal`
+        issued up to now is revoked (refused from its next call).
         """
 
     @_abc_1.abstractmethod
