@@ -171,6 +171,13 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
             ),
         ),
         "ListConsents": ("compliance", lambda: compliance.ListConsentsRequest(name=owned)),
+        "GetPolicy": ("compliance", compliance.GetPolicyRequest),
+        "HandoverCustomers": (
+            "compliance",
+            lambda: compliance.HandoverCustomersRequest(
+                from_principal="departed.one", to_principal="sales.bob", reason="left"
+            ),
+        ),
     }
 
 
