@@ -17,6 +17,7 @@ from ledger.cli.main import main
 from ledger.consent.service import ConsentService
 from ledger.domain.errors import ValidationFailed
 from ledger.importer import CsvImporter, parse_mapping
+from ledger.policy.model import DEFAULT_POLICY_FILE
 from ledger.signing import LedgerSigner
 from tests.helpers import StoreHandle, person
 
@@ -221,3 +222,27 @@ def test_token_issue_names_the_purposes_a_principal_may_act_for(
     assert code == 0 and verifier.verify(token).purposes is None  # its roles' defaults
     code, err = issue("--purpose", "Marketing for Ada")
     assert code == 2 and "--purpose" in err and "Ada" not in err
+
+
+def test_a_newly_applied_policy_version_governs_the_next_read_and_consent(
+    store: StoreHandle, cli: Any, tmp_path: Path
+) -> None:
+    ada = register(store)
+    cli("consent", "give", ada, "--purpose", MARKETING, "--source", "web")
+    assert cli("show", ada, "--purpose", MARKETING)["given_name"] == "Testa"
+    text = DEFAULT_POLICY_FILE.read_text(encoding="utf-8").replace(
+        'categories = ["user.name", "user.contact.email", "user.contact.phone_number"]\n\n'
+        '[[purpose]]\nkey = "analytics.reporting"',
+        'categories = ["user.contact.email"]\n\n[[purpose]]\nkey = "analytics.reporting"',
+    )
+    assert text != DEFAULT_POLICY_FILE.read_text(encoding="utf-8")
+    narrower = tmp_path / "policy.toml"
+    narrower.write_text(text, encoding="utf-8")
+    cli("policy", "apply", str(narrower))
+    shown = cli("show", ada, "--purpose", MARKETING)
+    assert shown["emails"] == ["testa.person@example.org"] and shown["given_name"] is None
+    assert shown["masked_fields"]["given_name"] == "purpose_may_not_use:user.name.first"
+    exported = cli("export", ada)
+    assert exported["policy"]["version"] == 1
+    marketing = next(p for p in exported["purposes"] if p["key"] == MARKETING)
+    assert marketing["categories"] == ["user.contact.email"]
