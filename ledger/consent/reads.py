@@ -20,6 +20,8 @@ from ledger.application import CustomerLedger
 from ledger.audit.history import FieldChange, field_history, is_personal
 from ledger.consent.basis import masked_fields, resolve
 from ledger.consent.records import ConsentEntry, consents_of
+from ledger.domain.customer import Customer
+from ledger.domain.errors import CustomerNotFound
 from ledger.domain.profile import PERSONAL_FIELDS
 from ledger.policy.model import Purpose
 from ledger.policy.source import PolicySource, policy_for
@@ -87,7 +89,10 @@ class PurposeReads:
         os_user: str = "", method: str = "ledger.read_field_history",
     ) -> tuple[list[FieldChange], dict[str, str]]:  # fmt: skip
         """A masked personal field's changes keep their times and actors, not their values."""
-        changes = field_history(self.ledger._events(customer_id), field)
+        events = [e for e in self.ledger.events.get(customer_id) if isinstance(e, Customer.Event)]
+        if not events:
+            raise CustomerNotFound(customer_id)
+        changes = field_history(events, field)
         if not is_personal(field):
             return changes, {}
         hidden = self._masks_of(customer_id, purpose)
