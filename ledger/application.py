@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -83,6 +83,7 @@ class InlineProjections(Protocol):
 
 
 log = logging.getLogger("ledger")
+T = TypeVar("T")
 
 MAX_REASON = 500
 # The reason of an Erased event written by replaying the erasure journal after a restore.
@@ -439,6 +440,7 @@ class CustomerLedger(Application[UUID]):
         actor: str,
         reason: str | None = None,
         default_region: str | None = None,
+        then: Callable[[int, Customer], None] | None = None,
     ) -> list[UUID]:
         """Register many customers in one transaction (imports): the keys in one key-store
         transaction, the events in one save. All or nothing; a profile that fails
@@ -448,7 +450,10 @@ class CustomerLedger(Application[UUID]):
 
         `default_region` (else LEDGER_DEFAULT_REGION) reads national phone numbers: an
         import passes its `--default-country`, so a profile it validated is validated
-        here the same way (with another region it could be refused mid-import)."""
+        here the same way (with another region it could be refused mid-import).
+
+        `then(index, customer)`: more events on each new customer, stored in the same save
+        (an import's consent columns, `ledger.importer`)."""
         _check_actor(actor, reason)
         region = self.settings.default_region if default_region is None else default_region
         customers: list[Customer] = []
@@ -464,6 +469,8 @@ class CustomerLedger(Application[UUID]):
             customer = Customer.register(uuid4(), validated, actor, reason)
             if warnings:
                 customer.flag_quality(list(warnings), actor, reason)
+            if then is not None:
+                then(index, customer)
             customers.append(customer)
         if violations:
             raise ValidationFailed(violations)
@@ -520,6 +527,24 @@ class CustomerLedger(Application[UUID]):
         customer = self._load_for_command(customer_id, expected_version)
         customer.mark_verified(actor, reason)
         self._save(customer, expected_version)
+
+    def command(
+        self,
+        customer_id: UUID,
+        decide: Callable[[Customer], T],
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> T:
+        """The hook for use cases built as services of their own (consent, ...): load the
+        customer for a command, let `decide` call its domain methods, save what it
+        decided. The actor and reason are checked first, like every command's."""
+        _check_actor(actor, reason)
+        customer = self._load_for_command(customer_id, expected_version)
+        result = decide(customer)
+        self._save(customer, expected_version)
+        return result
 
     def merge(
         self,

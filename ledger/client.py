@@ -417,6 +417,40 @@ class LedgerClient:
         )
         return self.compliance.HandoverCustomers(request, **self.call_options)
 
+    def give_consent(
+        self,
+        customer: str,
+        purposes: list[str],
+        *,
+        source: str,
+        form: str = "",
+        proof: str = "",
+        reason: str = "",
+        etag: str = "",
+    ) -> compliance_service_pb2.ConsentsResponse:
+        request = compliance_service_pb2.GiveConsentRequest(
+            name=_name(customer),
+            purposes=purposes,
+            source=source,
+            form=form,
+            proof=proof,
+            reason=reason,
+            etag=etag,
+        )
+        return self.compliance.GiveConsent(request, **self.call_options)
+
+    def withdraw_consent(
+        self, customer: str, purpose: str, *, source: str, reason: str = "", etag: str = ""
+    ) -> compliance_service_pb2.ConsentsResponse:
+        request = compliance_service_pb2.WithdrawConsentRequest(
+            name=_name(customer), purpose=purpose, source=source, reason=reason, etag=etag
+        )
+        return self.compliance.WithdrawConsent(request, **self.call_options)
+
+    def list_consents(self, customer: str) -> compliance_service_pb2.ConsentsResponse:
+        request = compliance_service_pb2.ListConsentsRequest(name=_name(customer))
+        return self.compliance.ListConsents(request, **self.call_options)
+
 
 # Proof documents for the standalone checker -------------------------------------------------
 # `ledger/audit/client_check.py` checks JSON documents with the ledger's public key alone; these

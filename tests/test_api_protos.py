@@ -44,4 +44,5 @@ def test_every_service_of_the_issue_is_declared() -> None:
     }  # fmt: skip
     assert methods(compliance_service_pb2, "ComplianceService") == {
         "EraseCustomer", "ExportCustomerData", "GetPolicy", "HandoverCustomers",
+        "GiveConsent", "WithdrawConsent", "ListConsents",
     }  # fmt: skip

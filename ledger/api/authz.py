@@ -69,6 +69,10 @@ METHOD_ACCESS: dict[str, dict[Role, Scope]] = {
     # The policy is not personal data: every role may read what it is bound by.
     "GetPolicy": {S: ALL, SA: ALL, AU: ALL, C: ALL, AD: ALL},
     "HandoverCustomers": {AD: ALL},
+    # Consent is recorded by the systems and staff that collect it, and by compliance.
+    "GiveConsent": {S: ALL, SA: OWN, C: ALL, AD: ALL},
+    "WithdrawConsent": {S: ALL, SA: OWN, C: ALL, AD: ALL},
+    "ListConsents": {S: ALL, SA: OWN, AU: ALL, C: ALL, AD: ALL},
 }
 
 

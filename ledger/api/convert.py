@@ -49,6 +49,7 @@ IGNORED_IN_MASK = frozenset(
         "verify_time",
         "erase_time",
         "merged_into",
+        "masked_fields",
     }
 )
 
@@ -143,6 +144,12 @@ def _fill_personal(message: resources_pb2.Customer, data: dict[str, Any]) -> Non
     if data.get("birth_date"):
         message.birth_date.CopyFrom(_date(data["birth_date"]))
     message.external_ids.update(data.get("external_ids") or {})
+
+
+def add_masked(message: resources_pb2.Customer, hidden: dict[str, str]) -> None:
+    """Say which personal fields the data policy left out of this answer, and why."""
+    for field, reason in sorted(hidden.items()):
+        message.masked_fields.add(field=field, reason=reason)
 
 
 def personal_fields_shown(message: resources_pb2.Customer) -> list[str]:

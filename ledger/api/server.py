@@ -51,11 +51,13 @@ from ledger.application import CustomerLedger
 from ledger.audit.read_alerts import ReadRateMonitor
 from ledger.bootstrap import open_ledger
 from ledger.config import ConfigError, Settings
+from ledger.consent.reads import PurposeReads
 from ledger.observability import logs
 from ledger.observability.backup_state import state_file
 from ledger.observability.calls import CallObserver
 from ledger.observability.health import StoreProbe, store_check
 from ledger.observability.metrics import LedgerMetrics, LedgerState
+from ledger.policy.source import PolicySource
 from ledger.signing import LedgerSigner
 from ledger.v1 import audit_service_pb2, compliance_service_pb2, customer_service_pb2
 
@@ -209,6 +211,7 @@ def build_server(
     listen: str | None = None,
     access_log: AccessLog | None = None,
     metrics_listen: str | None = None,
+    policy: PolicySource | None = None,
 ) -> ApiServer:
     """Start serving `ledger` on `listen` (port 0 picks a free port; see `ApiServer.port`),
     and metrics on `metrics_listen` (else LEDGER_METRICS_LISTEN; neither: no endpoint)."""
@@ -244,12 +247,13 @@ def build_server(
         refusals=RefusalLog(chosen_log, window_seconds=api.auth_refusal_window_seconds),
         streams=StreamSlots(api.stream_slots, api.max_streams_per_principal),
         observer=CallObserver(metrics),
+        reads=PurposeReads(ledger, policy),
     )
     others = OtherStreamsLimit(gate.streams, tuple(s.full_name for s in SERVICES))
     implementations: dict[str, object] = {
         "CustomerService": CustomerService(ledger, store),
         "AuditService": AuditService(ledger, stopping),
-        "ComplianceService": ComplianceService(ledger, store),
+        "ComplianceService": ComplianceService(ledger, store, policy),
     }
     server = grpc_server(settings.api.workers, [others])
     server.add_generic_rpc_handlers(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -87,20 +87,27 @@ def record_read(
     settings: Settings,
     customer_ids: Iterable[UUID | str],
     fields: Iterable[str],
+    masked: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Record that this command is about to print `fields` of `customer_ids` (durable when
     it returns; one transaction however many records the customers need). Every command
-    that prints personal data calls this, or a `ledger.read*` method, before printing."""
+    that prints personal data calls this, or a `PurposeReads.read*` method, before
+    printing. `masked`: what the data policy left out, and why (`masked_record`)."""
     ids = list(dict.fromkeys(str(c) for c in customer_ids))
     names = sorted(set(fields))
-    if not ids or not names:
+    if not ids or not (names or masked):
         return
     purpose: str = getattr(args, "purpose", DEFAULT_PURPOSE)
     access_log = ledger.access_log
     events: list[Any] = []
     for start in range(0, len(ids), MAX_CUSTOMERS):
         record = access_log.new_record(
-            settings.actor, purpose, ids[start : start + MAX_CUSTOMERS], names, **read_as(args)
+            settings.actor,
+            purpose,
+            ids[start : start + MAX_CUSTOMERS],
+            names,
+            masked=masked,
+            **read_as(args),
         )
         events += record.collect_events()
     events += bulk_read_alert(settings, ids)

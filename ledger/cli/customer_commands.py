@@ -18,9 +18,10 @@ from ledger.cli.common import (
     record_read,
 )
 from ledger.cli.duplicate_commands import matches_read, screen_registration, warn_duplicates
-from ledger.cli.render import customer_text, history_text
+from ledger.cli.render import customer_text, history_text, masks_text, with_masks
 from ledger.cli.values import ADDRESS_OPTIONS, parse_assignment, registration_profile
 from ledger.config import Settings
+from ledger.consent.reads import PurposeReads
 from ledger.crypto_shred.category_erasure import destroy_categories
 from ledger.crypto_shred.journal import JournalWriteFailed
 from ledger.domain.errors import FieldViolation, ValidationFailed
@@ -87,36 +88,36 @@ def cmd_mark_verified(args: argparse.Namespace, settings: Settings) -> int:
             expected_version=args.expected_version,
             reason=args.reason,
         )
-        view = ledger.read(
+        view, hidden = PurposeReads(ledger).read(
             customer_id, principal=settings.actor, purpose=args.purpose, **read_as(args)
         )
-    emit(args, view.to_json(), f"verified; now version {view.version}")
+    emit(args, with_masks(view.to_json(), hidden), f"verified; now version {view.version}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
-        view = ledger.read(
+        view, hidden = PurposeReads(ledger).read(
             customer_id,
             principal=settings.actor,
             purpose=args.purpose,
             **read_as(args),
         )
-    emit(args, view.to_json(), customer_text(view))
+    emit(args, with_masks(view.to_json(), hidden), masks_text(customer_text(view), hidden))
     return 0
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
-        entries = ledger.read_history(
+        entries, hidden = PurposeReads(ledger).read_history(
             customer_id,
             principal=settings.actor,
             purpose=args.purpose,
             **read_as(args),
         )
-    emit(args, [e.to_json() for e in entries], history_text(entries))
+    emit(args, [e.to_json() for e in entries], masks_text(history_text(entries), hidden))
     return 0
 
 
@@ -131,7 +132,7 @@ def cmd_as_of(args: argparse.Namespace, settings: Settings) -> int:
     at = _parse_time(args.time) if args.time else None
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
-        view = ledger.read_as_of(
+        view, hidden = PurposeReads(ledger).read_as_of(
             customer_id,
             principal=settings.actor,
             purpose=args.purpose,
@@ -139,7 +140,7 @@ def cmd_as_of(args: argparse.Namespace, settings: Settings) -> int:
             at=at,
             **read_as(args),
         )
-    emit(args, view.to_json(), customer_text(view))
+    emit(args, with_masks(view.to_json(), hidden), masks_text(customer_text(view), hidden))
     return 0
 
 

@@ -333,6 +333,40 @@ def access_log(story: Story) -> None:
         print(f"    {record.principal:<12} {method:<18} {outcome:<8} {fields}, {record.purpose}")
 
 
+MARKETING = "marketing.advertising.first_party"
+
+
+def consent_and_purpose(story: Story) -> None:
+    grace = story.name("grace")
+    signer = LedgerSigner.load_or_create(story.settings.resolved_token_key_file)
+    token = issue_token(signer, "mailer", ["service"], timedelta(minutes=30))
+    target = f"127.0.0.1:{story.server.port}"
+    with LedgerClient(target, token=token, purpose=MARKETING) as mailer:
+
+        def read(when: str) -> None:
+            seen = mailer.get_customer(grace)
+            why: dict[str, list[str]] = {}
+            for m in seen.masked_fields:
+                reason = m.reason.split(":")[0].replace("purpose_may_not_use", "not its purpose")
+                why.setdefault(reason, []).append(m.field)
+            masked = "; ".join(f"{', '.join(fields)} ({reason})" for reason, fields in why.items())
+            print(f"    {when}: name {seen.given_name or '-'}, emails {_list(seen.emails)}")
+            print(f"      masked: {masked}")
+
+        print(f"  mailer (service) reads Grace for {MARKETING}:")
+        read("without consent")
+        story.service.give_consent(grace, [MARKETING], source="web", form="newsletter-v2")
+        read("after her consent (web, form newsletter-v2)")
+        story.service.withdraw_consent(grace, MARKETING, source="app")
+        read("after she withdrew it, the next call")
+    records = [
+        r for r in story.auditor.list_access_log(f'customer = "{grace}"') if r.principal == "mailer"
+    ]
+    print(
+        f"  the access log keeps what each of those reads masked, and why ({len(records)} records)"
+    )
+
+
 def tamper_evidence(story: Story) -> None:
     public_key = LedgerSigner.load_or_create(story.settings.resolved_signing_key_file)
     pem = public_key.public_key_pem()
@@ -439,6 +473,7 @@ STEPS: list[Step] = [
     ("Merging a duplicate, then undoing the merge", merge_and_unmerge),
     ("An auditor reads history and metadata, never personal data", auditor_reads_history),
     ("Who received Ada's personal data (AuditService.ListAccessLog)", access_log),
+    ("Consent and purpose: marketing sees Grace only while she consents", consent_and_purpose),
     ("Proving the log unaltered (GetTreeHead, GetInclusionProof)", tamper_evidence),
     ("Erasing Ada (ComplianceService.EraseCustomer, as dpo)", erase),
     ("Exporting Ada's data after erasure: only non-personal data is left", export_after_erasure),

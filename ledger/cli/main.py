@@ -20,6 +20,7 @@ from ledger.cli import (
     audit_commands,
     backup_commands,
     compliance_commands,
+    consent_commands,
     customer_commands,
     duplicate_commands,
     import_commands,
@@ -55,7 +56,7 @@ EXIT_HELD = 5  # a legal hold refused an erasure or destruction
 # Each group module adds its subcommands; a new area of the product adds one line here.
 COMMAND_GROUPS = (customer_commands, compliance_commands, audit_commands, projection_commands,
                   merge_commands, import_commands, api_commands, duplicate_commands,
-                  backup_commands, policy_commands)  # fmt: skip
+                  backup_commands, policy_commands, consent_commands)  # fmt: skip
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:

@@ -234,6 +234,44 @@ class Customer(Aggregate):
                     if name in aggregate.personal:
                         aggregate.personal[name] = ERASED
 
+    # Consent (data policy) ----------------------------------------------------------------
+    # Per purpose of the data policy: given or withdrawn, when (the event's timestamp), and
+    # where it came from, as codes only: the channel, the form or its version, and a
+    # reference to the proof kept elsewhere. No free text, so no personal data is stored
+    # readable here (`personal_attributes` stays empty).
+
+    class ConsentGiven(Event):
+        """`bundle`: every purpose asked for in the same act, this one included. PIPL
+        Art. 29 and 39 want some purposes consented to on their own: such a consent has a
+        bundle of one."""
+
+        purpose: str
+        channel: str
+        form: str
+        proof: str
+        bundle: list[str]
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.consents[self.purpose] = {
+                "given": True,
+                "at": self.timestamp,
+                "channel": self.channel,
+                "form": self.form,
+                "proof": self.proof,
+                "bundle": list(self.bundle),
+            }
+
+    class ConsentWithdrawn(Event):
+        purpose: str
+        channel: str
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.consents[self.purpose] = {
+                "given": False,
+                "at": self.timestamp,
+                "channel": self.channel,
+            }
+
     def __init__(self, personal: PersonalData, public: dict[str, Any], owner: str | None) -> None:
         self.personal: PersonalData = dict(personal) if isinstance(personal, dict) else ERASED
         self.locale: str | None = public.get("locale")
@@ -250,6 +288,8 @@ class Customer(Aggregate):
         self.contract_ended_on: str | None = None
         # Data categories destroyed on their own (`CategoriesErased`), sorted.
         self.erased_categories: list[str] = []
+        # The latest consent event per purpose (see `ConsentGiven`).
+        self.consents: dict[str, dict[str, Any]] = {}
 
     # Commands -----------------------------------------------------------------------------
 
@@ -457,6 +497,45 @@ class Customer(Aggregate):
             actor=actor,
             reason=reason,
         )
+
+    def give_consent(
+        self,
+        purpose: str,
+        *,
+        channel: str,
+        form: str,
+        proof: str,
+        bundle: list[str],
+        actor: str,
+        reason: str | None,
+    ) -> None:
+        """The caller checked the purpose against the data policy (`ledger.consent`)."""
+        self.refuse_if_erased()
+        self.refuse_if_merged()
+        self.trigger_event(
+            self.ConsentGiven,
+            purpose=purpose,
+            channel=channel,
+            form=form,
+            proof=proof,
+            bundle=list(bundle),
+            actor=actor,
+            reason=reason,
+        )
+
+    def withdraw_consent(
+        self, purpose: str, *, channel: str, actor: str, reason: str | None
+    ) -> bool:
+        """False, and no event, when there is no consent in force to withdraw (a retried
+        withdrawal is harmless)."""
+        self.refuse_if_erased()
+        self.refuse_if_merged()
+        if not self.consents.get(purpose, {}).get("given"):
+            return False
+        self.trigger_event(
+            self.ConsentWithdrawn, purpose=purpose, channel=channel, actor=actor, reason=reason
+        )
+        return True
 
     # Merging ------------------------------------------------------------------------------
 

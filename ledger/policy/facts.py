@@ -9,7 +9,7 @@ log order (paged); a projection can index these facts when the log grows large.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -119,3 +119,12 @@ def _customer_events(app: Application[UUID]) -> Iterator[Any]:
 
 def midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def facts_from(events: Iterable[Any]) -> CustomerFacts | None:
+    """One customer's facts from its own events (the subject-access export states the same
+    retention dates as `ledger retention plan`)."""
+    facts: dict[UUID, CustomerFacts] = {}
+    for event in events:
+        _fold(facts, event)
+    return next(iter(facts.values()), None)

@@ -28,7 +28,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ledger/v1/compliance_service.proto\x12\tledger.v1\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n\x14\x45raseCustomerRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x19\n\x0blegal_basis\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\ncategories\x18\x04 \x03(\t\"\xfa\x01\n\x12\x45rasureCertificate\x12/\n\x08\x63ustomer\x18\x01 \x01(\tB\x1d\xfa\x41\x1a\n\x18ledger.internal/Customer\x12.\n\nerase_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x13\n\x0blegal_basis\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x14\n\x0clast_version\x18\x07 \x01(\x03\x12\x15\n\rledger_key_id\x18\x08 \x01(\t\x12\x12\n\ncategories\x18\t \x03(\t\"x\n\x15\x45raseCustomerResponse\x12\x32\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x1d.ledger.v1.ErasureCertificate\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x18\n\x10\x63\x65rtificate_json\x18\x03 \x01(\t\"L\n\x19\x45xportCustomerDataRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\"\xa6\x01\n\x1a\x45xportCustomerDataResponse\x12/\n\x08\x63ustomer\x18\x01 \x01(\tB\x1d\xfa\x41\x1a\n\x18ledger.internal/Customer\x12/\n\x0b\x65xport_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x10\n\x08\x64ocument\x18\x04 \x01(\x0c\"\x12\n\x10GetPolicyRequest\"v\n\rPolicyPurpose\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0clawful_basis\x18\x03 \x01(\t\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x18\n\x10separate_consent\x18\x05 \x01(\x08\"T\n\rRetentionRule\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x15\n\rkeep_for_days\x18\x02 \x01(\x05\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\t\x12\x0b\n\x03why\x18\x04 \x01(\t\"`\n\x13\x46ieldClassification\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x13\n\x0bsensitivity\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xb4\x02\n\x11GetPolicyResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bpolicy_name\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12.\n\napply_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12*\n\x08purposes\x18\x06 \x03(\x0b\x32\x18.ledger.v1.PolicyPurpose\x12\x31\n\x0fretention_rules\x18\x07 \x03(\x0b\x32\x18.ledger.v1.RetentionRule\x12\x36\n\x0e\x63lassification\x18\x08 \x03(\x0b\x32\x1e.ledger.v1.FieldClassification\x12\x13\n\x0bpolicy_json\x18\t \x01(\t\"j\n\x18HandoverCustomersRequest\x12\x1c\n\x0e\x66rom_principal\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cto_principal\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"t\n\x19HandoverCustomersResponse\x12\x13\n\x0bhandover_id\x18\x01 \x01(\t\x12\x11\n\tcustomers\x18\x02 \x03(\t\x12/\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xc1\x03\n\x11\x43omplianceService\x12n\n\rEraseCustomer\x12\x1f.ledger.v1.EraseCustomerRequest\x1a .ledger.v1.EraseCustomerResponse\"\x1a\xda\x41\x17name,legal_basis,reason\x12j\n\x12\x45xportCustomerData\x12$.ledger.v1.ExportCustomerDataRequest\x1a%.ledger.v1.ExportCustomerDataResponse\"\x07\xda\x41\x04name\x12H\n\tGetPolicy\x12\x1b.ledger.v1.GetPolicyRequest\x1a\x1c.ledger.v1.GetPolicyResponse\"\x00\x12\x85\x01\n\x11HandoverCustomers\x12#.ledger.v1.HandoverCustomersRequest\x1a$.ledger.v1.HandoverCustomersResponse\"%\xda\x41\"from_principal,to_principal,reasonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ledger/v1/compliance_service.proto\x12\tledger.v1\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n\x14\x45raseCustomerRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x19\n\x0blegal_basis\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\ncategories\x18\x04 \x03(\t\"\xfa\x01\n\x12\x45rasureCertificate\x12/\n\x08\x63ustomer\x18\x01 \x01(\tB\x1d\xfa\x41\x1a\n\x18ledger.internal/Customer\x12.\n\nerase_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x13\n\x0blegal_basis\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x14\n\x0clast_version\x18\x07 \x01(\x03\x12\x15\n\rledger_key_id\x18\x08 \x01(\t\x12\x12\n\ncategories\x18\t \x03(\t\"x\n\x15\x45raseCustomerResponse\x12\x32\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0b\x32\x1d.ledger.v1.ErasureCertificate\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x18\n\x10\x63\x65rtificate_json\x18\x03 \x01(\t\"L\n\x19\x45xportCustomerDataRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\"\xb4\x01\n\x1a\x45xportCustomerDataResponse\x12/\n\x08\x63ustomer\x18\x01 \x01(\tB\x1d\xfa\x41\x1a\n\x18ledger.internal/Customer\x12/\n\x0b\x65xport_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x10\n\x08\x64ocument\x18\x04 \x01(\x0c\x12\x0c\n\x04text\x18\x05 \x01(\t\"\x12\n\x10GetPolicyRequest\"v\n\rPolicyPurpose\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0clawful_basis\x18\x03 \x01(\t\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x18\n\x10separate_consent\x18\x05 \x01(\x08\"T\n\rRetentionRule\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x15\n\rkeep_for_days\x18\x02 \x01(\x05\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\t\x12\x0b\n\x03why\x18\x04 \x01(\t\"`\n\x13\x46ieldClassification\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x13\n\x0bsensitivity\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xb4\x02\n\x11GetPolicyResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bpolicy_name\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12.\n\napply_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12*\n\x08purposes\x18\x06 \x03(\x0b\x32\x18.ledger.v1.PolicyPurpose\x12\x31\n\x0fretention_rules\x18\x07 \x03(\x0b\x32\x18.ledger.v1.RetentionRule\x12\x36\n\x0e\x63lassification\x18\x08 \x03(\x0b\x32\x1e.ledger.v1.FieldClassification\x12\x13\n\x0bpolicy_json\x18\t \x01(\t\"j\n\x18HandoverCustomersRequest\x12\x1c\n\x0e\x66rom_principal\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cto_principal\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"t\n\x19HandoverCustomersResponse\x12\x13\n\x0bhandover_id\x18\x01 \x01(\t\x12\x11\n\tcustomers\x18\x02 \x03(\t\x12/\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xae\x01\n\x12GiveConsentRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x16\n\x08purposes\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06source\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04\x66orm\x18\x04 \x01(\t\x12\r\n\x05proof\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\"\x94\x01\n\x16WithdrawConsentRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x15\n\x07purpose\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06source\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\"F\n\x13ListConsentsRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18ledger.internal/Customer\"\xc8\x01\n\x0c\x43onsentEvent\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\r\n\x05given\x18\x02 \x01(\x08\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\x12\x0c\n\x04\x66orm\x18\x05 \x01(\t\x12\r\n\x05proof\x18\x06 \x01(\t\x12\x0e\n\x06\x62undle\x18\x07 \x03(\t\x12\x10\n\x08separate\x18\x08 \x01(\x08\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\x03\"\x90\x01\n\x10\x43onsentsResponse\x12/\n\x08\x63ustomer\x18\x01 \x01(\tB\x1d\xfa\x41\x1a\n\x18ledger.internal/Customer\x12\x10\n\x08in_force\x18\x02 \x03(\t\x12(\n\x07history\x18\x03 \x03(\x0b\x32\x17.ledger.v1.ConsentEvent\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08\x32\xe6\x05\n\x11\x43omplianceService\x12n\n\rEraseCustomer\x12\x1f.ledger.v1.EraseCustomerRequest\x1a .ledger.v1.EraseCustomerResponse\"\x1a\xda\x41\x17name,legal_basis,reason\x12j\n\x12\x45xportCustomerData\x12$.ledger.v1.ExportCustomerDataRequest\x1a%.ledger.v1.ExportCustomerDataResponse\"\x07\xda\x41\x04name\x12H\n\tGetPolicy\x12\x1b.ledger.v1.GetPolicyRequest\x1a\x1c.ledger.v1.GetPolicyResponse\"\x00\x12\x85\x01\n\x11HandoverCustomers\x12#.ledger.v1.HandoverCustomersRequest\x1a$.ledger.v1.HandoverCustomersResponse\"%\xda\x41\"from_principal,to_principal,reason\x12\x62\n\x0bGiveConsent\x12\x1d.ledger.v1.GiveConsentRequest\x1a\x1b.ledger.v1.ConsentsResponse\"\x17\xda\x41\x14name,purposes,source\x12i\n\x0fWithdrawConsent\x12!.ledger.v1.WithdrawConsentRequest\x1a\x1b.ledger.v1.ConsentsResponse\"\x16\xda\x41\x13name,purpose,source\x12T\n\x0cListConsents\x12\x1e.ledger.v1.ListConsentsRequest\x1a\x1b.ledger.v1.ConsentsResponse\"\x07\xda\x41\x04nameb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,12 +53,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HANDOVERCUSTOMERSREQUEST'].fields_by_name['to_principal']._serialized_options = b'\342A\001\002'
   _globals['_HANDOVERCUSTOMERSREQUEST'].fields_by_name['reason']._loaded_options = None
   _globals['_HANDOVERCUSTOMERSREQUEST'].fields_by_name['reason']._serialized_options = b'\342A\001\002'
+  _globals['_GIVECONSENTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GIVECONSENTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\032\n\030ledger.internal/Customer'
+  _globals['_GIVECONSENTREQUEST'].fields_by_name['purposes']._loaded_options = None
+  _globals['_GIVECONSENTREQUEST'].fields_by_name['purposes']._serialized_options = b'\342A\001\002'
+  _globals['_GIVECONSENTREQUEST'].fields_by_name['source']._loaded_options = None
+  _globals['_GIVECONSENTREQUEST'].fields_by_name['source']._serialized_options = b'\342A\001\002'
+  _globals['_WITHDRAWCONSENTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_WITHDRAWCONSENTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\032\n\030ledger.internal/Customer'
+  _globals['_WITHDRAWCONSENTREQUEST'].fields_by_name['purpose']._loaded_options = None
+  _globals['_WITHDRAWCONSENTREQUEST'].fields_by_name['purpose']._serialized_options = b'\342A\001\002'
+  _globals['_WITHDRAWCONSENTREQUEST'].fields_by_name['source']._loaded_options = None
+  _globals['_WITHDRAWCONSENTREQUEST'].fields_by_name['source']._serialized_options = b'\342A\001\002'
+  _globals['_LISTCONSENTSREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_LISTCONSENTSREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\032\n\030ledger.internal/Customer'
+  _globals['_CONSENTSRESPONSE'].fields_by_name['customer']._loaded_options = None
+  _globals['_CONSENTSRESPONSE'].fields_by_name['customer']._serialized_options = b'\372A\032\n\030ledger.internal/Customer'
   _globals['_COMPLIANCESERVICE'].methods_by_name['EraseCustomer']._loaded_options = None
   _globals['_COMPLIANCESERVICE'].methods_by_name['EraseCustomer']._serialized_options = b'\332A\027name,legal_basis,reason'
   _globals['_COMPLIANCESERVICE'].methods_by_name['ExportCustomerData']._loaded_options = None
   _globals['_COMPLIANCESERVICE'].methods_by_name['ExportCustomerData']._serialized_options = b'\332A\004name'
   _globals['_COMPLIANCESERVICE'].methods_by_name['HandoverCustomers']._loaded_options = None
   _globals['_COMPLIANCESERVICE'].methods_by_name['HandoverCustomers']._serialized_options = b'\332A\"from_principal,to_principal,reason'
+  _globals['_COMPLIANCESERVICE'].methods_by_name['GiveConsent']._loaded_options = None
+  _globals['_COMPLIANCESERVICE'].methods_by_name['GiveConsent']._serialized_options = b'\332A\024name,purposes,source'
+  _globals['_COMPLIANCESERVICE'].methods_by_name['WithdrawConsent']._loaded_options = None
+  _globals['_COMPLIANCESERVICE'].methods_by_name['WithdrawConsent']._serialized_options = b'\332A\023name,purpose,source'
+  _globals['_COMPLIANCESERVICE'].methods_by_name['ListConsents']._loaded_options = None
+  _globals['_COMPLIANCESERVICE'].methods_by_name['ListConsents']._serialized_options = b'\332A\004name'
   _globals['_ERASECUSTOMERREQUEST']._serialized_start=168
   _globals['_ERASECUSTOMERREQUEST']._serialized_end=308
   _globals['_ERASURECERTIFICATE']._serialized_start=311
@@ -68,21 +90,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPORTCUSTOMERDATAREQUEST']._serialized_start=685
   _globals['_EXPORTCUSTOMERDATAREQUEST']._serialized_end=761
   _globals['_EXPORTCUSTOMERDATARESPONSE']._serialized_start=764
-  _globals['_EXPORTCUSTOMERDATARESPONSE']._serialized_end=930
-  _globals['_GETPOLICYREQUEST']._serialized_start=932
-  _globals['_GETPOLICYREQUEST']._serialized_end=950
-  _globals['_POLICYPURPOSE']._serialized_start=952
-  _globals['_POLICYPURPOSE']._serialized_end=1070
-  _globals['_RETENTIONRULE']._serialized_start=1072
-  _globals['_RETENTIONRULE']._serialized_end=1156
-  _globals['_FIELDCLASSIFICATION']._serialized_start=1158
-  _globals['_FIELDCLASSIFICATION']._serialized_end=1254
-  _globals['_GETPOLICYRESPONSE']._serialized_start=1257
-  _globals['_GETPOLICYRESPONSE']._serialized_end=1565
-  _globals['_HANDOVERCUSTOMERSREQUEST']._serialized_start=1567
-  _globals['_HANDOVERCUSTOMERSREQUEST']._serialized_end=1673
-  _globals['_HANDOVERCUSTOMERSRESPONSE']._serialized_start=1675
-  _globals['_HANDOVERCUSTOMERSRESPONSE']._serialized_end=1791
-  _globals['_COMPLIANCESERVICE']._serialized_start=1794
-  _globals['_COMPLIANCESERVICE']._serialized_end=2243
+  _globals['_EXPORTCUSTOMERDATARESPONSE']._serialized_end=944
+  _globals['_GETPOLICYREQUEST']._serialized_start=946
+  _globals['_GETPOLICYREQUEST']._serialized_end=964
+  _globals['_POLICYPURPOSE']._serialized_start=966
+  _globals['_POLICYPURPOSE']._serialized_end=1084
+  _globals['_RETENTIONRULE']._serialized_start=1086
+  _globals['_RETENTIONRULE']._serialized_end=1170
+  _globals['_FIELDCLASSIFICATION']._serialized_start=1172
+  _globals['_FIELDCLASSIFICATION']._serialized_end=1268
+  _globals['_GETPOLICYRESPONSE']._serialized_start=1271
+  _globals['_GETPOLICYRESPONSE']._serialized_end=1579
+  _globals['_HANDOVERCUSTOMERSREQUEST']._serialized_start=1581
+  _globals['_HANDOVERCUSTOMERSREQUEST']._serialized_end=1687
+  _globals['_HANDOVERCUSTOMERSRESPONSE']._serialized_start=1689
+  _globals['_HANDOVERCUSTOMERSRESPONSE']._serialized_end=1805
+  _globals['_GIVECONSENTREQUEST']._serialized_start=1808
+  _globals['_GIVECONSENTREQUEST']._serialized_end=1982
+  _globals['_WITHDRAWCONSENTREQUEST']._serialized_start=1985
+  _globals['_WITHDRAWCONSENTREQUEST']._serialized_end=2133
+  _globals['_LISTCONSENTSREQUEST']._serialized_start=2135
+  _globals['_LISTCONSENTSREQUEST']._serialized_end=2205
+  _globals['_CONSENTEVENT']._serialized_start=2208
+  _globals['_CONSENTEVENT']._serialized_end=2408
+  _globals['_CONSENTSRESPONSE']._serialized_start=2411
+  _globals['_CONSENTSRESPONSE']._serialized_end=2555
+  _globals['_COMPLIANCESERVICE']._serialized_start=2558
+  _globals['_COMPLIANCESERVICE']._serialized_end=3300
 # @@protoc_insertion_point(module_scope)

@@ -182,12 +182,15 @@ class ExportCustomerDataResponse(_message.Message):
     EXPORT_TIME_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     DOCUMENT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
     customer: _builtins.str
     """The customer exported, `customers/{customer}`."""
     content_type: _builtins.str
     """The document's media type: "application/json"."""
     document: _builtins.bytes
-    """The document (UTF-8 JSON, format "ledger.customer-export.v1")."""
+    """The document (UTF-8 JSON, format "ledger.customer-export.v2", see docs/subject-access.md)."""
+    text: _builtins.str
+    """The same document as readable text, for the customer."""
     @_builtins.property
     def export_time(self) -> _timestamp_pb2.Timestamp:
         """When the export was made."""
@@ -199,10 +202,11 @@ class ExportCustomerDataResponse(_message.Message):
         export_time: _timestamp_pb2.Timestamp | None = ...,
         content_type: _builtins.str = ...,
         document: _builtins.bytes = ...,
+        text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["export_time", b"export_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "customer", b"customer", "document", b"document", "export_time", b"export_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "customer", b"customer", "document", b"document", "export_time", b"export_time", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -460,3 +464,211 @@ class HandoverCustomersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HandoverCustomersResponse: _TypeAlias = HandoverCustomersResponse  # noqa: Y015
+
+@_typing.final
+class GiveConsentRequest(_message.Message):
+    """Request for GiveConsent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PURPOSES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FORM_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`customers/{customer}`."""
+    source: _builtins.str
+    """The channel it came through, a code ("web", "app", "call-centre")."""
+    form: _builtins.str
+    """The form or its version, a code ("signup-v3")."""
+    proof: _builtins.str
+    """A reference to the proof kept elsewhere, a code ("ticket:4711")."""
+    reason: _builtins.str
+    """A non-personal reason code."""
+    etag: _builtins.str
+    """The customer's etag: refuse (ABORTED) if it changed since."""
+    @_builtins.property
+    def purposes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Purposes of the data policy, consented to in one act."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        purposes: _abc.Iterable[_builtins.str] | None = ...,
+        source: _builtins.str = ...,
+        form: _builtins.str = ...,
+        proof: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "form", b"form", "name", b"name", "proof", b"proof", "purposes", b"purposes", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GiveConsentRequest: _TypeAlias = GiveConsentRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawConsentRequest(_message.Message):
+    """Request for WithdrawConsent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`customers/{customer}`."""
+    purpose: _builtins.str
+    """The purpose whose consent is withdrawn."""
+    source: _builtins.str
+    """The channel the withdrawal came through, a code."""
+    reason: _builtins.str
+    """A non-personal reason code."""
+    etag: _builtins.str
+    """The customer's etag: refuse (ABORTED) if it changed since."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        source: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "purpose", b"purpose", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawConsentRequest: _TypeAlias = WithdrawConsentRequest  # noqa: Y015
+
+@_typing.final
+class ListConsentsRequest(_message.Message):
+    """Request for ListConsents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`customers/{customer}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsentsRequest: _TypeAlias = ListConsentsRequest  # noqa: Y015
+
+@_typing.final
+class ConsentEvent(_message.Message):
+    """One consent event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    GIVEN_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    FORM_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    SEPARATE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    """The purpose, e.g. "marketing.advertising.first_party"."""
+    given: _builtins.bool
+    """True: given; false: withdrawn."""
+    channel: _builtins.str
+    """The channel, form and proof reference (codes)."""
+    form: _builtins.str
+    """The form or its version."""
+    proof: _builtins.str
+    """The proof reference."""
+    separate: _builtins.bool
+    """Given on its own (PIPL's separate consent)."""
+    actor: _builtins.str
+    """Who recorded it."""
+    version: _builtins.int
+    """The customer's version the event has."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    @_builtins.property
+    def bundle(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every purpose consented to in the same act."""
+
+    def __init__(
+        self,
+        *,
+        purpose: _builtins.str = ...,
+        given: _builtins.bool = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        channel: _builtins.str = ...,
+        form: _builtins.str = ...,
+        proof: _builtins.str = ...,
+        bundle: _abc.Iterable[_builtins.str] | None = ...,
+        separate: _builtins.bool = ...,
+        actor: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "bundle", b"bundle", "channel", b"channel", "form", b"form", "given", b"given", "proof", b"proof", "purpose", b"purpose", "separate", b"separate", "time", b"time", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentEvent: _TypeAlias = ConsentEvent  # noqa: Y015
+
+@_typing.final
+class ConsentsResponse(_message.Message):
+    """The consents of one customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    IN_FORCE_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    customer: _builtins.str
+    """`customers/{customer}`."""
+    changed: _builtins.bool
+    """GiveConsent, WithdrawConsent: whether anything was written."""
+    @_builtins.property
+    def in_force(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The purposes with a consent in force."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentEvent]:
+        """Every consent event, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        customer: _builtins.str = ...,
+        in_force: _abc.Iterable[_builtins.str] | None = ...,
+        history: _abc.Iterable[Global___ConsentEvent] | None = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "customer", b"customer", "history", b"history", "in_force", b"in_force"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentsResponse: _TypeAlias = ConsentsResponse  # noqa: Y015

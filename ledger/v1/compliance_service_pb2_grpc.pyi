@@ -53,6 +53,17 @@ class ComplianceServiceStub:
     `to_principal` in one audited operation, and every credential of `from_principal`
     issued up to now is revoked (refused from its next call).
     """
+    GiveConsent: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.GiveConsentRequest, _compliance_service_pb2.ConsentsResponse]
+    """Records a customer's consent to one or more purposes of the data policy, given in one
+    act. A purpose that is not in the policy, does not rest on consent, or needs a separate
+    consent (PIPL) but is bundled with others is refused (INVALID_ARGUMENT naming it).
+    """
+    WithdrawConsent: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.WithdrawConsentRequest, _compliance_service_pb2.ConsentsResponse]
+    """Records the withdrawal of a consent; it governs the next read. `changed` is false when
+    no consent to the purpose was in force (nothing written).
+    """
+    ListConsents: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.ListConsentsRequest, _compliance_service_pb2.ConsentsResponse]
+    """A customer's consents: what is in force and every consent event."""
 
 @_typing.type_check_only
 class ComplianceServiceAsyncStub(ComplianceServiceStub):
@@ -79,6 +90,17 @@ class ComplianceServiceAsyncStub(ComplianceServiceStub):
     `to_principal` in one audited operation, and every credential of `from_principal`
     issued up to now is revoked (refused from its next call).
     """
+    GiveConsent: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.GiveConsentRequest, _compliance_service_pb2.ConsentsResponse]  # type: ignore[assignment]
+    """Records a customer's consent to one or more purposes of the data policy, given in one
+    act. A purpose that is not in the policy, does not rest on consent, or needs a separate
+    consent (PIPL) but is bundled with others is refused (INVALID_ARGUMENT naming it).
+    """
+    WithdrawConsent: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.WithdrawConsentRequest, _compliance_service_pb2.ConsentsResponse]  # type: ignore[assignment]
+    """Records the withdrawal of a consent; it governs the next read. `changed` is false when
+    no consent to the purpose was in force (nothing written).
+    """
+    ListConsents: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.ListConsentsRequest, _compliance_service_pb2.ConsentsResponse]  # type: ignore[assignment]
+    """A customer's consents: what is in force and every consent event."""
 
 class ComplianceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Erases customers (crypto-shredding, with a signed certificate) and exports everything held
@@ -126,5 +148,34 @@ class ComplianceServiceServicer(metaclass=_abc_1.ABCMeta):
         `to_principal` in one audited operation, and every credential of `from_principal`
         issued up to now is revoked (refused from its next call).
         """
+
+    @_abc_1.abstractmethod
+    def GiveConsent(
+        self,
+        request: _compliance_service_pb2.GiveConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.ConsentsResponse, _abc.Awaitable[_compliance_service_pb2.ConsentsResponse]]:
+        """Records a customer's consent to one or more purposes of the data policy, given in one
+        act. A purpose that is not in the policy, does not rest on consent, or needs a separate
+        consent (PIPL) but is bundled with others is refused (INVALID_ARGUMENT naming it).
+        """
+
+    @_abc_1.abstractmethod
+    def WithdrawConsent(
+        self,
+        request: _compliance_service_pb2.WithdrawConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.ConsentsResponse, _abc.Awaitable[_compliance_service_pb2.ConsentsResponse]]:
+        """Records the withdrawal of a consent; it governs the next read. `changed` is false when
+        no consent to the purpose was in force (nothing written).
+        """
+
+    @_abc_1.abstractmethod
+    def ListConsents(
+        self,
+        request: _compliance_service_pb2.ListConsentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.ConsentsResponse, _abc.Awaitable[_compliance_service_pb2.ConsentsResponse]]:
+        """A customer's consents: what is in force and every consent event."""
 
 def add_ComplianceServiceServicer_to_server(servicer: ComplianceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
