@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import random
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import baseline, chinese_names, febrl, synthetic
+from bench import baseline, chinese_names, febrl, sets_report, splink_baseline, synthetic
+from bench.ledger_run import ledger_command, quality
+from bench.sets import SETS as LABELLED_SETS
+from bench.sets import all_pairs, febrl_bare
 from ledger.bootstrap import open_ledger
 from ledger.config import Settings
 from ledger.domain.errors import ValidationFailed
@@ -45,28 +46,6 @@ from ledger.projections.wiring import duplicate_queries
 T = TypeVar("T")
 REALTIME_DUPLICATES = 0.02  # share of the synthetic ledger that is a second entry of someone
 LOAD_BATCH = 1_000
-
-
-def ledger_command(
-    data_dir: Path, *args: str, policy: str = "warn"
-) -> tuple[dict[str, Any], float]:
-    """Run `ledger ARGS --json` on a data directory; (its JSON output, wall seconds)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update(
-        LEDGER_STORE=f"sqlite:///{data_dir / 'ledger.db'}",
-        LEDGER_DATA_DIR=str(data_dir),
-        LEDGER_ACTOR="bench",
-        LEDGER_DUPLICATE_POLICY=policy,
-    )
-    start = time.perf_counter()
-    done = subprocess.run(  # noqa: S603 - our own command line, no shell
-        [sys.executable, "-m", "ledger.cli.main", *args, "--json"],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
-    seconds = time.perf_counter() - start
-    if done.returncode not in (0, 1) or not done.stdout:  # 1: some rows rejected
-        raise RuntimeError(f"ledger {args[0]} failed: {done.stderr.strip()[-500:]}")
-    return json.loads(done.stdout), seconds
 
 
 def rec_ids_by_line(csv_path: Path) -> dict[int, str]:
@@ -115,17 +94,6 @@ def timed(run: Callable[[], T], repeat: int) -> tuple[T, float]:
     return result, statistics.median(seconds)
 
 
-def quality(
-    found: Iterable[tuple[str, str]], truth: frozenset[tuple[str, str]]
-) -> tuple[float, float, float]:
-    found = set(found)
-    hits = len(found & truth)
-    precision = hits / len(found) if found else 1.0
-    recall = hits / len(truth) if truth else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
-    return precision, recall, f1
-
-
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -151,12 +119,14 @@ def febrl_section(names: list[str], repeat: int) -> tuple[list[str], Model | Non
         "## FEBRL: `ledger import` + `ledger duplicates` against the recordlinkage baseline",
         "",
         "| set | records | true pairs | imported (rejected, with warnings, flagged) "
-        "| import time | ledger P / R / F1 | baseline P / R / F1 | F1 ratio "
+        "| import time | ledger P / R / F1 | ledger clusters P / R / F1 "
+        "| baseline P / R / F1 | Splink P / R / F1 | F1 ratio "
         "| search (command's own) | `ledger duplicates` process | baseline time "
-        "| speed-up search / process |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| speed-up search / process | Splink time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     models: dict[str, Model] = {}
+    summaries: list[str] = []
     with tempfile.TemporaryDirectory() as directory:
         for name in names:
             folder = Path(directory) / name
@@ -179,16 +149,28 @@ def febrl_section(names: list[str], repeat: int) -> tuple[list[str], Model | Non
             )
             mine = quality(found, data.truth)  # type: ignore[arg-type]
             theirs = quality(base.pairs, data.truth)
+            in_clusters: set[tuple[str, str]] = set()
+            for cluster in report["clusters"]:
+                in_clusters |= all_pairs(ids[c] for c in cluster["customer_ids"])
+            grouped = quality(in_clusters, data.truth)
+            splink = splink_baseline.run(febrl_bare.build(name, bare=False))
+            other = quality(splink.pairs, data.truth)
+            summaries.append(
+                f"{name}: ledger F1 {mine[2]:.4f} vs recordlinkage {theirs[2]:.4f}, "
+                f"Splink {other[2]:.4f}"
+            )
             models[name] = Model.from_dict(report["model"])
             lines.append(
                 f"| {name} | {data.records:,} | {len(data.truth):,} "
                 f"| {len(ids):,} ({imported.rejected}, {imported.with_warnings}, "
                 f"{imported.flagged:,}) | {imported.seconds:.1f} s "
                 f"| {mine[0]:.4f} / {mine[1]:.4f} / **{mine[2]:.4f}** "
+                f"| {grouped[0]:.4f} / {grouped[1]:.4f} / {grouped[2]:.4f} "
                 f"| {theirs[0]:.4f} / {theirs[1]:.4f} / {theirs[2]:.4f} "
+                f"| {other[0]:.4f} / {other[1]:.4f} / {other[2]:.4f} "
                 f"| {mine[2] / theirs[2]:.4f} | {search:.2f} s | {process:.2f} s "
                 f"| {base_seconds:.2f} s | {base_seconds / search:.1f}x / "
-                f"{base_seconds / process:.1f}x |"
+                f"{base_seconds / process:.1f}x | {splink.seconds:.1f} s |"
             )
             print(f"  {name} done", file=sys.stderr)
     lines += [
@@ -201,7 +183,13 @@ def febrl_section(names: list[str], repeat: int) -> tuple[list[str], Model | Non
         "default). Baseline time: its indexing, comparison and ECM classification, in this "
         "process; search: what `ledger duplicates` reports for its own work (reading and "
         "decrypting the records, candidate pairs, comparison, EM, scoring, clusters); "
-        "process: the whole command, interpreter start-up and JSON output included.",
+        "process: the whole command, interpreter start-up and JSON output included. "
+        "Ledger clusters: every pair of records inside one reported cluster. Splink: "
+        "`bench/splink_baseline.py` on the same records (standardised), threshold 0.5.",
+        "",
+        "Summary:",
+        "",
+        *(f"* {line}" for line in summaries),
     ]
     chosen = "febrl3" if "febrl3" in models else next(iter(models), None)
     return lines, (models[chosen] if chosen else None)
@@ -354,42 +342,67 @@ def _progress(items: Iterable[T], total: int, label: str) -> Iterable[T]:
     yield from track(items, total=total, description=label, console=None, transient=True)
 
 
+SECTIONS = ("febrl", "sets", "realtime", "chinese")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Duplicate detection benchmark")
     parser.add_argument("--sets", default=",".join(febrl.SETS), help="FEBRL sets, comma-separated")
+    parser.add_argument(
+        "--labelled",
+        default=",".join(LABELLED_SETS),
+        help=f"labelled sets (bench/sets), comma-separated, of {', '.join(LABELLED_SETS)}",
+    )
+    parser.add_argument("--people", type=int, default=3_000, help="people per generated set")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated sets")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"of {', '.join(SECTIONS)}")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure (median)")
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--baseline-queries", type=int, default=200)
     parser.add_argument("--chinese-people", type=int, default=2_000)
     parser.add_argument(
-        "--quick", action="store_true", help="febrl1+febrl3, 20,000 customers, 1 run"
+        "--quick",
+        action="store_true",
+        help="febrl1+febrl3, the generated sets with 800 people and febrl3_bare, "
+        "15,000 customers, 1 run",
     )
     args = parser.parse_args()
     if args.quick:
         args.sets, args.repeat, args.customers, args.chinese_people = (
             "febrl1,febrl3",
             1,
-            20_000,
+            15_000,
             500,
         )
+        args.people = min(args.people, 800)
+        args.labelled = ",".join(n for n in args.labelled.split(",") if n != "febrl4_bare")
+        args.queries = min(args.queries, 400)
+    sections = set(args.sections.split(","))
 
     print("# Duplicate detection benchmark\n")
     print(f"Machine: {machine()}\n")
-    lines, model = febrl_section([s for s in args.sets.split(",") if s], args.repeat)
-    print("\n".join(lines) + "\n")
-    if model is not None:
+    print(f"Started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+          f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n")  # fmt: skip
+    if "febrl" in sections:
+        lines, model = febrl_section([s for s in args.sets.split(",") if s], args.repeat)
+        print("\n".join(lines) + "\n")
+        if model is not None:
+            name = "febrl3" if "febrl3" in args.sets else args.sets.split(",")[0]
+            print("\n".join(weights_section(model, name)) + "\n")
+    if "sets" in sections:
+        names = [n for n in args.labelled.split(",") if n]
+        lines, _ = sets_report.section(names, args.people, args.seed)
+        print("\n".join(lines) + "\n")
+    if "realtime" in sections:
         print(
-            "\n".join(
-                weights_section(
-                    model, "febrl3" if "febrl3" in args.sets else args.sets.split(",")[0]
-                )
-            )
-            + "\n"
+            "\n".join(realtime_section(args.customers, args.queries, args.baseline_queries)) + "\n"
         )
-    print("\n".join(realtime_section(args.customers, args.queries, args.baseline_queries)) + "\n")
-    print("## Chinese names\n")
-    print(chinese_names.report(args.chinese_people))
+    if "chinese" in sections:
+        print("## Chinese names\n")
+        print(chinese_names.report(args.chinese_people))
+    print(f"\nFinished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+          f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ birth date, an address (street, number, five-digit postcode, town), and maybe an
 a mobile number (national "0151 2345678" or international "+49 151 2345678").
 
 About 40% of people have one more record (10% two more), each with one *variation* (the
-label of the true pair):
+label of the true pair; half of them keep the birth date, half carry a birth-date one):
 
   dob_one_digit     one digit of the birth date mistyped, still a valid date
   dob_two_digits    two digits mistyped (1975-03-14 -> 1957-03-14, 1975-08-19)
@@ -72,6 +72,9 @@ VARIATIONS = (
     "moved",
     "contact_only",
 )
+# Relative frequencies: half of the second records keep the birth date exactly (as most
+# real duplicates do), the other half carry one of the seven birth-date variations.
+WEIGHTS = (1, 1, 1, 1, 1, 1, 1, 2, 1, 2, 2)
 _DOMAINS = ("web.de", "gmx.de", "t-online.de", "gmail.com", "freenet.de", "posteo.de")
 
 
@@ -251,7 +254,7 @@ def build(people: int, seed: int = 1) -> LabelledSet:
     for n in range(people):
         roll = rng.random()
         copies = 2 if roll < 0.10 else 1 if roll < 0.40 else 0
-        kinds = [rng.choice(VARIATIONS) for _ in range(copies)]
+        kinds = rng.choices(VARIATIONS, WEIGHTS, k=copies)
         p = _umlaut_person(pools, rng) if "umlaut" in kinds else _person(pools, rng)
         records = [(out.add(f"de{n:06d}-0", _row(p)), "original")]
         for copy, kind in enumerate(kinds, start=1):
@@ -292,7 +295,9 @@ def _negatives(
         kind = "same_dob"
         fresh = _person(pools, rng)
         if fresh.given != p.given:
-            other = replace(fresh, family=p.family, born=p.born)
+            other = replace(
+                fresh, family=p.family, born=p.born, email=_email(fresh.given, p.family, rng)
+            )
     elif roll < 0.04:
         kind = "parent_child"
         years = rng.randint(20, 35)
@@ -303,7 +308,7 @@ def _negatives(
         same_town = rng.random() < 0.5
         kind = "namesake_same_town" if same_town else "namesake"
         fresh = _person(pools, rng)
-        other = replace(fresh, given=p.given, family=p.family)
+        other = replace(fresh, given=p.given, family=p.family, email=_email(p.given, p.family, rng))
         if same_town:
             other = replace(other, town=p.town, postcode=p.postcode)
     if other is None:
