@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -318,3 +319,19 @@ def _negative(
     else:
         return
     out.negative(f"{prefix}-0", out.add(f"{prefix}-x", _row(other)), kind)
+
+
+def people(
+    seed: int, *, contact: bool = True
+) -> Callable[[random.Random], tuple[dict[str, str], dict[str, str]]]:
+    """For populations (`bench.population`): a function drawing one new person, as
+    (their first record, the record they would give when coming back)."""
+    pools = _pools(seed)
+    variations = [v for v in (CONTACT_VARIATIONS if contact else PLAIN_VARIATIONS)]
+    variations.remove("no_name")
+
+    def draw(rng: random.Random) -> tuple[dict[str, str], dict[str, str]]:
+        p = _person(pools, rng, contact)
+        return _row(p), _variant(p, rng.choice(variations), pools, rng)
+
+    return draw

@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
@@ -316,3 +317,17 @@ def _negatives(
     rec_id = out.add(f"de{n:06d}-x", _row(other))
     out.negative(original, rec_id, kind)
     names[(other.given, other.family)].append((rec_id, -n - 1))
+
+
+def people(seed: int) -> Callable[[random.Random], tuple[dict[str, str], dict[str, str]]]:
+    """For populations (`bench.population`): a function drawing one new person, as
+    (their first record, the record they would give when coming back: a variation drawn
+    as in `build`)."""
+    pools = _pools(seed)
+
+    def draw(rng: random.Random) -> tuple[dict[str, str], dict[str, str]]:
+        kind = rng.choices(VARIATIONS, WEIGHTS)[0]
+        p = _umlaut_person(pools, rng) if kind == "umlaut" else _person(pools, rng)
+        return _row(p), _variant(p, kind, pools, rng)
+
+    return draw
