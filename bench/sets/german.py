@@ -28,7 +28,8 @@ address) and most have another or no email.
 
 Hard negatives (labelled in `hard_negatives`):
 
-  twin              same family name, birth date, address and phone; another given name
+  twin              same family name and birth date, another given name (not a near
+                    spelling), own mobile; same address half the time (1% of people)
   same_dob          same family name and birth date, another given name, elsewhere
   parent_child      same given and family name and address, birth dates 20-35 years apart
   namesake          same given and family name, another birth date (forced for 3% of
@@ -272,6 +273,12 @@ def build(people: int, seed: int = 1) -> LabelledSet:
     return out.done("german", COLUMNS, COUNTRY)
 
 
+def _similar(a: str, b: str) -> bool:
+    from rapidfuzz.distance import JaroWinkler
+
+    return JaroWinkler.normalized_similarity(a.casefold(), b.casefold()) >= 0.8
+
+
 def _negatives(
     out: Collector,
     p: Person,
@@ -285,27 +292,36 @@ def _negatives(
     original = f"de{n:06d}-0"
     other: Person | None = None
     kind = ""
-    if roll < 0.02:
+    if roll < 0.01:
+        # Adult twins: another given name (not a near-spelling of the first: that would be
+        # a typo, not a trap), own mobile; living together half the time.
         kind = "twin"
         twin_female = rng.random() < 0.5
         given = p.given
-        while given == p.given:
+        while _similar(given, p.given):
             given = (pools.female if twin_female else pools.male).draw(rng)
-        other = replace(p, given=given, email=_email(given, p.family, rng))
-    elif roll < 0.03:
+        other = replace(
+            p,
+            given=given,
+            email=_email(given, p.family, rng),
+            phone=_phone(rng) if p.phone else "",
+        )
+        if rng.random() < 0.5:
+            other = _relocated(other, pools, rng)
+    elif roll < 0.025:
         kind = "same_dob"
         fresh = _person(pools, rng)
-        if fresh.given != p.given:
+        if not _similar(fresh.given, p.given):
             other = replace(
                 fresh, family=p.family, born=p.born, email=_email(fresh.given, p.family, rng)
             )
-    elif roll < 0.04:
+    elif roll < 0.035:
         kind = "parent_child"
         years = rng.randint(20, 35)
         born = p.born - timedelta(days=365 * years + rng.randint(0, 300))
         if born.year >= 1900:
             other = replace(p, born=born, email="", phone=p.phone if rng.random() < 0.5 else "")
-    elif roll < 0.07:
+    elif roll < 0.065:
         same_town = rng.random() < 0.5
         kind = "namesake_same_town" if same_town else "namesake"
         fresh = _person(pools, rng)
