@@ -111,36 +111,50 @@ EM_SESSIONS: list[list[tuple[str, ...]]] = [
 ]
 
 
-def run(data: LabelledSet, *, max_pairs: float = 2e6, seed: int = 1) -> SplinkResult:
+def train(table: Any, *, max_pairs: float = 2e6, seed: int = 1) -> Any:
+    """A trained Splink linker on a standardised frame (a `unique_id` column and the
+    columns of `bench.standardise` that the records have)."""
     from splink import DuckDBAPI, Linker, SettingsCreator
 
     logging.getLogger("splink").setLevel(logging.ERROR)
-    table = frame(data).reset_index()
     columns = set(table.columns)
-    comparisons = _comparisons(columns)
     settings = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
-        comparisons=comparisons,
+        comparisons=_comparisons(columns),
         blocking_rules_to_generate_predictions=_rules(columns, PREDICTION_RULES),
         retain_intermediate_calculation_columns=False,
         retain_matching_columns=False,
     )
+    linker: Any = Linker(table, settings, db_api=DuckDBAPI(), set_up_basic_logging=False)
+    deterministic = _rules(columns, DETERMINISTIC_RULES)
+    if deterministic:
+        linker.training.estimate_probability_two_random_records_match(deterministic, recall=0.7)
+    linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed)
+    for session in EM_SESSIONS:
+        rules = _rules(columns, session)
+        if rules:
+            try:
+                linker.training.estimate_parameters_using_expectation_maximisation(rules[0])
+            except Exception as failure:
+                logging.getLogger(__name__).info("EM session skipped: %s", failure)
+    return linker
+
+
+def prediction_rules(columns: set[str]) -> list[Any]:
+    return _rules(columns, PREDICTION_RULES)
+
+
+def deterministic_rules(columns: set[str]) -> list[Any]:
+    return _rules(columns, DETERMINISTIC_RULES)
+
+
+def run(data: LabelledSet, *, max_pairs: float = 2e6, seed: int = 1) -> SplinkResult:
+    table = frame(data).reset_index()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        linker: Any = Linker(table, settings, db_api=DuckDBAPI(), set_up_basic_logging=False)
-        deterministic = _rules(columns, DETERMINISTIC_RULES)
-        if deterministic:
-            linker.training.estimate_probability_two_random_records_match(deterministic, recall=0.7)
-        linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed)
-        for session in EM_SESSIONS:
-            rules = _rules(columns, session)
-            if rules:
-                try:
-                    linker.training.estimate_parameters_using_expectation_maximisation(rules[0])
-                except Exception as failure:
-                    logging.getLogger(__name__).info("EM session skipped: %s", failure)
+        linker = train(table, max_pairs=max_pairs, seed=seed)
         predictions = linker.inference.predict(threshold_match_probability=THRESHOLD)
         found = predictions.as_pandas_dataframe()
         seconds = time.perf_counter() - start
@@ -151,4 +165,4 @@ def run(data: LabelledSet, *, max_pairs: float = 2e6, seed: int = 1) -> SplinkRe
         )
         if p >= THRESHOLD
     )
-    return SplinkResult(pairs, seconds, [type(c).__name__ for c in comparisons])
+    return SplinkResult(pairs, seconds, [type(c).__name__ for c in _comparisons(set(table))])
