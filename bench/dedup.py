@@ -232,6 +232,9 @@ def main() -> None:
         help="keep the real-time section's loaded ledger in this directory between runs",
     )
     parser.add_argument("--baseline-queries", type=int, default=200)
+    parser.add_argument(
+        "--splink-queries", type=int, default=1_000, help="questions Splink links (0: none)"
+    )
     parser.add_argument("--chinese-people", type=int, default=2_000)
     parser.add_argument(
         "--quick",
@@ -250,6 +253,7 @@ def main() -> None:
         args.people = min(args.people, 800)
         args.labelled = ",".join(n for n in args.labelled.split(",") if n != "febrl4_bare")
         args.queries = min(args.queries, 400)
+        args.splink_queries = min(args.splink_queries, 400)
     sections = set(args.sections.split(","))
 
     print("# Duplicate detection benchmark\n")
@@ -273,6 +277,7 @@ def main() -> None:
             args.baseline_queries,
             cache=args.data_cache,
             seed=args.seed,
+            splink_queries=args.splink_queries,
         )
         print("\n".join(lines) + "\n")
     if "chinese" in sections:
