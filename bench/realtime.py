@@ -248,9 +248,10 @@ def splink_lookups(people: population.Population, asked: list[population.Query])
     """The Splink model of `bench.splink_baseline`, trained on the same customers, then
     the questions linked to them in one batch (its model, `link_only`, the prior
     re-estimated between questions and customers by the same deterministic rules,
-    predictions at match probability ≥ 0.5): a question is flagged when it has a match. (Splink 4.0.17's
-    `find_matches_to_new_records` returned no rows at all on DuckDB 2 here, even
-    without blocking rules, so no per-look-up latency is shown.)"""
+    predictions at match probability ≥ 0.5): a question is flagged when it has a match.
+    Trained on customers without duplicates, the prior is close to 0 and nothing would
+    reach 0.5 (`find_matches_to_new_records` with that prior returned no rows at all),
+    hence the re-estimate. Batch, so no per-look-up latency is shown."""
     import warnings
 
     import pandas as pd
