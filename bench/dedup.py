@@ -148,9 +148,12 @@ def febrl_section(names: list[str], repeat: int) -> tuple[list[str], Model | Non
             grouped = quality(in_clusters, data.truth)
             splink = splink_baseline.run(febrl_bare.build(name, bare=False))
             other = quality(splink.pairs, data.truth)
+            met = sets_report.goal_met(mine[2], theirs[2], other[2])
             summaries.append(
-                f"{name}: ledger F1 {mine[2]:.4f} vs recordlinkage {theirs[2]:.4f}, "
-                f"Splink {other[2]:.4f}"
+                f"{name}: ledger F1 {mine[2]:.4f} (clusters {grouped[2]:.4f}) vs recordlinkage "
+                f"{theirs[2]:.4f} ({mine[2] - theirs[2]:+.4f}), Splink {other[2]:.4f} "
+                f"({mine[2] - other[2]:+.4f}); goal F1 ≥ {sets_report.GOAL_F1} and above "
+                f"both: {'MET' if met else 'NOT met'}"
             )
             models[name] = Model.from_dict(report["model"])
             lines.append(
