@@ -248,6 +248,11 @@ class CustomerLedger(Application[UUID]):
         return EncryptingMapper(transcoder=self.construct_transcoder(), keys=self.keys)
 
     def close(self) -> None:
+        # Once only: the library's __del__ closes again when the object is collected, which
+        # may be at interpreter shutdown, when nothing can be imported any more.
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         self.committer.close()
         if self.tree_head_signer is not None:
             self.tree_head_signer.stop()
