@@ -189,6 +189,14 @@ class Customer(Aggregate):
             aggregate.status = ACTIVE
             aggregate.merged_into = None
 
+    class DuplicateDismissed(Event):
+        """On both customers of a pair a person decided are not the same person: they are
+        no longer reported as likely duplicates of each other, and the pair is a labelled
+        non-match the scoring model learns from. Ids, actor and reason only (no personal
+        data), so it stays readable after either customer is erased."""
+
+        other_id: str
+
     def __init__(self, personal: PersonalData, public: dict[str, Any], owner: str | None) -> None:
         self.personal: PersonalData = dict(personal) if isinstance(personal, dict) else ERASED
         self.locale: str | None = public.get("locale")
@@ -423,6 +431,21 @@ class Customer(Aggregate):
         target = UUID(self.merged_into)
         self.trigger_event(self.Unmerged, target_id=self.merged_into, actor=actor, reason=reason)
         return target
+
+    # Labels -------------------------------------------------------------------------------
+
+    def dismiss_duplicate(self, other: Customer, actor: str, reason: str | None) -> None:
+        """Record that this customer and `other` are different people (the caller records
+        the same on `other`). Only between two active customers: a merged one is hidden
+        behind its survivor (dismiss against that), an erased one is gone."""
+        for customer in (self, other):
+            customer.refuse_if_erased()
+            customer.refuse_if_merged()
+        if other.id == self.id:
+            raise MergeRefused(f"customer {self.id} cannot be dismissed as its own duplicate")
+        self.trigger_event(
+            self.DuplicateDismissed, other_id=str(other.id), actor=actor, reason=reason
+        )
 
 
 def _unite(first: list[Any] | None, second: list[Any] | None, key: Any = None) -> list[Any]:

@@ -1,0 +1,219 @@
+"""The real-time look-up's choice of candidates, and when a match is worth flagging.
+
+A look-up runs on every registration (policies `warn` and `refuse`) and every
+FindDuplicates call, so its cost must not grow with how common a name is. Scoring a
+candidate means reading its sealed row, decrypting and preparing it: that is the cost to
+bound. With a plain blocking index a look-up for 张伟 scores every 张伟 whose block is
+under the index's size limit (up to 200), and the name's agreement then outweighs
+everything else: a namesake in the same city comes out as a likely duplicate.
+
+So, per look-up (`RankedBlocks`, a `KeyStore` for the engine's `DuplicateIndex.lookup`):
+
+* Name keys (full name, phonetic code, pinyin, name + initial) bring in candidates only
+  from blocks of at most `NAME_BLOCK` customers; a common name alone never forms a block.
+  Namesakes of a common name come in through *compound* keys instead: name + birth year,
+  name + locality (`compound_values`, stored beside the engine's keys), and through the
+  other keys (phone, email, id, birth date, address).
+* Candidates are ranked before anything is decrypted, by the evidence of the keys they
+  share: each key counts log2(2^20 / its block's size) bits (a key shared with one other
+  customer is strong, one shared with a hundred weak), the name keys only once between
+  them (they are spellings of one fact). Only the best `MAX_SCORED` are scored.
+* A match is flagged only when it agrees on something besides the name (`worth_flagging`);
+  when the name is common (its block has more than `COMMON_NAME` customers) that must be an
+  identifying field: birth date, phone, email, external id or street address. A shared
+  city, region or postcode does not tell two 张伟 apart.
+
+Keys are HMACs as all blocking keys are (`BlockingKeyer.digest`, DESIGN invariant 7): the
+compound kinds are domain-separated from the engine's by their names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+from ledger.projections.dedup import BlockingKeyer, Match, Record
+from ledger.projections.dedup.keys import NAME, NAME_INITIAL, PHONETIC, PINYIN, key_values
+from ledger.projections.store import ProjectionDatabase, Tx
+
+NAME_BIRTH_YEAR = "name_birth_year"
+NAME_LOCALITY = "name_locality"
+COMPOUND_KINDS = (NAME_BIRTH_YEAR, NAME_LOCALITY)
+NAME_KINDS = frozenset({NAME, PHONETIC, PINYIN, NAME_INITIAL})
+FULL_NAME_KINDS = frozenset({NAME, PINYIN})  # whose block size says how common a name is
+MAX_NAME_FORMS = 3  # spellings of one name that get compound keys (hanzi, pinyin readings)
+
+NAME_BLOCK = 30  # a name key shared by more customers brings in no candidates by itself
+COMMON_NAME = 8  # a full name shared by more customers is common: see `worth_flagging`
+MAX_SCORED = 30  # candidates decrypted and scored per look-up, best-ranked first
+_SCALE_BITS = 20.0  # a key's evidence is log2(2^20 / block size): positive to ~1M customers
+
+# Fields that tell namesakes apart (agreement on any of them, exact or nearly, is evidence
+# about the person, not about the name or the neighbourhood).
+IDENTIFYING_FIELDS = frozenset(
+    {"birth_date", "phone", "email", "external_id", "address_line1", "street_number"}
+)
+NAME_FIELDS = frozenset({"given_name", "family_name"})
+WEAK_FIELDS = frozenset({"region"})  # agreement too common to count for anything
+AGREEING_LEVELS = frozenset({"exact", "near", "close"})
+
+
+def compound_values(record: Record, *, pinyin: bool = True) -> Iterator[tuple[str, str]]:
+    """(kind, plaintext value) of the compound keys: each spelling of the full name with
+    the birth year, and with each address's locality. Plaintext: for hashing only."""
+    forms = [v for kind, v in key_values(record, pinyin=pinyin) if kind in FULL_NAME_KINDS]
+    forms = sorted(dict.fromkeys(forms))[:MAX_NAME_FORMS]
+    if not forms:
+        return
+    year = record.birth_date[:4] if len(record.birth_date) >= 4 else ""
+    localities = sorted({(a.country, a.locality) for a in record.addresses if a.locality})
+    for form in forms:
+        if year:
+            yield NAME_BIRTH_YEAR, f"{form}\x1f{year}"
+        for country, locality in localities:
+            yield NAME_LOCALITY, f"{form}\x1f{country}\x1f{locality}"
+
+
+def compound_keys(keyer: BlockingKeyer, record: Record) -> frozenset[bytes]:
+    pinyin = PINYIN in keyer.kinds
+    return frozenset(keyer.digest(k, v) for k, v in compound_values(record, pinyin=pinyin))
+
+
+def labelled_keys(keyer: BlockingKeyer, record: Record) -> dict[bytes, str]:
+    """Every key a look-up of `record` asks for, with its kind."""
+    pinyin = PINYIN in keyer.kinds
+    kinds = {
+        keyer.digest(kind, value): kind
+        for kind, value in key_values(record, pinyin=pinyin)
+        if kind in keyer.kinds
+    }
+    for kind, value in compound_values(record, pinyin=pinyin):
+        kinds[keyer.digest(kind, value)] = kind
+    return kinds
+
+
+def _bits(size: int) -> float:
+    return _SCALE_BITS - math.log2(max(size, 1))
+
+
+class RankedBlocks:
+    """A `KeyStore` for one look-up of one record, read-only: the blocks of the record's
+    keys as `duplicate_keys` holds them, cut down to the best-ranked candidates."""
+
+    def __init__(
+        self,
+        db: ProjectionDatabase,
+        table: str,
+        kinds: Mapping[bytes, str],
+        members_query: Any,
+        *,
+        exclude: Collection[str] = (),
+        max_scored: int = MAX_SCORED,
+    ) -> None:
+        self.db = db
+        self.table = table
+        self.kinds = kinds
+        self._members_query = members_query
+        self.exclude = frozenset(exclude)
+        self.max_scored = max_scored
+        self.common_name = False  # set by `members`: the record's full name is common
+        self.considered = 0  # customers sharing a usable block (before the cut), for tests
+
+    def put(self, customer_id: str, keys: Collection[bytes]) -> None:
+        raise TypeError("the duplicate index is written by its projection only")
+
+    def delete(self, customer_id: str) -> None:
+        raise TypeError("the duplicate index is written by its projection only")
+
+    def shared_blocks(self, max_block: int) -> Iterator[Collection[str]]:
+        raise TypeError("a look-up's blocks are not a batch's")
+
+    def some_customers(self, limit: int) -> list[str]:
+        raise TypeError("a look-up's blocks are not a batch's")
+
+    def members(self, keys: Collection[bytes], max_block: int) -> dict[bytes, list[str]]:
+        wanted = set(keys) | set(self.kinds)
+        names = sorted(k for k in wanted if self.kinds.get(k) in NAME_KINDS)
+        others = sorted(k for k in wanted if self.kinds.get(k) not in NAME_KINDS)
+        with self.db.reading() as tx:
+            rows = self._read(tx, names, others, max_block)
+        blocks: dict[bytes, list[str]] = {}
+        for key_hash, customer_id in rows:
+            blocks.setdefault(bytes(key_hash), []).append(str(customer_id))
+        full_name_sizes = [
+            len(blocks.get(k, ())) for k in names if self.kinds[k] in FULL_NAME_KINDS
+        ]
+        self.common_name = max(full_name_sizes, default=0) > COMMON_NAME
+        blocks = {
+            k: m
+            for k, m in blocks.items()
+            if self.kinds.get(k) not in NAME_KINDS or len(m) <= NAME_BLOCK
+        }
+        chosen = self._best(blocks)
+        return {k: [c for c in m if c in chosen] for k, m in blocks.items()}
+
+    def _read(
+        self, tx: Tx, names: Sequence[bytes], others: Sequence[bytes], max_block: int
+    ) -> list[tuple[Any, ...]]:
+        """Members of the other keys' blocks up to `max_block`, and of each name key's
+        block its first `NAME_BLOCK + 1` (enough to tell a block too large to use): a
+        common name costs as little to read as a rare one."""
+        parts: list[str] = []
+        params: list[Any] = []
+        if others:
+            query, values = self._members_query(tx, others, max_block)
+            parts.append(f"SELECT * FROM ({query}) AS o")
+            params += values
+        for key in names:
+            parts.append(
+                f"SELECT * FROM (SELECT key_hash, customer_id FROM {self.table}"
+                " WHERE key_hash = ? LIMIT ?) AS n"
+            )
+            params += [key, NAME_BLOCK + 1]
+        if not parts:
+            return []
+        return tx.rows(" UNION ALL ".join(parts), params)
+
+    def _best(self, blocks: Mapping[bytes, list[str]]) -> set[str]:
+        """The `max_scored` candidates with the most evidence from shared keys."""
+        evidence: dict[str, float] = {}
+        name_evidence: dict[str, float] = {}
+        for key, members in blocks.items():
+            bits = _bits(len(members))
+            target = name_evidence if self.kinds.get(key) in NAME_KINDS else evidence
+            for customer_id in members:
+                if customer_id in self.exclude:
+                    continue
+                if target is name_evidence:
+                    name_evidence[customer_id] = max(name_evidence.get(customer_id, 0.0), bits)
+                else:
+                    evidence[customer_id] = evidence.get(customer_id, 0.0) + bits
+        for customer_id, bits in name_evidence.items():
+            evidence[customer_id] = evidence.get(customer_id, 0.0) + bits
+        self.considered = len(evidence)
+        ranked = sorted(evidence.items(), key=lambda item: (-item[1], item[0]))
+        return {customer_id for customer_id, _ in ranked[: self.max_scored]}
+
+
+def name_only(record: Record) -> bool:
+    """Whether a record has nothing but a name: looking it up is a search by name, where
+    agreeing on the name is all there is to ask for."""
+    return not (
+        record.emails
+        or record.phones
+        or record.birth_date
+        or record.addresses
+        or record.external_ids
+    )
+
+
+def worth_flagging(match: Match, *, common_name: bool) -> bool:
+    """Whether a scored match may be reported as a likely duplicate: it agrees on a field
+    besides the names (and the region), and on an identifying one when the name is
+    common. A name alone, or a common name and a city, is what namesakes share. (Not
+    asked for a name-only look-up: see `name_only`.)"""
+    agreeing = {line.field for line in match.explanation if line.level in AGREEING_LEVELS}
+    if common_name:
+        return bool(agreeing & IDENTIFYING_FIELDS)
+    return bool(agreeing - NAME_FIELDS - WEAK_FIELDS)
