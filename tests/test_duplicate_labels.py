@@ -9,6 +9,7 @@ import json
 from typing import Any
 from uuid import UUID
 
+import grpc
 import pytest
 
 from ledger.application import CustomerLedger
@@ -16,11 +17,16 @@ from ledger.domain.errors import CustomerMergedError, CustomerNotFound, MergeRef
 from ledger.projections.duplicate_index import DuplicateIndexProjection
 from ledger.projections.duplicate_labels import LABELS, pair_of
 from ledger.projections.wiring import duplicate_queries, runner_of
+from ledger.v1 import audit_service_pb2 as audit_pb2
+from ledger.v1 import customer_service_pb2 as pb
+from tests.api_support import Api, api, customer, fails
 from tests.helpers import StoreHandle, person
 from tests.projection_support import dump_tables
 from tests.test_duplicate_search import as_json, ledger_cli
 
+__all__ = ["api"]  # the fixture
 ACTOR = "test-suite"
+Code = grpc.StatusCode
 
 
 def _twins(ledger: CustomerLedger) -> tuple[UUID, UUID]:
@@ -154,3 +160,34 @@ def test_an_edited_label_row_is_an_integrity_failure(store: StoreHandle) -> None
         with pytest.raises(Exception, match="altered outside the ledger"):
             duplicate_queries(ledger).candidates_of(first)
     assert json.dumps([str(t) for t in tampered]).count("Testa") == 0
+
+
+def test_dismiss_duplicate_through_the_api(api: Api) -> None:
+    admin = api.client("root", "admin")
+    alices = admin.create_customer(customer(owner="sales.alice"))
+    again = admin.create_customer(customer(owner="sales.alice", emails=["ada.l@example.org"]))
+    bobs = admin.create_customer(customer(owner="sales.bob", emails=["ada.b@example.org"]))
+    service = api.client("crm-sync", "service")
+
+    def found_for(name: str) -> set[str]:
+        request = pb.FindDuplicatesRequest(name=name)
+        return {m.customer.name for m in service.customers.FindDuplicates(
+            request, **service.call_options).matches}  # fmt: skip
+
+    assert found_for(alices.name) == {again.name, bobs.name}
+    alice = api.client("sales.alice", "sales")
+    fails(lambda: alice.dismiss_duplicate(alices.name, bobs.name), Code.PERMISSION_DENIED)
+    details = fails(lambda: alice.dismiss_duplicate(alices.name, alices.name),
+                    Code.INVALID_ARGUMENT)  # fmt: skip
+    assert "other" in json.dumps(details)
+    returned = alice.dismiss_duplicate(alices.name, again.name, reason="siblings")
+    assert returned.name == alices.name
+    assert found_for(alices.name) == {bobs.name}
+    assert found_for(again.name) == {bobs.name}
+    candidate = pb.FindDuplicatesRequest(candidate=customer(emails=["new@example.org"]))
+    assert len(service.customers.FindDuplicates(candidate, **service.call_options).matches) == 3
+    events = admin.audit.ListCustomerEvents(
+        audit_pb2.ListCustomerEventsRequest(parent=again.name), **admin.call_options
+    )
+    assert events.events[-1].event_type == "DuplicateDismissed"
+    assert events.events[-1].actor == "sales.alice"
