@@ -40,7 +40,8 @@ from ledger.projections.store import ProjectionDatabase, Tx
 NAME_BIRTH_YEAR = "name_birth_year"
 NAME_LOCALITY = "name_locality"
 COMPOUND_KINDS = (NAME_BIRTH_YEAR, NAME_LOCALITY)
-NAME_KINDS = frozenset({NAME, PHONETIC, PINYIN, NAME_INITIAL})
+# Name-derived kinds ("family_locality": the engine's family name in a town, where it has it).
+NAME_KINDS = frozenset({NAME, PHONETIC, PINYIN, NAME_INITIAL, "family_locality"})
 FULL_NAME_KINDS = frozenset({NAME, PINYIN})  # whose block size says how common a name is
 MAX_NAME_FORMS = 3  # spellings of one name that get compound keys (hanzi, pinyin readings)
 
@@ -49,11 +50,17 @@ COMMON_NAME = 8  # a full name shared by more customers is common: see `worth_fl
 MAX_SCORED = 30  # candidates decrypted and scored per look-up, best-ranked first
 _SCALE_BITS = 20.0  # a key's evidence is log2(2^20 / block size): positive to ~1M customers
 
-# Fields that tell namesakes apart (agreement on any of them, exact or nearly, is evidence
-# about the person, not about the name or the neighbourhood).
+# Fields that tell namesakes apart: agreeing on one is evidence about the person, not about
+# the name or the neighbourhood. Exactly; or nearly (a typo) where a near miss between two
+# people is rare. It is not for an email (namesakes' differ by a digit: zhangwei1@,
+# zhangwei2@), nor, among a common name's many bearers, for a birth date or an address.
 IDENTIFYING_FIELDS = frozenset(
     {"birth_date", "phone", "email", "external_id", "address_line1", "street_number"}
 )
+NEAR_TELLS = frozenset({"birth_date", "phone", "external_id", "address_line1", "street_number"})
+NEAR_TELLS_COMMON = frozenset({"phone", "external_id"})
+# Fields whose disagreement says "another person" unless an identifying field agrees.
+CONTRADICTING_FIELDS = frozenset({"birth_date", "external_id"})
 NAME_FIELDS = frozenset({"given_name", "family_name"})
 WEAK_FIELDS = frozenset({"region"})  # agreement too common to count for anything
 AGREEING_LEVELS = frozenset({"exact", "near", "close"})
@@ -117,8 +124,10 @@ class RankedBlocks:
         self._members_query = members_query
         self.exclude = frozenset(exclude)
         self.max_scored = max_scored
-        self.common_name = False  # set by `members`: the record's full name is common
-        self.considered = 0  # customers sharing a usable block (before the cut), for tests
+        # Set by `members` (figures of this look-up, no personal data):
+        self.common_name = False  # the record's full name is common
+        self.considered = 0  # customers sharing a usable block with it
+        self.chosen = 0  # of them, how many are scored
 
     def put(self, customer_id: str, keys: Collection[bytes]) -> None:
         raise TypeError("the duplicate index is written by its projection only")
@@ -193,7 +202,9 @@ class RankedBlocks:
             evidence[customer_id] = evidence.get(customer_id, 0.0) + bits
         self.considered = len(evidence)
         ranked = sorted(evidence.items(), key=lambda item: (-item[1], item[0]))
-        return {customer_id for customer_id, _ in ranked[: self.max_scored]}
+        chosen = {customer_id for customer_id, _ in ranked[: self.max_scored]}
+        self.chosen = len(chosen)
+        return chosen
 
 
 def name_only(record: Record) -> bool:
@@ -209,11 +220,20 @@ def name_only(record: Record) -> bool:
 
 
 def worth_flagging(match: Match, *, common_name: bool) -> bool:
-    """Whether a scored match may be reported as a likely duplicate: it agrees on a field
-    besides the names (and the region), and on an identifying one when the name is
-    common. A name alone, or a common name and a city, is what namesakes share. (Not
+    """Whether a scored match may be reported as a likely duplicate. It must agree on an
+    identifying field (see `IDENTIFYING_FIELDS`); or, for a name that is not common, on
+    something besides the name (a town, a postcode) while its birth date and ids do not
+    disagree. A name alone, or a common name and a city, is what namesakes share. (Not
     asked for a name-only look-up: see `name_only`.)"""
-    agreeing = {line.field for line in match.explanation if line.level in AGREEING_LEVELS}
+    levels = {line.field: line.level for line in match.explanation}
+    near = NEAR_TELLS_COMMON if common_name else NEAR_TELLS
+    for field in IDENTIFYING_FIELDS:
+        level = levels.get(field)
+        if level == "exact" or (field in near and level in AGREEING_LEVELS):
+            return True
     if common_name:
-        return bool(agreeing & IDENTIFYING_FIELDS)
+        return False
+    if any(levels.get(field) == "different" for field in CONTRADICTING_FIELDS):
+        return False
+    agreeing = {field for field, level in levels.items() if level in AGREEING_LEVELS}
     return bool(agreeing - NAME_FIELDS - WEAK_FIELDS)

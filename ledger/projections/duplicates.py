@@ -201,6 +201,16 @@ class DuplicateQueries:
             found = [m for m in found if worth_flagging(m, common_name=blocks.common_name)]
         return found[:limit]
 
+    def lookup_figures(self, profile: Profile) -> tuple[int, int, bool]:
+        """What a look-up of `profile` would consider, without decrypting anything:
+        (customers sharing a usable block, how many of them it scores, whether its name is
+        common). For tests and benchmarks: counts, no personal data."""
+        blocks = RankedBlocks(
+            self.db, KEYS, labelled_keys(self.keyer, prepare(profile)), members_query
+        )
+        blocks.members((), self.max_block)
+        return blocks.considered, blocks.chosen, blocks.common_name
+
     # Labels ---------------------------------------------------------------------------------
 
     def labels(self, customer_ids: Collection[str] | None = None) -> Labels:
