@@ -20,8 +20,11 @@ So, per look-up (`RankedBlocks`, a `KeyStore` for the engine's `DuplicateIndex.l
   them (they are spellings of one fact). Only the best `MAX_SCORED` are scored.
 * A match is flagged only when it agrees on something besides the name (`worth_flagging`);
   when the name is common (its block has more than `COMMON_NAME` customers) that must be an
-  identifying field: birth date, phone, email, external id or street address. A shared
-  city, region or postcode does not tell two 张伟 apart.
+  identifying field, exactly: birth date, phone, email, external id or street address. A
+  shared city, region or postcode does not tell two 张伟 apart. So a common name's look-up
+  scores only the customers sharing an identifying key with it (a phone or a birth date,
+  say): however many namesakes live in the same town, none of them is decrypted for that.
+  (What this gives up: a common name whose only agreeing field is a phone with a typo.)
 
 Keys are HMACs as all blocking keys are (`BlockingKeyer.digest`, DESIGN invariant 7): the
 compound kinds are domain-separated from the engine's by their names.
@@ -34,7 +37,18 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from ledger.projections.dedup import BlockingKeyer, Match, Record
-from ledger.projections.dedup.keys import NAME, NAME_INITIAL, PHONETIC, PINYIN, key_values
+from ledger.projections.dedup.keys import (
+    ADDRESS,
+    BIRTH_DATE,
+    EMAIL,
+    EXTERNAL_ID,
+    NAME,
+    NAME_INITIAL,
+    PHONE,
+    PHONETIC,
+    PINYIN,
+    key_values,
+)
 from ledger.projections.store import ProjectionDatabase, Tx
 
 NAME_BIRTH_YEAR = "name_birth_year"
@@ -42,10 +56,16 @@ NAME_LOCALITY = "name_locality"
 COMPOUND_KINDS = (NAME_BIRTH_YEAR, NAME_LOCALITY)
 # Name-derived kinds ("family_locality": the engine's family name in a town, where it has it).
 NAME_KINDS = frozenset({NAME, PHONETIC, PINYIN, NAME_INITIAL, "family_locality"})
+CAPPED_KINDS = NAME_KINDS | set(COMPOUND_KINDS)
 FULL_NAME_KINDS = frozenset({NAME, PINYIN})  # whose block size says how common a name is
+# Keys that can bring in a customer a common name's look-up may flag (`worth_flagging`: an
+# identifying field must agree); "street_locality" is the engine's, where it has it.
+IDENTIFYING_KINDS = frozenset({EMAIL, PHONE, EXTERNAL_ID, BIRTH_DATE, ADDRESS, "street_locality"})
 MAX_NAME_FORMS = 3  # spellings of one name that get compound keys (hanzi, pinyin readings)
 
-NAME_BLOCK = 30  # a name key shared by more customers brings in no candidates by itself
+# Name and compound keys shared by more customers bring in no candidates (and are read no
+# further than that): a common name, or a common name in a big town, is no block.
+NAME_BLOCK = 30
 COMMON_NAME = 8  # a full name shared by more customers is common: see `worth_flagging`
 MAX_SCORED = 30  # candidates decrypted and scored per look-up, best-ranked first
 _SCALE_BITS = 20.0  # a key's evidence is log2(2^20 / block size): positive to ~1M customers
@@ -117,6 +137,7 @@ class RankedBlocks:
         *,
         exclude: Collection[str] = (),
         max_scored: int = MAX_SCORED,
+        name_search: bool = False,
     ) -> None:
         self.db = db
         self.table = table
@@ -124,6 +145,7 @@ class RankedBlocks:
         self._members_query = members_query
         self.exclude = frozenset(exclude)
         self.max_scored = max_scored
+        self.name_search = name_search  # a name-only look-up: namesakes are what it asks for
         # Set by `members` (figures of this look-up, no personal data):
         self.common_name = False  # the record's full name is common
         self.considered = 0  # customers sharing a usable block with it
@@ -143,8 +165,8 @@ class RankedBlocks:
 
     def members(self, keys: Collection[bytes], max_block: int) -> dict[bytes, list[str]]:
         wanted = set(keys) | set(self.kinds)
-        names = sorted(k for k in wanted if self.kinds.get(k) in NAME_KINDS)
-        others = sorted(k for k in wanted if self.kinds.get(k) not in NAME_KINDS)
+        names = sorted(k for k in wanted if self.kinds.get(k) in CAPPED_KINDS)
+        others = sorted(k for k in wanted if self.kinds.get(k) not in CAPPED_KINDS)
         with self.db.reading() as tx:
             rows = self._read(tx, names, others, max_block)
         blocks: dict[bytes, list[str]] = {}
@@ -157,17 +179,23 @@ class RankedBlocks:
         blocks = {
             k: m
             for k, m in blocks.items()
-            if self.kinds.get(k) not in NAME_KINDS or len(m) <= NAME_BLOCK
+            if self.kinds.get(k) not in CAPPED_KINDS or len(m) <= NAME_BLOCK
         }
+        if self.common_name and not self.name_search:
+            # Only an identifying field can flag a namesake, and agreeing on it exactly
+            # means sharing its key: the rest (same name, same town) need no decrypting.
+            telling = {c for k, m in blocks.items() if self.kinds.get(k) in IDENTIFYING_KINDS
+                       for c in m}  # fmt: skip
+            blocks = {k: [c for c in m if c in telling] for k, m in blocks.items()}
         chosen = self._best(blocks)
         return {k: [c for c in m if c in chosen] for k, m in blocks.items()}
 
     def _read(
         self, tx: Tx, names: Sequence[bytes], others: Sequence[bytes], max_block: int
     ) -> list[tuple[Any, ...]]:
-        """Members of the other keys' blocks up to `max_block`, and of each name key's
-        block its first `NAME_BLOCK + 1` (enough to tell a block too large to use): a
-        common name costs as little to read as a rare one."""
+        """Members of the other keys' blocks up to `max_block`, and of each name or
+        compound key's block its first `NAME_BLOCK + 1` (enough to tell a block too large
+        to use): a common name costs as little to read as a rare one."""
         parts: list[str] = []
         params: list[Any] = []
         if others:

@@ -190,14 +190,16 @@ class DuplicateQueries:
         records = SealedRecords(
             self.db, self.keys, self.row_mac, owner=owner, cache=self.record_cache
         )
+        search = name_only(record)
+        kinds = labelled_keys(self.keyer, record)
         blocks = RankedBlocks(
-            self.db, KEYS, labelled_keys(self.keyer, record), members_query, exclude=exclude
+            self.db, KEYS, kinds, members_query, exclude=exclude, name_search=search
         )
         index = self._index(records, blocks, model)
         found = index.lookup(
             record, limit=MAX_SCORED, min_score=self._min(min_score), exclude=exclude
         )
-        if not name_only(record):
+        if not search:
             found = [m for m in found if worth_flagging(m, common_name=blocks.common_name)]
         return found[:limit]
 
@@ -205,8 +207,13 @@ class DuplicateQueries:
         """What a look-up of `profile` would consider, without decrypting anything:
         (customers sharing a usable block, how many of them it scores, whether its name is
         common). For tests and benchmarks: counts, no personal data."""
+        record = prepare(profile)
         blocks = RankedBlocks(
-            self.db, KEYS, labelled_keys(self.keyer, prepare(profile)), members_query
+            self.db,
+            KEYS,
+            labelled_keys(self.keyer, record),
+            members_query,
+            name_search=name_only(record),
         )
         blocks.members((), self.max_block)
         return blocks.considered, blocks.chosen, blocks.common_name
