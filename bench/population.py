@@ -1,0 +1,140 @@
+"""A customer base for the real-time look-up benchmark, with realistic name frequencies.
+
+A mix of three populations drawn with the generators of `bench.sets` (so with their name
+frequencies): 55% English-speaking (family names at Faker en_GB's weights: Smith, Jones,
+Williams ...; an email and a mobile number for most), 30% Chinese (王, 李, 张 at about 7%
+each, 伟, 芳, 娜, 敏 among the given names, so 王伟, 李娜 and 张敏 are many people; hanzi
+names, mobile numbers, city addresses) and 15% German (Müller, Schmidt ...; birth dates).
+
+`customers(count, seed)` gives each customer's first record as a ledger profile, and the
+record the same person would give when coming back (a typo, another name form, another
+phone format, a new email: the variations of `bench.sets`). `queries` mixes returning
+people (expected: their customer) and new people drawn from the same populations (not in
+the ledger, expected: no likely duplicate), who often share a common name with customers:
+that is what the false-alarm rate measures.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.sets import chinese, english, german
+
+POPULATIONS: tuple[tuple[str, float, str], ...] = (
+    ("en", 0.55, english.COUNTRY),
+    ("zh", 0.30, chinese.COUNTRY),
+    ("de", 0.15, german.COUNTRY),
+)
+_COLUMNS = {"en": english.COLUMNS_CONTACT, "zh": chinese.COLUMNS, "de": german.COLUMNS}
+Draw = Callable[[random.Random], tuple[dict[str, str], dict[str, str]]]
+_LISTS = ("emails", "phones")
+_ADDRESS = (
+    "street_number",
+    "address_line1",
+    "address_line2",
+    "locality",
+    "region",
+    "postcode",
+)
+
+
+def _phone(text: str, country: str) -> str | None:
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(text, country)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def profile(row: dict[str, str], population: str, *, normalise_phone: bool) -> dict[str, Any]:
+    """A generated row as a ledger profile (what `ledger import` makes of it). Customers'
+    phones are given in E.164 (as the import stores them); a query keeps the raw format
+    (`normalise_phone=False`) only when it is international, since a look-up has no
+    default country."""
+    country = dict((name, c) for name, _, c in POPULATIONS)[population]
+    result: dict[str, Any] = {}
+    address: dict[str, str] = {}
+    for column, target in _COLUMNS[population].items():
+        value = row.get(column, "")
+        if not value:
+            continue
+        if target == "phones":
+            if normalise_phone or not value.lstrip("(").startswith(("+", "00")):
+                value = _phone(value, country) or ""
+            if value:
+                result["phones"] = [value]
+        elif target in _LISTS:
+            result[target] = [value]
+        elif target in _ADDRESS:
+            address[target] = value
+        else:
+            result[target] = value
+    if address:
+        result["addresses"] = [{**address, "country": country}]
+    return result
+
+
+@dataclass(frozen=True)
+class Population:
+    first: dict[str, dict[str, Any]]  # customer key -> profile as first registered
+    returning: dict[str, dict[str, Any]]  # customer key -> profile when coming back
+    population_of: dict[str, str]  # customer key -> "en" | "zh" | "de"
+
+
+def _draws(seed: int) -> dict[str, Draw]:
+    return {
+        "en": english.people(seed, contact=True),
+        "zh": chinese.people(seed),
+        "de": german.people(seed),
+    }
+
+
+def _which(rng: random.Random) -> str:
+    x = rng.random()
+    for name, share, _ in POPULATIONS:
+        if x < share:
+            return name
+        x -= share
+    return POPULATIONS[-1][0]
+
+
+def customers(count: int, *, seed: int = 1) -> Population:
+    draws, rng = _draws(seed), random.Random(seed)
+    first, returning, population_of = {}, {}, {}
+    for n in range(count):
+        name = _which(rng)
+        original, again = draws[name](rng)
+        key = f"{name}-{n:07d}"
+        first[key] = profile(original, name, normalise_phone=True)
+        returning[key] = profile(again, name, normalise_phone=False)
+        population_of[key] = name
+    return Population(first, returning, population_of)
+
+
+@dataclass(frozen=True)
+class Query:
+    profile: dict[str, Any]
+    expected: str | None  # the customer key it duplicates, or None for a new person
+    population: str
+
+
+def queries(existing: Population, count: int, *, seed: int = 2) -> list[Query]:
+    """Half returning customers, half new people from the same populations."""
+    rng = random.Random(seed)
+    draws = _draws(seed + 100)
+    keys = sorted(existing.first)
+    out: list[Query] = []
+    for n in range(count):
+        if n % 2:
+            name = _which(rng)
+            original, _ = draws[name](rng)
+            out.append(Query(profile(original, name, normalise_phone=True), None, name))
+        else:
+            key = rng.choice(keys)
+            out.append(Query(existing.returning[key], key, existing.population_of[key]))
+    return out
