@@ -125,11 +125,12 @@ class TermFrequencies:
 
 
 _FIELD = {name: i for i, name in enumerate(FIELD_NAMES)}
-_ADDRESS = ("street_number", "address_line1", "address_line2", "locality", "postcode", "region")
 # What relatives in one household share, and what namesakes in one place share (see the
 # module docstring): capped when the given name, or the birth date, disagrees outright.
-HOUSEHOLD = frozenset(_FIELD[n] for n in ("family_name", "birth_date", "phone", *_ADDRESS))
-NAMESAKE = frozenset(_FIELD[n] for n in ("given_name", "family_name", *_ADDRESS))
+# A full street address agreeing survives a conflict (records of one person re-keyed with a
+# wrong name or date keep it; FEBRL's duplicates do), a town or postcode does not.
+HOUSEHOLD = frozenset(_FIELD[n] for n in ("family_name", "birth_date", "phone"))
+NAMESAKE = frozenset(_FIELD[n] for n in ("given_name", "family_name", "locality", "postcode"))
 _CONFLICTS = (
     (_FIELD["given_name"], len(FIELDS[_FIELD["given_name"]].levels) - 1, HOUSEHOLD),
     (_FIELD["birth_date"], len(FIELDS[_FIELD["birth_date"]].levels) - 1, NAMESAKE),
