@@ -104,12 +104,23 @@ def find_duplicates(
     refit: bool = True,
     progress: Progress | None = None,
     customers: int | None = None,
+    matches: Iterable[tuple[str, str]] = (),
+    non_matches: Iterable[tuple[str, str]] = (),
 ) -> DuplicateReport:
     """All likely-duplicate pairs and clusters in the index. With `refit` (the default)
     the model is re-estimated on this run's candidate pairs and kept on the index for
-    real-time look-ups; otherwise the index's current model scores them."""
+    real-time look-ups; otherwise the index's current model scores them. `matches` and
+    `non_matches` are the ledger's labels (pairs of customer ids): the fit learns from
+    both, and a non-match is never reported nor counted for its two customers' cluster."""
+    labels = _Labels(tuple(matches), frozenset((min(a, b), max(a, b)) for a, b in non_matches))
     with _gc_paused():
-        return _find_duplicates(index, min_score, refit, progress, customers)
+        return _find_duplicates(index, min_score, refit, progress, customers, labels)
+
+
+@dataclass(frozen=True)
+class _Labels:
+    matches: tuple[tuple[str, str], ...]
+    non_matches: frozenset[tuple[str, str]]
 
 
 def _find_duplicates(
@@ -118,6 +129,7 @@ def _find_duplicates(
     refit: bool,
     progress: Progress | None,
     customers: int | None,
+    labels: _Labels,
 ) -> DuplicateReport:
     pairs = sorted(index.candidate_pairs())
     vectors: dict[tuple[str, str], tuple[Levels, Similarities]] = {}
@@ -128,7 +140,11 @@ def _find_duplicates(
     if progress:
         progress("compare", len(pairs), len(pairs))
     if refit:
-        index.estimate_model(levels for levels, _ in vectors.values())
+        index.estimate_model(
+            (levels for levels, _ in vectors.values()),
+            matches=labels.matches,
+            non_matches=labels.non_matches,
+        )
     model = index.model
     adjustments = _adjustments(index, model, vectors)
 
@@ -136,6 +152,8 @@ def _find_duplicates(
         pair: model.score(levels, adjustments.get(pair, ()))
         for pair, (levels, _) in vectors.items()
     }
+    for pair in labels.non_matches:
+        scores[pair] = 0.0  # cannot-link: a reviewer said these are two people
     accepted = {pair: score for pair, score in scores.items() if score >= min_score}
     linked = clusters(accepted)
     missing = [
@@ -150,7 +168,9 @@ def _find_duplicates(
     vectors.update(completed)
     adjustments.update(_adjustments(index, model, completed))
     for pair, (levels, _) in completed.items():
-        scores[pair] = model.score(levels, adjustments.get(pair, ()))
+        scores[pair] = (
+            0.0 if pair in labels.non_matches else model.score(levels, adjustments.get(pair, ()))
+        )
     groups = [cluster for group in linked for cluster in agreeing_groups(group, scores, min_score)]
     groups.sort(key=lambda group: (-len(group), group[0]))
     within = {

@@ -318,13 +318,13 @@ class DuplicateIndex:
         *,
         max_pairs: int = DEFAULT_FIT_PAIRS,
         seed: int = 0,
-        confirmed: Iterable[tuple[str, str]] = (),
-        rejected: Iterable[tuple[str, str]] = (),
+        matches: Iterable[tuple[str, str]] = (),
+        non_matches: Iterable[tuple[str, str]] = (),
     ) -> Model:
         """Re-estimate the model on (a sample of) the index's own candidate pairs, and use
-        it from now on. `confirmed` (merged) and `rejected` ("not a duplicate") pairs of
-        customer ids are the ledger's labels: the model learns from them as well (pairs
-        whose records are gone are skipped)."""
+        it from now on. `matches` (merged) and `non_matches` (unmerged, "not a
+        duplicate") pairs of customer ids are the ledger's labels: the model learns from
+        them as well (pairs whose records are gone are skipped)."""
         pairs = sorted(self.candidate_pairs())
         rng = random.Random(seed)  # noqa: S311 - a reproducible sample, not a secret
         if len(pairs) > max_pairs:
@@ -333,8 +333,8 @@ class DuplicateIndex:
         return self.estimate_model(
             (levels for levels, _ in vectors.values()),
             seed=seed,
-            confirmed=confirmed,
-            rejected=rejected,
+            matches=matches,
+            non_matches=non_matches,
         )
 
     def estimate_model(
@@ -342,8 +342,8 @@ class DuplicateIndex:
         candidate_levels: Iterable[Levels],
         *,
         seed: int = 0,
-        confirmed: Iterable[tuple[str, str]] = (),
-        rejected: Iterable[tuple[str, str]] = (),
+        matches: Iterable[tuple[str, str]] = (),
+        non_matches: Iterable[tuple[str, str]] = (),
     ) -> Model:
         """Estimate the model from candidate pairs' levels (see `score.estimate`), drawing
         random pairs of this index's customers for chance agreement, with the term
@@ -360,8 +360,8 @@ class DuplicateIndex:
         model = estimate(
             candidate_levels,
             chance_levels,
-            confirmed=labelled(confirmed),
-            rejected=labelled(rejected),
+            confirmed=labelled(matches),
+            rejected=labelled(non_matches),
         )
         self.model = replace(model, frequencies=self.term_frequencies())
         return self.model
