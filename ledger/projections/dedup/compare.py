@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from rapidfuzz.distance import OSA, JaroWinkler
 from rapidfuzz.fuzz import token_sort_ratio
 
+from ledger.projections.dedup.normalise import name_forms
 from ledger.projections.dedup.record import Address, Record
 
 MISSING = -1
@@ -95,6 +96,15 @@ def _family(x: str, x_readings: tuple[str, ...], y: str, y_readings: tuple[str, 
     return similarity
 
 
+def _given(x: str, y: str) -> float:
+    """Jaro-Winkler of two given names, at least "close" when one is a nickname of the
+    other (Bill / William): the same name, not a sibling's."""
+    similarity = _jw(x, y)
+    if similarity < CLOSE and y in name_forms(x):
+        return CLOSE
+    return similarity
+
+
 def _names(a: Record, b: Record) -> tuple[float | None, float | None]:
     """Jaro-Winkler of given and family names, in whichever order matches better: family-first
     and given-first entries of the same name are common (Chinese names, forms, imports).
@@ -103,7 +113,7 @@ def _names(a: Record, b: Record) -> tuple[float | None, float | None]:
     ag, af, bg, bf = a.given, a.family, b.given, b.family
     if ag and af and bg and bf:
         ar, br = a.family_readings, b.family_readings
-        given, family = _jw(ag, bg), _family(af, ar, bf, br)
+        given, family = _given(ag, bg), _family(af, ar, bf, br)
         crossed_given, crossed_family = _family(ag, (), bf, br), _family(af, ar, bg, ())
         if crossed_given + crossed_family > given + family + SWAP_MARGIN:
             return crossed_given, crossed_family

@@ -38,6 +38,7 @@ import unicodedata
 from functools import lru_cache
 
 import jellyfish
+from nicknames import NickNamer
 from pypinyin import Style, lazy_pinyin, pinyin
 from pypinyin.pinyin_dict import pinyin_dict
 
@@ -138,6 +139,23 @@ def family_readings(family: str | None) -> tuple[str, ...]:
         for reading in pinyin(text[0], style=Style.NORMAL, heteronym=True)[0][:MAX_READINGS]
     )
     return tuple(r for r in dict.fromkeys(readings) if r and r != usual)
+
+
+@lru_cache(maxsize=1)
+def _nicknamer() -> NickNamer:
+    return NickNamer()
+
+
+@lru_cache(maxsize=65536)
+def name_forms(given: str) -> frozenset[str]:
+    """Other forms of a romanised given name as people use them: its nicknames and the
+    names it is a nickname of (William, Bill, Will, Billy), from the `nicknames` package's
+    hand-curated English table. A nickname on one record and the full name on another is
+    the same given name; two unrelated given names (a sibling's) are not."""
+    if not given or not given.isascii():
+        return frozenset()
+    namer = _nicknamer()
+    return frozenset(namer.nicknames_of(given) | namer.canonicals_of(given))
 
 
 def split_full_name(given: str | None, family: str | None) -> tuple[str, str]:
@@ -294,5 +312,13 @@ def canonical_birth_date(value: str | None) -> str:
 def clear_caches() -> None:
     """Forget memoised names, syllables and places: frees their memory, and lets a
     benchmark time a cold run rather than one that reuses the previous run's work."""
-    for cached in (name_words, romanise, family_readings, place, phonetic, segment_pinyin):
+    for cached in (
+        name_words,
+        romanise,
+        family_readings,
+        name_forms,
+        place,
+        phonetic,
+        segment_pinyin,
+    ):
         cached.cache_clear()

@@ -130,6 +130,12 @@ _FIELD = {name: i for i, name in enumerate(FIELD_NAMES)}
 # A full street address agreeing survives a conflict (records of one person re-keyed with a
 # wrong name or date keep it; FEBRL's duplicates do), a town or postcode does not.
 HOUSEHOLD = frozenset(_FIELD[n] for n in ("family_name", "birth_date", "phone"))
+_ADDRESS = frozenset(
+    _FIELD[n]
+    for n in ("street_number", "address_line1", "address_line2", "locality", "postcode", "region")
+)
+_GIVEN, _FAMILY = _FIELD["given_name"], _FIELD["family_name"]
+_GIVEN_DIFFERENT = len(FIELDS[_GIVEN].levels) - 1
 NAMESAKE = frozenset(_FIELD[n] for n in ("given_name", "family_name", "locality", "postcode"))
 _CONFLICTS = (
     (_FIELD["given_name"], len(FIELDS[_FIELD["given_name"]].levels) - 1, HOUSEHOLD),
@@ -196,6 +202,8 @@ class Model:
         for f, different, shared in _CONFLICTS:
             if levels[f] == different:
                 capped |= shared
+        if levels[_GIVEN] == _GIVEN_DIFFERENT and levels[_FAMILY] == 0:
+            capped |= _ADDRESS  # same family name and address, another given name
         if capped:
             support = sum(weights[f] for f in capped if weights[f] > 0)
             logit -= max(0.0, support - max(0.0, -prior))
