@@ -98,10 +98,15 @@ def _family(x: str, x_readings: tuple[str, ...], y: str, y_readings: tuple[str, 
 
 def _given(x: str, y: str) -> float:
     """Jaro-Winkler of two given names, at least "close" when one is a nickname of the
-    other (Bill / William): the same name, not a sibling's."""
+    other (Bill / William): the same name, not a sibling's; "similar" for an initial that
+    fits (J / John)."""
     similarity = _jw(x, y)
-    if similarity < CLOSE and y in name_forms(x):
+    if similarity >= CLOSE:
+        return similarity
+    if y in name_forms(x):
         return CLOSE
+    if (len(x) == 1 or len(y) == 1) and x[0] == y[0]:
+        return SIMILAR  # an initial: consistent with the name, but says little
     return similarity
 
 

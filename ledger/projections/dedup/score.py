@@ -475,6 +475,81 @@ def chance_model(
     return Model(prior=FALLBACK_PRIOR, fields=fields, pairs=pairs, method="fallback")
 
 
+# Blocking sessions, as Splink trains: the candidate pairs agreeing exactly on the first
+# fields; EM in that session estimates m of every field but those (they agree by selection).
+SESSIONS: tuple[tuple[str, ...], ...] = (
+    ("given_name", "family_name"),
+    ("postcode",),
+    ("address_line1",),
+    ("birth_date",),
+    ("email",),
+    ("phone",),
+)
+
+
+def _session_m(
+    candidates: Sequence[Levels], chance: Model, confirmed: Sequence[Levels]
+) -> tuple[Model, list[int]]:
+    """m per field averaged over the blocking sessions that estimated it (`SESSIONS`), u
+    from `chance`, and how many session pairs compared each field."""
+    sums: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    seen = [0] * len(FIELDS)
+    for blocked in SESSIONS:
+        fixed = [_FIELD[name] for name in blocked]
+        chosen = [levels for levels in candidates if all(levels[f] == 0 for f in fixed)]
+        if len(chosen) < MIN_OBSERVED:
+            continue
+        hidden = [_hide(levels, fixed) for levels in chosen]
+        fitted = fit(hidden, initial=chance, fixed_u=True, confirmed=confirmed)
+        session_seen = observed(hidden)
+        for f, spec in enumerate(FIELDS):
+            if f in fixed or session_seen[f] < MIN_OBSERVED:
+                continue
+            seen[f] += session_seen[f]
+            m = fitted.fields[spec.name].m
+            total = sums.setdefault(spec.name, [0.0] * len(m))
+            for i, value in enumerate(m):
+                total[i] += value
+            counts[spec.name] = counts.get(spec.name, 0) + 1
+    fields = {
+        spec.name: (
+            FieldParameters(
+                m=_normalised([x / counts[spec.name] for x in sums[spec.name]]),
+                u=chance.fields[spec.name].u,
+            )
+            if spec.name in counts
+            else chance.fields[spec.name]
+        )
+        for spec in FIELDS
+    }
+    return replace(chance, fields=fields), seen
+
+
+def _hide(levels: Levels, fields: Sequence[int]) -> Levels:
+    out = list(levels)
+    for f in fields:
+        out[f] = MISSING
+    return tuple(out)
+
+
+def _prior(candidates: Sequence[Levels], model: Model, iterations: int = 50) -> float:
+    """The share of candidate pairs that are matches, by EM on the prior alone."""
+    prior = model.prior
+    patterns = Counter(candidates)
+    total = sum(patterns.values())
+    if not total:
+        return prior
+    for _ in range(iterations):
+        current = replace(model, prior=prior)
+        updated = sum(count * current.score(levels) for levels, count in patterns.items()) / total
+        updated = min(max(updated, _MIN_PROBABILITY), 1.0 - _MIN_PROBABILITY)
+        if abs(updated - prior) < 1e-7:
+            break
+        prior = updated
+    return prior
+
+
 def estimate(
     candidate_levels: Iterable[Levels],
     random_pair_levels: Callable[[], Iterable[Levels]],
@@ -482,24 +557,32 @@ def estimate(
     confirmed: Iterable[Levels] = (),
     rejected: Iterable[Levels] = (),
 ) -> Model:
-    """The model for a ledger, from its own data and its reviewers' labels, as Splink does
-    it: u from random pairs (chance agreement: almost all random pairs are two people), then
-    the prior and m by EM on the candidate pairs with u held there, so that chance agreement
-    cannot be mistaken for the match class and duplicates are found even when rare among
-    candidates. Confirmed pairs (merges) and rejected ones ("not a duplicate") join in with
-    their class known (see `fit`).
+    """The model for a ledger, from its own data and its reviewers' labels, as Splink trains
+    one: u from random pairs (chance agreement: almost all random pairs are two people);
+    m by EM with u held there, within blocking sessions (`SESSIONS`): among pairs that
+    agree on the names, how often do duplicates agree on the address, and the other way
+    round. A field the session selected on is left out of it, so agreement that blocking
+    forced is never read as evidence, and relatives sharing an address cannot become the
+    "match" class of the address session. Then the prior by EM on all candidate pairs.
+    Confirmed pairs (merges) and rejected ones ("not a duplicate") join in with their class
+    known (see `fit`); rejected ones count towards u.
 
-    Tries, the first plausible one is used: that EM; EM for everything (m and u) on the
-    candidate pairs, the classic estimate; and when neither finds a "same person" class
-    (a ledger without duplicates) the random-pair u with the general m (`chance_model`).
+    Fallbacks, the first plausible one is used: the session estimate; EM for everything on
+    the candidate pairs (the classic estimate); the random-pair u with the general m
+    (`chance_model`) when neither finds a "same person" class.
     """
     candidates = list(candidate_levels)
     confirmed, rejected = list(confirmed), list(rejected)
-    seen = observed([*candidates, *confirmed])
     chance = chance_model(random_pair_levels(), pairs=len(candidates), rejected=rejected)
-    anchored = fit(candidates, initial=chance, fixed_u=True, confirmed=confirmed, rejected=rejected)
-    anchored = _with_unseen_from(anchored, chance, seen)
-    if plausible(anchored, seen):
-        return anchored
+    sessions, seen = _session_m(candidates, chance, confirmed)
+    sessions = replace(
+        sessions,
+        prior=_prior(candidates, sessions),
+        method="em-sessions",
+        labels=len(confirmed) + len(rejected),
+    )
+    if plausible(sessions, seen):
+        return sessions
+    seen = observed([*candidates, *confirmed])
     free = _with_unseen_from(fit(candidates, confirmed=confirmed, rejected=rejected), chance, seen)
     return free if plausible(free, seen) else replace(chance, labels=len(confirmed + rejected))
