@@ -136,6 +136,7 @@ _ADDRESS = frozenset(
 )
 _GIVEN, _FAMILY = _FIELD["given_name"], _FIELD["family_name"]
 _GIVEN_DIFFERENT = len(FIELDS[_GIVEN].levels) - 1
+_FAMILY_DIFFERENT = len(FIELDS[_FAMILY].levels) - 1
 NAMESAKE = frozenset(_FIELD[n] for n in ("given_name", "family_name", "locality", "postcode"))
 _CONFLICTS = (
     (_FIELD["given_name"], len(FIELDS[_FIELD["given_name"]].levels) - 1, HOUSEHOLD),
@@ -202,8 +203,10 @@ class Model:
         for f, different, shared in _CONFLICTS:
             if levels[f] == different:
                 capped |= shared
-        if levels[_GIVEN] == _GIVEN_DIFFERENT and levels[_FAMILY] == 0:
-            capped |= _ADDRESS  # same family name and address, another given name
+        if levels[_GIVEN] == _GIVEN_DIFFERENT and levels[_FAMILY] in (0, _FAMILY_DIFFERENT):
+            # Same family name and address, another given name: a relative; both names
+            # different: a neighbour or a flatmate.
+            capped |= _ADDRESS
         if capped:
             support = sum(weights[f] for f in capped if weights[f] > 0)
             logit -= max(0.0, support - max(0.0, -prior))
