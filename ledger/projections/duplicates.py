@@ -242,22 +242,27 @@ class DuplicateQueries:
         self, min_score: float | None = None, *, progress: Progress | None = None
     ) -> DuplicatesResult:
         """Every likely-duplicate pair and cluster. The model is re-estimated on this run's
-        candidate pairs (when there are enough) and kept for real-time look-ups."""
+        candidate pairs (when there are enough) and the ledger's labels (merged pairs are
+        matches; unmerged and dismissed ones non-matches), and kept for real-time
+        look-ups. A non-match is never reported, nor inside one cluster."""
         records = SealedRecords(self.db, self.keys, self.row_mac)
         customers = records.load_all()
         store = _RememberedBlocks(self.db)
         index = self._index(records, store)
         refit = len(index.candidate_pairs()) >= MIN_FIT_PAIRS
+        labels = self.labels()
         report = find_duplicates(
             index,
             min_score=self._min(min_score),
             refit=refit,
             progress=progress,
             customers=customers,
+            matches=labels.matches,
+            non_matches=labels.non_matches,
         )
         if refit:
             self._keep(report.model)
-        report = without_pairs(report, self.labels().non_matches)
+        report = without_pairs(report, labels.non_matches)
         result = DuplicatesResult(report, {})
         external = {}
         for customer_id in result.customer_ids:
@@ -266,14 +271,15 @@ class DuplicateQueries:
         return DuplicatesResult(report, external)
 
     def refit(self) -> Model:
-        """Re-estimate the model by EM on the index's own candidate pairs (no labels) and
-        keep it, unless there are too few pairs to learn from."""
+        """Re-estimate the model by EM on the index's own candidate pairs and the ledger's
+        labels, and keep it, unless there are too few pairs to learn from."""
         records = SealedRecords(self.db, self.keys, self.row_mac)
         records.load_all()
         index = self._index(records, _RememberedBlocks(self.db))
         if len(index.candidate_pairs()) < MIN_FIT_PAIRS:
             return self.model
-        return self._keep(index.refit())
+        labels = self.labels()
+        return self._keep(index.refit(matches=labels.matches, non_matches=labels.non_matches))
 
     def _keep(self, model: Model) -> Model:
         save_model(self.db, model)
