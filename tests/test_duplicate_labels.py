@@ -6,6 +6,7 @@ unmerges are labelled pairs too, and a rebuild from 0 gives the same label rows.
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +22,7 @@ from ledger.v1 import audit_service_pb2 as audit_pb2
 from ledger.v1 import customer_service_pb2 as pb
 from tests.api_support import Api, api, customer, fails
 from tests.helpers import StoreHandle, person
+from tests.namesake_samples import chinese_person, returning
 from tests.projection_support import dump_tables
 from tests.test_duplicate_search import as_json, ledger_cli
 
@@ -191,3 +193,27 @@ def test_dismiss_duplicate_through_the_api(api: Api) -> None:
     )
     assert events.events[-1].event_type == "DuplicateDismissed"
     assert events.events[-1].actor == "sales.alice"
+
+
+def test_the_model_fit_learns_from_merges_and_dismissals(store: StoreHandle) -> None:
+    rng = random.Random(17)
+    people = [chinese_person(rng, n) for n in range(300)]
+    with store.open() as ledger:
+        ids = ledger.register_many([(p, []) for p in people], actor=ACTOR)
+        again = ledger.register_many(
+            [(returning(rng, people[n], n), []) for n in range(4)], actor=ACTOR
+        )
+        for n in range(3):  # three confirmed pairs: the second records merged away
+            ledger.merge(ids[n], again[n], actor=ACTOR)
+        ledger.dismiss_duplicate(ids[10], ids[11], actor=ACTOR)
+        ledger.dismiss_duplicate(ids[12], ids[13], actor=ACTOR)
+        queries = duplicate_queries(ledger)
+        labels = queries.labels()
+        assert len(labels.matches) == 3 and len(labels.non_matches) == 2
+        model = queries.refit()
+        assert model.labels == 5  # merged sources are held for the fit though inactive
+        result = queries.report(0.5)
+        assert result.report.model.labels == 5
+        shown = {pair_of(p.first, p.second) for p in result.report.pairs}
+        assert not shown & labels.non_matches
+        assert str(again[0]) not in result.customer_ids  # merged: never reported

@@ -32,7 +32,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.crypto_shred.keyring import KeyRing
-from ledger.domain.customer import ACTIVE
+from ledger.domain.customer import ACTIVE, MERGED_STATUS
 from ledger.projections.base import FoldingProjection, PositionedEvent, Tombstone
 from ledger.projections.current_view import CHUNK, chunks, scan
 from ledger.projections.dedup import BlockingKeyer, DuplicateIndex, Model, Record, prepare
@@ -381,6 +381,33 @@ class SealedRecords:
         self._personal = self._opened(rows)
         self._held = {i: prepare(p) for i, p in self._personal.items()}
         return len(self._held)
+
+    def hold_merged(self, customer_ids: Collection[str]) -> int:
+        """After `load_all`, also hold the records of those of `customer_ids` that are
+        merged into another customer: a merge is a confirmed pair the model fit learns
+        from, and its source is no longer active. Nothing leads a look-up to them (a
+        merged customer has no key rows). Returns how many."""
+        if self._held is None or not customer_ids:
+            return 0
+        rows: list[tuple[Any, ...]] = []
+        with self.db.reading() as tx:
+            for chunk in chunks(sorted(set(customer_ids))):
+                where, params = tx.is_in("customer_id", chunk)
+                rows += tx.rows(
+                    f"SELECT {_SELECTED} FROM {RECORDS} WHERE {where} AND status = ?",
+                    [*params, MERGED_STATUS],
+                )
+        opened = []
+        for row in rows:
+            self.row_mac.check(row)
+            customer_id, version, status, owner, personal, _ = row
+            if status != MERGED_STATUS or (self.owner is not None and owner != self.owner):
+                raise ProjectionRowTampered(RECORDS, str(customer_id), "does not match its query")
+            opened.append((customer_id, version, personal))
+        self.keys.prefetch([UUID(str(row[0])) for row in opened])
+        merged = {i: prepare(p) for i, p in self._opened(opened).items()}
+        self._held.update(merged)
+        return len(merged)
 
     def held_personal(self, customer_id: str) -> dict[str, Any] | None:
         return self._personal.get(customer_id)

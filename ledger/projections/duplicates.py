@@ -251,6 +251,7 @@ class DuplicateQueries:
         index = self._index(records, store)
         refit = len(index.candidate_pairs()) >= MIN_FIT_PAIRS
         labels = self.labels()
+        records.hold_merged({c for pair in labels.matches for c in pair})
         report = find_duplicates(
             index,
             min_score=self._min(min_score),
@@ -279,6 +280,7 @@ class DuplicateQueries:
         if len(index.candidate_pairs()) < MIN_FIT_PAIRS:
             return self.model
         labels = self.labels()
+        records.hold_merged({c for pair in labels.matches for c in pair})
         return self._keep(index.refit(matches=labels.matches, non_matches=labels.non_matches))
 
     def _keep(self, model: Model) -> Model:
