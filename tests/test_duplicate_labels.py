@@ -15,8 +15,10 @@ import pytest
 
 from ledger.application import CustomerLedger
 from ledger.domain.errors import CustomerMergedError, CustomerNotFound, MergeRefused
+from ledger.projections.dedup import Cluster, DuplicateReport, ScoredPair, starting_model
 from ledger.projections.duplicate_index import DuplicateIndexProjection
 from ledger.projections.duplicate_labels import LABELS, pair_of
+from ledger.projections.duplicates import without_pairs
 from ledger.projections.wiring import duplicate_queries, runner_of
 from ledger.v1 import audit_service_pb2 as audit_pb2
 from ledger.v1 import customer_service_pb2 as pb
@@ -217,3 +219,24 @@ def test_the_model_fit_learns_from_merges_and_dismissals(store: StoreHandle) -> 
         shown = {pair_of(p.first, p.second) for p in result.report.pairs}
         assert not shown & labels.non_matches
         assert str(again[0]) not in result.customer_ids  # merged: never reported
+
+
+def test_a_report_never_clusters_a_dismissed_pair() -> None:
+    a, b, c, d = "a" * 8, "b" * 8, "c" * 8, "d" * 8
+    pairs = (ScoredPair(a, b, 0.9, ()), ScoredPair(b, c, 0.8, ()), ScoredPair(a, c, 0.7, ()),
+             ScoredPair(c, d, 0.6, ()))  # fmt: skip
+    report = DuplicateReport(
+        customers=4,
+        candidate_pairs=4,
+        pairs=pairs,
+        clusters=(Cluster((a, b, c, d), 0.6, 0.9),),
+        model=starting_model(),
+    )
+    kept = without_pairs(report, [(c, a)])
+    assert [(p.first, p.second) for p in kept.pairs] == [(a, b), (b, c), (c, d)]
+    # Strongest first: a-b joins; b-c would put c with a, which the dismissal forbids.
+    assert [(k.customer_ids, k.min_score, k.max_score) for k in kept.clusters] == [
+        ((a, b), 0.9, 0.9),
+        ((c, d), 0.6, 0.6),
+    ]
+    assert without_pairs(report, []) is report

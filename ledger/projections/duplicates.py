@@ -317,7 +317,8 @@ def without_pairs(
 ) -> DuplicateReport:
     """The report without the pairs people confirmed are different people, and with no
     cluster holding both customers of such a pair: a cluster that did is rebuilt from its
-    remaining pairs, strongest first, never joining two groups a dismissal keeps apart."""
+    remaining pairs, strongest first, never joining two groups a dismissal keeps apart.
+    (The engine already scores such pairs 0; this holds whatever its clustering does.)"""
     if not dismissed:
         return report
     apart = {pair_of(a, b) for a, b in dismissed}
