@@ -54,6 +54,9 @@ def test_a_common_name_in_the_same_city_is_not_a_duplicate(store: StoreHandle) -
         assert [m.customer_id for m in back][:1] == [str(zhangs[3])]
         back = queries.candidates(_zhang_wei(96, birth_date=_zhang_wei(5)["birth_date"]))
         assert [m.customer_id for m in back][:1] == [str(zhangs[5])]
+        # A shared birth date under another family name (a stranger, a twin) is not one.
+        stranger = _zhang_wei(95, family_name="李", birth_date=_zhang_wei(2)["birth_date"])
+        assert queries.candidates(stranger, min_score=0.0) == []
         # A rare name in the same city still is a likely duplicate.
         again = {"given_name": "娜娜", "family_name": "欧阳", "emails": ["ouyang@example.com"],
                  "addresses": [{"locality": "上海", "country": "CN"}]}  # fmt: skip

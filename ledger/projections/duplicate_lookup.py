@@ -74,9 +74,11 @@ _SCALE_BITS = 20.0  # a key's evidence is log2(2^20 / block size): positive to ~
 # the name or the neighbourhood. Exactly; or nearly (a typo) where a near miss between two
 # people is rare. It is not for an email (namesakes' differ by a digit: zhangwei1@,
 # zhangwei2@), nor, among a common name's many bearers, for a birth date or an address.
-IDENTIFYING_FIELDS = frozenset(
-    {"birth_date", "phone", "email", "external_id", "address_line1", "street_number"}
-)
+# A phone, an email or an id is the person's own (a changed name is still them); a birth
+# date or an address is shared with twins, neighbours, households: it counts only where
+# neither name disagrees.
+OWN_FIELDS = frozenset({"phone", "email", "external_id"})
+SHARED_FIELDS = frozenset({"birth_date", "address_line1", "street_number"})
 NEAR_TELLS = frozenset({"birth_date", "phone", "external_id", "address_line1", "street_number"})
 NEAR_TELLS_COMMON = frozenset({"phone", "external_id"})
 # Fields whose disagreement says "another person" unless an identifying field agrees.
@@ -248,17 +250,28 @@ def name_only(record: Record) -> bool:
 
 
 def worth_flagging(match: Match, *, common_name: bool) -> bool:
-    """Whether a scored match may be reported as a likely duplicate. It must agree on an
-    identifying field (see `IDENTIFYING_FIELDS`); or, for a name that is not common, on
+    """Whether a scored match may be reported as a likely duplicate. It must agree on a
+    phone, email or id of the person's own; or, with no name disagreeing, on a birth date
+    or street address; or, for a name that is not common, with no name disagreeing, on
     something besides the name (a town, a postcode) while its birth date and ids do not
-    disagree. A name alone, or a common name and a city, is what namesakes share. (Not
-    asked for a name-only look-up: see `name_only`.)"""
+    disagree. A name alone, a common name and a city, or a shared birth date under another
+    name is what namesakes, twins and strangers share. (Not asked for a name-only
+    look-up: see `name_only`.) The model's score stays what it is; this only vetoes."""
     levels = {line.field: line.level for line in match.explanation}
     near = NEAR_TELLS_COMMON if common_name else NEAR_TELLS
-    for field in IDENTIFYING_FIELDS:
-        level = levels.get(field)
-        if level == "exact" or (field in near and level in AGREEING_LEVELS):
-            return True
+
+    def telling(fields: frozenset[str]) -> bool:
+        return any(
+            levels.get(f) == "exact" or (f in near and levels.get(f) in AGREEING_LEVELS)
+            for f in fields
+        )
+
+    if telling(OWN_FIELDS):
+        return True
+    if any(levels.get(field) == "different" for field in NAME_FIELDS):
+        return False
+    if telling(SHARED_FIELDS):
+        return True
     if common_name:
         return False
     if any(levels.get(field) == "different" for field in CONTRADICTING_FIELDS):
