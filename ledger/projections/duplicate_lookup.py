@@ -84,8 +84,16 @@ NEAR_TELLS_COMMON = frozenset({"phone", "external_id"})
 # Fields whose disagreement says "another person" unless an identifying field agrees.
 CONTRADICTING_FIELDS = frozenset({"birth_date", "external_id"})
 NAME_FIELDS = frozenset({"given_name", "family_name"})
-WEAK_FIELDS = frozenset({"region"})  # agreement too common to count for anything
+# Names that agree (a typo at most): "similar" is what different short names often are
+# once romanised (Li / Lin, Wang / Wan).
+NAMES_AGREE = frozenset({"exact", "close"})
+# Where someone lives, short of a street address: tells a rare name's bearers apart.
+PLACE_FIELDS = frozenset({"locality", "postcode", "address_line2"})
 AGREEING_LEVELS = frozenset({"exact", "near", "close"})
+AGREEING = frozenset({"near", "close"})  # a typo away
+# A birth date's "close" (two digits off, or the same month) is met among a name's bearers:
+# it neither tells nor contradicts.
+NEARLY = {"birth_date": frozenset({"near"})}
 
 
 def compound_values(record: Record, *, pinyin: bool = True) -> Iterator[tuple[str, str]]:
@@ -251,30 +259,30 @@ def name_only(record: Record) -> bool:
 
 def worth_flagging(match: Match, *, common_name: bool) -> bool:
     """Whether a scored match may be reported as a likely duplicate. It must agree on a
-    phone, email or id of the person's own; or, with no name disagreeing, on a birth date
-    or street address; or, for a name that is not common, with no name disagreeing, on
-    something besides the name (a town, a postcode) while its birth date and ids do not
-    disagree. A name alone, a common name and a city, or a shared birth date under another
-    name is what namesakes, twins and strangers share. (Not asked for a name-only
-    look-up: see `name_only`.) The model's score stays what it is; this only vetoes."""
+    phone, email or id of the person's own; or, with both names agreeing (a typo at most),
+    on a birth date or street address; or, for a name that is not common, with the names
+    agreeing, on where they live (a town, a postcode) while birth dates and ids do not
+    disagree (a birth date in another month counts against). A name alone, a common name
+    and a city, or a shared birth date under another name is what namesakes, twins and
+    strangers share. (Not asked for a name-only look-up: see `name_only`.) The model's
+    score stays what it is; this only vetoes."""
     levels = {line.field: line.level for line in match.explanation}
     near = NEAR_TELLS_COMMON if common_name else NEAR_TELLS
 
     def telling(fields: frozenset[str]) -> bool:
         return any(
-            levels.get(f) == "exact" or (f in near and levels.get(f) in AGREEING_LEVELS)
+            levels.get(f) == "exact" or (f in near and levels.get(f) in NEARLY.get(f, AGREEING))
             for f in fields
         )
 
     if telling(OWN_FIELDS):
         return True
-    if any(levels.get(field) == "different" for field in NAME_FIELDS):
+    if any(levels.get(field, "exact") not in NAMES_AGREE for field in NAME_FIELDS):
         return False
     if telling(SHARED_FIELDS):
         return True
     if common_name:
         return False
-    if any(levels.get(field) == "different" for field in CONTRADICTING_FIELDS):
+    if any(levels.get(field) in ("year", "different") for field in CONTRADICTING_FIELDS):
         return False
-    agreeing = {field for field, level in levels.items() if level in AGREEING_LEVELS}
-    return bool(agreeing - NAME_FIELDS - WEAK_FIELDS)
+    return any(levels.get(field) in AGREEING_LEVELS for field in PLACE_FIELDS)
