@@ -72,21 +72,25 @@ _SCALE_BITS = 20.0  # a key's evidence is log2(2^20 / block size): positive to ~
 
 # Fields that tell namesakes apart: agreeing on one is evidence about the person, not about
 # the name or the neighbourhood. Exactly; or nearly (a typo) where a near miss between two
-# people is rare. It is not for an email (namesakes' differ by a digit: zhangwei1@,
-# zhangwei2@), nor, among a common name's many bearers, for a birth date or an address.
+# people is rare; not so among a common name's many bearers, whose emails differ by a
+# digit (zhangwei1@, zhangwei2@) and some of whose birth dates or addresses are a typo apart.
 # A phone, an email or an id is the person's own (a changed name is still them); a birth
 # date or an address is shared with twins, neighbours, households: it counts only where
 # neither name disagrees.
 OWN_FIELDS = frozenset({"phone", "email", "external_id"})
 SHARED_FIELDS = frozenset({"birth_date", "address_line1", "street_number"})
-NEAR_TELLS = frozenset({"birth_date", "phone", "external_id", "address_line1", "street_number"})
+NEAR_TELLS = frozenset(
+    {"birth_date", "phone", "email", "external_id", "address_line1", "street_number"}
+)
 NEAR_TELLS_COMMON = frozenset({"phone", "external_id"})
 # Fields whose disagreement says "another person" unless an identifying field agrees.
 CONTRADICTING_FIELDS = frozenset({"birth_date", "external_id"})
 NAME_FIELDS = frozenset({"given_name", "family_name"})
-# Names that agree (a typo at most): "similar" is what different short names often are
-# once romanised (Li / Lin, Wang / Wan).
-NAMES_AGREE = frozenset({"exact", "close"})
+# Names that agree: for a common name a typo at most, as "similar" is what different short
+# names often are once romanised (Li / Lin, Wang / Wan).
+NAMES_AGREE = frozenset({"exact", "close"})  # for a common name's many bearers
+NAMES_RESEMBLE = frozenset({"exact", "close", "similar"})  # for others (Jon / John)
+STREET_ADDRESS = ("street_number", "address_line1")
 # Where someone lives, short of a street address: tells a rare name's bearers apart.
 PLACE_FIELDS = frozenset({"locality", "postcode", "address_line2"})
 AGREEING_LEVELS = frozenset({"exact", "near", "close"})
@@ -258,28 +262,29 @@ def name_only(record: Record) -> bool:
 
 
 def worth_flagging(match: Match, *, common_name: bool) -> bool:
-    """Whether a scored match may be reported as a likely duplicate. It must agree on a
-    phone, email or id of the person's own; or, with both names agreeing (a typo at most),
-    on a birth date or street address; or, for a name that is not common, with the names
-    agreeing, on where they live (a town, a postcode) while birth dates and ids do not
+    """Whether a scored match may be reported as a likely duplicate. It must agree exactly
+    on a phone, email or id of the person's own (a changed name is still them); or, with the
+    names agreeing (a common name's closely, another's at least similarly; a new family name
+    only at the same street address), on a birth date or street address, or a typo away on
+    any of those (for a common name only on a phone or an id); or, for a name that is not
+    common, on where they live (a town, a postcode) while birth dates and ids do not
     disagree (a birth date in another month counts against). A name alone, a common name
     and a city, or a shared birth date under another name is what namesakes, twins and
     strangers share. (Not asked for a name-only look-up: see `name_only`.) The model's
     score stays what it is; this only vetoes."""
     levels = {line.field: line.level for line in match.explanation}
-    near = NEAR_TELLS_COMMON if common_name else NEAR_TELLS
-
-    def telling(fields: frozenset[str]) -> bool:
-        return any(
-            levels.get(f) == "exact" or (f in near and levels.get(f) in NEARLY.get(f, AGREEING))
-            for f in fields
-        )
-
-    if telling(OWN_FIELDS):
+    if any(levels.get(field) == "exact" for field in OWN_FIELDS):
         return True
-    if any(levels.get(field, "exact") not in NAMES_AGREE for field in NAME_FIELDS):
+    agree = NAMES_AGREE if common_name else NAMES_RESEMBLE
+    if levels.get("given_name", "exact") not in agree:
         return False
-    if telling(SHARED_FIELDS):
+    if levels.get("family_name", "exact") not in agree:
+        # Another family name at the same street address: married, still them.
+        return not common_name and all(levels.get(f) == "exact" for f in STREET_ADDRESS)
+    if any(levels.get(field) == "exact" for field in SHARED_FIELDS):
+        return True
+    near = NEAR_TELLS_COMMON if common_name else NEAR_TELLS
+    if any(levels.get(f) in NEARLY.get(f, AGREEING) for f in near):
         return True
     if common_name:
         return False
