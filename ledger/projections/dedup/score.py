@@ -153,7 +153,7 @@ class Model:
     fields: Mapping[str, FieldParameters]
     iterations: int = 0
     pairs: int = 0  # how many candidate pairs the estimate came from
-    method: str = "start"  # "em", "em-chance-u", "fallback" (see `estimate`) or "start"
+    method: str = "start"  # "em-sessions", "em", "fallback" (see `estimate`) or "start"
     frequencies: TermFrequencies | None = field(default=None, compare=False)
     labels: int = 0  # confirmed pairs and non-pairs the estimate learnt from
     _weights: tuple[tuple[float, ...], ...] = field(init=False, repr=False, compare=False)
@@ -492,12 +492,13 @@ SESSIONS: tuple[tuple[str, ...], ...] = (
 
 def _session_m(
     candidates: Sequence[Levels], chance: Model, confirmed: Sequence[Levels]
-) -> tuple[Model, list[int]]:
+) -> tuple[Model, list[int], int]:
     """m per field averaged over the blocking sessions that estimated it (`SESSIONS`), u
     from `chance`, and how many session pairs compared each field."""
     sums: dict[str, list[float]] = {}
     counts: dict[str, int] = {}
     seen = [0] * len(FIELDS)
+    iterations = 0
     for blocked in SESSIONS:
         fixed = [_FIELD[name] for name in blocked]
         chosen = [levels for levels in candidates if all(levels[f] == 0 for f in fixed)]
@@ -505,6 +506,7 @@ def _session_m(
             continue
         hidden = [_hide(levels, fixed) for levels in chosen]
         fitted = fit(hidden, initial=chance, fixed_u=True, confirmed=confirmed)
+        iterations += fitted.iterations
         session_seen = observed(hidden)
         for f, spec in enumerate(FIELDS):
             if f in fixed or session_seen[f] < MIN_OBSERVED:
@@ -526,7 +528,7 @@ def _session_m(
         )
         for spec in FIELDS
     }
-    return replace(chance, fields=fields), seen
+    return replace(chance, fields=fields), seen, iterations
 
 
 def _hide(levels: Levels, fields: Sequence[int]) -> Levels:
@@ -577,9 +579,10 @@ def estimate(
     candidates = list(candidate_levels)
     confirmed, rejected = list(confirmed), list(rejected)
     chance = chance_model(random_pair_levels(), pairs=len(candidates), rejected=rejected)
-    sessions, seen = _session_m(candidates, chance, confirmed)
+    sessions, seen, iterations = _session_m(candidates, chance, confirmed)
     sessions = replace(
         sessions,
+        iterations=iterations,
         prior=_prior(candidates, sessions),
         method="em-sessions",
         labels=len(confirmed) + len(rejected),
