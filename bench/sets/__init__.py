@@ -90,6 +90,7 @@ class Collector:
         self.truth: set[Pair] = set()
         self.variation: dict[Pair, str] = {}
         self.hard_negatives: dict[Pair, str] = {}
+        self.members: dict[str, list[str]] = {}  # record id -> all records of its person
 
     def add(self, rec_id: str, row: Mapping[str, str]) -> str:
         self.rows.append({ID_COLUMN: rec_id, **{k: v for k, v in row.items() if v}})
@@ -99,6 +100,8 @@ class Collector:
         """[(rec_id, variation of this record against the first)] of one person."""
         labels = dict(records)
         ids = [rec_id for rec_id, _ in records]
+        for rec_id in ids:
+            self.members[rec_id] = ids
         for i, a in enumerate(ids):
             for b in ids[i + 1 :]:
                 kind = labels[b] if i == 0 else f"{labels[a]}+{labels[b]}"
@@ -106,8 +109,11 @@ class Collector:
                 self.variation[pair(a, b)] = kind
 
     def negative(self, a: str, b: str, kind: str) -> None:
-        if pair(a, b) not in self.truth:
-            self.hard_negatives[pair(a, b)] = kind
+        """`b` is another person made to look like `a`'s person: a trap against each of
+        that person's records (the first label of a pair stays)."""
+        for record in self.members.get(a, [a]):
+            if pair(record, b) not in self.truth:
+                self.hard_negatives.setdefault(pair(record, b), kind)
 
     def done(self, name: str, columns: dict[str, str], country: str) -> LabelledSet:
         return LabelledSet(

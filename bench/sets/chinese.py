@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -341,3 +342,25 @@ def _negative(
     rec_id = out.add(original.replace("-0", "-x"), row)
     out.negative(original, rec_id, kind)
     return rec_id, other
+
+
+def people(seed: int) -> Callable[[random.Random], tuple[dict[str, str], dict[str, str]]]:
+    """For populations (`bench.population`): a function drawing one new person, as
+    (their first record, the record they would give when coming back: another name form,
+    phone format and address form, as in `build`)."""
+    surnames, given = frequencies.chinese_surnames(), frequencies.chinese_given(seed)
+    homophones = _homophones()
+
+    def draw(rng: random.Random) -> tuple[dict[str, str], dict[str, str]]:
+        p = _person(surnames, given, rng, 0)
+        name, _ = name_form(rng.choice(NAME_VARIATIONS), p, rng, homophones)
+        again = _row(
+            replace(p, email=""),
+            name,
+            phone=phone_form(p.mobile, rng) if rng.random() < 0.75 else "",
+            address=rng.choice(("full", "short", "joined", "pinyin")),
+            birth_date=rng.random() < 0.7,
+        )
+        return _original(p, rng), again
+
+    return draw

@@ -13,7 +13,7 @@ About 40% of people have a second record (10% a third), each with one *variation
 
   postcode_digits   one or two digits of the postcode mistyped (SW1A 2AA -> SW1A 3AA)
   street_number     the house number changed (12 -> 21, 12 -> 112, 12 -> 12a)
-  given_changed     another given name: a nickname or the middle name (William -> Bill)
+  given_changed     the given name as a nickname (William -> Bill) or as its initial
   family_changed    another family name (marriage), same address
   name_typo         a typo in the given or family name
   address_format    abbreviations and case (Road -> Rd, upper-case town), name as initial
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -229,8 +230,9 @@ def _variant(p: Person, kind: str, pools: _Pools, rng: random.Random) -> dict[st
     elif kind == "street_number":
         again = replace(again, number=_number_changed(p.number, rng))
     elif kind == "given_changed":
-        nickname = NICKNAMES.get(p.given)
-        again = replace(again, given=nickname or pools.given.draw(rng))
+        # A nickname, or the initial: never a name of someone else (that is the
+        # household trap, which only the given name tells apart).
+        again = replace(again, given=NICKNAMES.get(p.given) or p.given[0])
     elif kind == "family_changed":
         again = replace(again, family=pools.family.draw(rng))
     elif kind == "name_typo":
@@ -318,3 +320,19 @@ def _negative(
     else:
         return
     out.negative(f"{prefix}-0", out.add(f"{prefix}-x", _row(other)), kind)
+
+
+def people(
+    seed: int, *, contact: bool = True
+) -> Callable[[random.Random], tuple[dict[str, str], dict[str, str]]]:
+    """For populations (`bench.population`): a function drawing one new person, as
+    (their first record, the record they would give when coming back)."""
+    pools = _pools(seed)
+    variations = [v for v in (CONTACT_VARIATIONS if contact else PLAIN_VARIATIONS)]
+    variations.remove("no_name")
+
+    def draw(rng: random.Random) -> tuple[dict[str, str], dict[str, str]]:
+        p = _person(pools, rng, contact)
+        return _row(p), _variant(p, rng.choice(variations), pools, rng)
+
+    return draw

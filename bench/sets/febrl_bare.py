@@ -21,17 +21,20 @@ DROPPED = ("date_of_birth", "soc_sec_id")
 COLUMNS = {c: f for c, f in febrl.COLUMN_MAP.items() if c not in DROPPED}
 
 
-def build(name: str) -> LabelledSet:
+def build(name: str, *, bare: bool = True) -> LabelledSet:
+    """The set without ids and birth dates; with `bare=False`, FEBRL as it is (for the
+    baselines of the FEBRL section)."""
+    columns = COLUMNS if bare else febrl.COLUMN_MAP
     with tempfile.TemporaryDirectory() as directory:
         data = febrl.load(name, Path(directory))
         rows = tuple(
-            {ID_COLUMN: row[ID_COLUMN], **{c: row[c] for c in COLUMNS if row[c]}}
+            {ID_COLUMN: row[ID_COLUMN], **{c: row[c] for c in columns if row[c]}}
             for row in febrl.read_rows(data.csv_path)
         )
     return LabelledSet(
-        f"{name}_bare",
+        f"{name}_bare" if bare else name,
         rows,
-        COLUMNS,
+        dict(columns),
         febrl.DEFAULT_COUNTRY,
         data.truth,
         dict.fromkeys(data.truth, "febrl"),

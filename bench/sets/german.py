@@ -9,7 +9,7 @@ birth date, an address (street, number, five-digit postcode, town), and maybe an
 a mobile number (national "0151 2345678" or international "+49 151 2345678").
 
 About 40% of people have one more record (10% two more), each with one *variation* (the
-label of the true pair):
+label of the true pair; half of them keep the birth date, half carry a birth-date one):
 
   dob_one_digit     one digit of the birth date mistyped, still a valid date
   dob_two_digits    two digits mistyped (1975-03-14 -> 1957-03-14, 1975-08-19)
@@ -28,7 +28,8 @@ address) and most have another or no email.
 
 Hard negatives (labelled in `hard_negatives`):
 
-  twin              same family name, birth date, address and phone; another given name
+  twin              same family name and birth date, another given name (not a near
+                    spelling), own mobile; same address half the time (1% of people)
   same_dob          same family name and birth date, another given name, elsewhere
   parent_child      same given and family name and address, birth dates 20-35 years apart
   namesake          same given and family name, another birth date (forced for 3% of
@@ -41,6 +42,7 @@ from __future__ import annotations
 import importlib
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
@@ -72,6 +74,9 @@ VARIATIONS = (
     "moved",
     "contact_only",
 )
+# Relative frequencies: half of the second records keep the birth date exactly (as most
+# real duplicates do), the other half carry one of the seven birth-date variations.
+WEIGHTS = (1, 1, 1, 1, 1, 1, 1, 2, 1, 2, 2)
 _DOMAINS = ("web.de", "gmx.de", "t-online.de", "gmail.com", "freenet.de", "posteo.de")
 
 
@@ -251,7 +256,7 @@ def build(people: int, seed: int = 1) -> LabelledSet:
     for n in range(people):
         roll = rng.random()
         copies = 2 if roll < 0.10 else 1 if roll < 0.40 else 0
-        kinds = [rng.choice(VARIATIONS) for _ in range(copies)]
+        kinds = rng.choices(VARIATIONS, WEIGHTS, k=copies)
         p = _umlaut_person(pools, rng) if "umlaut" in kinds else _person(pools, rng)
         records = [(out.add(f"de{n:06d}-0", _row(p)), "original")]
         for copy, kind in enumerate(kinds, start=1):
@@ -268,6 +273,12 @@ def build(people: int, seed: int = 1) -> LabelledSet:
     return out.done("german", COLUMNS, COUNTRY)
 
 
+def _similar(a: str, b: str) -> bool:
+    from rapidfuzz.distance import JaroWinkler
+
+    return JaroWinkler.normalized_similarity(a.casefold(), b.casefold()) >= 0.8
+
+
 def _negatives(
     out: Collector,
     p: Person,
@@ -281,29 +292,40 @@ def _negatives(
     original = f"de{n:06d}-0"
     other: Person | None = None
     kind = ""
-    if roll < 0.02:
+    if roll < 0.01:
+        # Adult twins: another given name (not a near-spelling of the first: that would be
+        # a typo, not a trap), own mobile; living together half the time.
         kind = "twin"
         twin_female = rng.random() < 0.5
         given = p.given
-        while given == p.given:
+        while _similar(given, p.given):
             given = (pools.female if twin_female else pools.male).draw(rng)
-        other = replace(p, given=given, email=_email(given, p.family, rng))
-    elif roll < 0.03:
+        other = replace(
+            p,
+            given=given,
+            email=_email(given, p.family, rng),
+            phone=_phone(rng) if p.phone else "",
+        )
+        if rng.random() < 0.5:
+            other = _relocated(other, pools, rng)
+    elif roll < 0.025:
         kind = "same_dob"
         fresh = _person(pools, rng)
-        if fresh.given != p.given:
-            other = replace(fresh, family=p.family, born=p.born)
-    elif roll < 0.04:
+        if not _similar(fresh.given, p.given):
+            other = replace(
+                fresh, family=p.family, born=p.born, email=_email(fresh.given, p.family, rng)
+            )
+    elif roll < 0.035:
         kind = "parent_child"
         years = rng.randint(20, 35)
         born = p.born - timedelta(days=365 * years + rng.randint(0, 300))
         if born.year >= 1900:
             other = replace(p, born=born, email="", phone=p.phone if rng.random() < 0.5 else "")
-    elif roll < 0.07:
+    elif roll < 0.065:
         same_town = rng.random() < 0.5
         kind = "namesake_same_town" if same_town else "namesake"
         fresh = _person(pools, rng)
-        other = replace(fresh, given=p.given, family=p.family)
+        other = replace(fresh, given=p.given, family=p.family, email=_email(p.given, p.family, rng))
         if same_town:
             other = replace(other, town=p.town, postcode=p.postcode)
     if other is None:
@@ -311,3 +333,17 @@ def _negatives(
     rec_id = out.add(f"de{n:06d}-x", _row(other))
     out.negative(original, rec_id, kind)
     names[(other.given, other.family)].append((rec_id, -n - 1))
+
+
+def people(seed: int) -> Callable[[random.Random], tuple[dict[str, str], dict[str, str]]]:
+    """For populations (`bench.population`): a function drawing one new person, as
+    (their first record, the record they would give when coming back: a variation drawn
+    as in `build`)."""
+    pools = _pools(seed)
+
+    def draw(rng: random.Random) -> tuple[dict[str, str], dict[str, str]]:
+        kind = rng.choices(VARIATIONS, WEIGHTS)[0]
+        p = _umlaut_person(pools, rng) if kind == "umlaut" else _person(pools, rng)
+        return _row(p), _variant(p, kind, pools, rng)
+
+    return draw
