@@ -186,3 +186,14 @@ def test_a_namesake_elsewhere_needs_evidence_that_moves_with_a_person() -> None:
     mail = {"emails": ["g.himmelbauer@example.de"]}
     moved = index.score(prepare({**here, **mail}), prepare({**elsewhere, **mail}))[0]
     assert moved >= 0.5
+
+
+def test_a_customer_without_a_name_is_found_by_email_or_phone() -> None:
+    profiles, _ = _ledger(birth_date=True, people=300)
+    profiles["p0001"]["emails"] = ["anna.k@example.de"]
+    profiles["p0002"]["phones"] = ["+4915112345678"]
+    _, index = duplicates_among(profiles, SECRET)
+    by_email = index.lookup({"emails": ["Anna.K@example.de"]}, min_score=0.5)
+    assert [m.customer_id for m in by_email] == ["p0001"]
+    by_phone = index.lookup({"phones": ["+49 151 12345678"]}, min_score=0.5)
+    assert [m.customer_id for m in by_phone] == ["p0002"]

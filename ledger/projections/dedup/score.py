@@ -486,6 +486,18 @@ def _with_unseen_from(model: Model, other: Model, seen: Sequence[int]) -> Model:
     return replace(model, fields=fields)
 
 
+_CHANCE_PRIOR_PAIRS = 2.0  # weight of the prior guess below, in random pairs
+
+
+def _chance_prior(levels: int) -> list[float]:
+    """The guess for u before random pairs are counted: two people rarely agree by chance.
+    It decides u only for a field that random pairs hardly ever compare (an email or phone
+    that few customers give): without it such a field would count as agreeing by chance
+    one time in `levels`, and an equal email would be no evidence at all."""
+    near = [0.01] * (levels - 2)
+    return [0.001, *near, 1.0 - 0.001 - sum(near)]
+
+
 def chance_model(
     random_pair_levels: Iterable[Levels], *, pairs: int = 0, rejected: Iterable[Levels] = ()
 ) -> Model:
@@ -494,7 +506,7 @@ def chance_model(
     the general expectation that duplicates mostly agree field by field; the prior is a
     guess (1 in 1,000 candidate pairs)."""
     sizes = [len(spec.levels) for spec in FIELDS]
-    counts = [[_PSEUDO_COUNT] * n for n in sizes]
+    counts = [[_CHANCE_PRIOR_PAIRS * u for u in _chance_prior(n)] for n in sizes]
     for levels in (*random_pair_levels, *rejected):
         for f, level in enumerate(levels):
             if level != MISSING:
