@@ -9,9 +9,9 @@ names, mobile numbers, city addresses) and 15% German (Müller, Schmidt ...; bir
 `customers(count, seed)` gives each customer's first record as a ledger profile, and the
 record the same person would give when coming back (a typo, another name form, another
 phone format, a new email: the variations of `bench.sets`). `queries` mixes returning
-people (expected: their customer) and new people drawn from the same populations (not in
-the ledger, expected: no likely duplicate), who often share a common name with customers:
-that is what the false-alarm rate measures.
+people (expected: their customer), new people drawn from the same populations and new
+people who share an existing customer's full name (namesakes; half in the same town):
+neither kind is in the ledger, and flagging either is a false alarm.
 """
 
 from __future__ import annotations
@@ -121,19 +121,45 @@ class Query:
     profile: dict[str, Any]
     expected: str | None  # the customer key it duplicates, or None for a new person
     population: str
+    kind: str = "returning"  # returning | new | namesake
+
+
+def _namesake(
+    existing: dict[str, Any], fresh: dict[str, Any], rng: random.Random
+) -> dict[str, Any]:
+    """A new person with an existing customer's full name (and, half the time, town):
+    another birth date, phone, email and street."""
+    twin = {**fresh}
+    for name in ("given_name", "family_name"):
+        if name in existing:
+            twin[name] = existing[name]
+        else:
+            twin.pop(name, None)
+    theirs = existing.get("addresses", [{}])[0]
+    if rng.random() < 0.5 and "addresses" in twin and theirs.get("locality"):
+        twin["addresses"] = [{**twin["addresses"][0], "locality": theirs["locality"]}]
+    return twin
 
 
 def queries(existing: Population, count: int, *, seed: int = 2) -> list[Query]:
-    """Half returning customers, half new people from the same populations."""
+    """Half returning customers; a quarter new people from the same populations; a
+    quarter new people who share an existing customer's full name (half of them in the
+    same town): the namesakes that common names make, which must not be flagged either."""
     rng = random.Random(seed)
     draws = _draws(seed + 100)
     keys = sorted(existing.first)
     out: list[Query] = []
     for n in range(count):
-        if n % 2:
-            name = _which(rng)
+        if n % 4 in (1, 3):
+            key = rng.choice(keys)
+            name = existing.population_of[key] if n % 4 == 3 else _which(rng)
             original, _ = draws[name](rng)
-            out.append(Query(profile(original, name, normalise_phone=True), None, name))
+            fresh = profile(original, name, normalise_phone=True)
+            if n % 4 == 3:
+                namesake = _namesake(existing.first[key], fresh, rng)
+                out.append(Query(namesake, None, name, "namesake"))
+            else:
+                out.append(Query(fresh, None, name, "new"))
         else:
             key = rng.choice(keys)
             out.append(Query(existing.returning[key], key, existing.population_of[key]))

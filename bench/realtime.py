@@ -167,6 +167,8 @@ def section(
             asked_by: Counter[str] = Counter()
             alarms: Counter[str] = Counter()
             new_by: Counter[str] = Counter()
+            alarms_by_kind: Counter[str] = Counter()
+            new_by_kind: Counter[str] = Counter()
             for query in _progress(asked, len(asked), "looking up"):
                 begin = time.perf_counter_ns()
                 matches = dq.candidates(query.profile, min_score=0.0, limit=10)
@@ -175,6 +177,8 @@ def section(
                 if query.expected is None:
                     new_by[query.population] += 1
                     alarms[query.population] += top is not None
+                    new_by_kind[query.kind] += 1
+                    alarms_by_kind[query.kind] += top is not None
                 else:
                     asked_by[query.population] += 1
                     found[query.population] += (
@@ -201,7 +205,9 @@ def section(
         f"{model.pairs:,} candidate pairs). {len(asked):,} look-ups through "
         f"`DuplicateQueries.candidates`: {returning} returning people (a typo, another "
         f"name form or phone format, a new email ...) and {new} new people from the same "
-        f"populations. Flagged: best match scores ≥ the duplicate threshold ({threshold}).",
+        f"populations, half of them namesakes of a customer (same full name, half in the "
+        f"same town; another birth date, phone and email). Flagged: best match scores ≥ "
+        f"the duplicate threshold ({threshold}).",
         "",
         "| | p50 | p95 | p99 | max | returning people found (top 1, ≥ threshold) "
         "| new people wrongly flagged |",
@@ -216,7 +222,12 @@ def section(
         f"| {max(scan_latencies):.2f} ms | n/a | n/a |",
         *(_splink_row(splink) if splink else []),
         "",
-        f"By population: {per_population}.",
+        f"By population: {per_population}. New people by kind: "
+        + "; ".join(
+            f"{kind}: {alarms_by_kind[kind]}/{new_by_kind[kind]} flagged"
+            for kind in sorted(new_by_kind)
+        )
+        + ".",
         "",
         f"Targets: p95 ≤ 10 ms: {'met' if p95 <= 10 else 'NOT met'}; new people wrongly "
         f"flagged ≤ 5%: {'met' if false_share <= 0.05 else 'NOT met'}.",

@@ -160,3 +160,40 @@ def test_the_stored_model_holds_keyed_term_frequencies_not_values() -> None:
     again = Model.from_dict(json.loads(stored))
     assert again.frequencies == report.model.frequencies
     assert again.frequencies is not None and again.frequencies.common["family_name"]
+
+
+def test_a_namesake_elsewhere_needs_evidence_that_moves_with_a_person() -> None:
+    """Without birth dates, the same name at another street and postcode is a namesake or
+    someone who moved: only an email, phone or id can tell which."""
+    profiles, _ = _ledger(birth_date=False)
+    _, index = duplicates_among(profiles, SECRET)
+    here = {
+        "given_name": "Gundolf",
+        "family_name": "Himmelbauer",
+        "addresses": [
+            {"street_number": "3", "address_line1": "Amselweg", "locality": "ulm",
+             "postcode": "89073", "country": "DE"}
+        ],
+    }  # fmt: skip
+    elsewhere = {
+        **here,
+        "addresses": [
+            {"street_number": "71", "address_line1": "Lindenallee", "locality": "ulm",
+             "postcode": "89081", "country": "DE"}
+        ],
+    }  # fmt: skip
+    assert index.score(prepare(here), prepare(elsewhere))[0] < 0.5
+    mail = {"emails": ["g.himmelbauer@example.de"]}
+    moved = index.score(prepare({**here, **mail}), prepare({**elsewhere, **mail}))[0]
+    assert moved >= 0.5
+
+
+def test_a_customer_without_a_name_is_found_by_email_or_phone() -> None:
+    profiles, _ = _ledger(birth_date=True, people=300)
+    profiles["p0001"]["emails"] = ["anna.k@example.de"]
+    profiles["p0002"]["phones"] = ["+4915112345678"]
+    _, index = duplicates_among(profiles, SECRET)
+    by_email = index.lookup({"emails": ["Anna.K@example.de"]}, min_score=0.5)
+    assert [m.customer_id for m in by_email] == ["p0001"]
+    by_phone = index.lookup({"phones": ["+49 151 12345678"]}, min_score=0.5)
+    assert [m.customer_id for m in by_phone] == ["p0002"]

@@ -46,7 +46,7 @@ from ledger.projections.dedup.score import (
 
 Scored = tuple[float, Levels, Similarities, Adjustments]
 DEFAULT_MAX_BLOCK = 200
-DEFAULT_MAX_CANDIDATES = 50  # scored per look-up, those sharing the most keys first
+DEFAULT_MAX_CANDIDATES = 30  # scored per look-up, those sharing the most keys first
 DEFAULT_FIT_PAIRS = 200_000
 RANDOM_PAIRS = 20_000  # to count chance agreement (u probabilities)
 RANDOM_PAIR_CUSTOMERS = 50_000

@@ -45,7 +45,7 @@ from ledger.projections.dedup.compare import (
     Similarities,
 )
 
-_LOG2 = math.log(2)
+_LOG2 = _LN2 = math.log(2)
 _PSEUDO_COUNT = 0.5  # per level; keeps estimates off 0 and 1, negligible with real data
 _MIN_PROBABILITY = 1e-6
 
@@ -134,9 +134,14 @@ _ADDRESS = frozenset(
     _FIELD[n]
     for n in ("street_number", "address_line1", "address_line2", "locality", "postcode", "region")
 )
-_GIVEN, _FAMILY = _FIELD["given_name"], _FIELD["family_name"]
+_GIVEN, _FAMILY, _BIRTH = _FIELD["given_name"], _FIELD["family_name"], _FIELD["birth_date"]
 _GIVEN_DIFFERENT = len(FIELDS[_GIVEN].levels) - 1
 _FAMILY_DIFFERENT = len(FIELDS[_FAMILY].levels) - 1
+# A wholly different address (street and postcode): a namesake elsewhere, or the person
+# moved, which only evidence that moves with a person (email, phone, id, birth date) shows.
+_MOVED = tuple(
+    (_FIELD[n], len(FIELDS[_FIELD[n]].levels) - 1) for n in ("address_line1", "postcode")
+)
 NAMESAKE = frozenset(_FIELD[n] for n in ("given_name", "family_name", "locality", "postcode"))
 _CONFLICTS = (
     (_FIELD["given_name"], len(FIELDS[_FIELD["given_name"]].levels) - 1, HOUSEHOLD),
@@ -153,11 +158,12 @@ class Model:
     fields: Mapping[str, FieldParameters]
     iterations: int = 0
     pairs: int = 0  # how many candidate pairs the estimate came from
-    method: str = "start"  # "em", "em-chance-u", "fallback" (see `estimate`) or "start"
+    method: str = "start"  # "em-sessions", "em", "fallback" (see `estimate`) or "start"
     frequencies: TermFrequencies | None = field(default=None, compare=False)
     labels: int = 0  # confirmed pairs and non-pairs the estimate learnt from
     _weights: tuple[tuple[float, ...], ...] = field(init=False, repr=False, compare=False)
     _cache: dict[Levels, float] = field(init=False, repr=False, compare=False)
+    _plain: dict[Levels, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = [spec.name for spec in FIELDS if spec.name not in self.fields]
@@ -172,6 +178,7 @@ class Model:
         )
         object.__setattr__(self, "_weights", weights)
         object.__setattr__(self, "_cache", {})
+        object.__setattr__(self, "_plain", {})
 
     def score(self, levels: Levels, adjustments: Adjustments = ()) -> float:
         """Posterior probability that the pair is one person. Without term-frequency
@@ -187,6 +194,17 @@ class Model:
         self._cache[levels] = score
         return score
 
+    def independent_score(self, levels: Levels) -> float:
+        """The textbook posterior (fields independent, no term frequencies, no conflict
+        rule): what EM's expectation step needs, since that is the model it fits."""
+        cached = self._plain.get(levels)
+        if cached is not None:
+            return cached
+        logit = math.log(self.prior / (1.0 - self.prior)) + sum(self._field_weights(levels, ()))
+        score = 1.0 / (1.0 + math.exp(-logit)) if logit > -700 else 0.0
+        self._plain[levels] = score
+        return score
+
     def _field_weights(self, levels: Levels, adjustments: Adjustments) -> list[float]:
         weights = [
             0.0 if level == MISSING else field_weights[level]
@@ -198,7 +216,6 @@ class Model:
 
     def _logit(self, levels: Levels, weights: list[float]) -> float:
         prior = math.log(self.prior / (1.0 - self.prior))
-        logit = prior + sum(weights)
         capped: frozenset[int] = frozenset()
         for f, different, shared in _CONFLICTS:
             if levels[f] == different:
@@ -207,9 +224,16 @@ class Model:
             # Same family name and address, another given name: a relative; both names
             # different: a neighbour or a flatmate.
             capped |= _ADDRESS
+        if levels[_BIRTH] == MISSING and all(levels[f] == last for f, last in _MOVED):
+            # Another street and postcode: a namesake, or the person moved. The address
+            # then tells nothing more (its disagreement is the question), and the names
+            # cannot answer it: evidence that moves with a person must.
+            weights = [0.0 if f in _ADDRESS else w for f, w in enumerate(weights)]
+            capped |= NAMESAKE
+        logit = prior + sum(weights)
         if capped:
             support = sum(weights[f] for f in capped if weights[f] > 0)
-            logit -= max(0.0, support - max(0.0, -prior))
+            logit -= max(0.0, support - max(0.0, -prior - _LN2))
         return logit
 
     def term_adjustments(self, terms: Iterable[tuple[str, str]]) -> list[tuple[int, float]]:
@@ -323,9 +347,13 @@ def fit(
     fixed_u: bool = False,
     confirmed: Iterable[Levels] = (),
     rejected: Iterable[Levels] = (),
+    conflicts: bool = False,
 ) -> Model:
     """EM estimate of the prior and m/u from unlabelled candidate pairs' level vectors.
-    With `fixed_u` only the prior and m are estimated; u stays as in `initial`.
+    With `fixed_u` only the prior and m are estimated; u stays as in `initial`. With
+    `conflicts` the expectation step uses the scoring model's conflict rule (see the
+    module docstring) rather than the textbook posterior: the model fitted is then the
+    one that scores, and relatives and namesakes do not pull m towards themselves.
 
     `confirmed` and `rejected` are labelled pairs (merged; marked "not a duplicate"): they
     take part in every step with their class known instead of guessed, so each label moves
@@ -346,7 +374,7 @@ def fit(
         u_counts = [[_PSEUDO_COUNT] * n for n in sizes]
         matches = 0.0
         for levels, count in items:
-            posterior = model.score(levels)
+            posterior = model.score(levels) if conflicts else model.independent_score(levels)
             as_match, as_other = count * posterior, count * (1.0 - posterior)
             matches += as_match
             for f, level in enumerate(levels):
@@ -458,6 +486,18 @@ def _with_unseen_from(model: Model, other: Model, seen: Sequence[int]) -> Model:
     return replace(model, fields=fields)
 
 
+_CHANCE_PRIOR_PAIRS = 2.0  # weight of the prior guess below, in random pairs
+
+
+def _chance_prior(levels: int) -> list[float]:
+    """The guess for u before random pairs are counted: two people rarely agree by chance.
+    It decides u only for a field that random pairs hardly ever compare (an email or phone
+    that few customers give): without it such a field would count as agreeing by chance
+    one time in `levels`, and an equal email would be no evidence at all."""
+    near = [0.01] * (levels - 2)
+    return [0.001, *near, 1.0 - 0.001 - sum(near)]
+
+
 def chance_model(
     random_pair_levels: Iterable[Levels], *, pairs: int = 0, rejected: Iterable[Levels] = ()
 ) -> Model:
@@ -466,7 +506,7 @@ def chance_model(
     the general expectation that duplicates mostly agree field by field; the prior is a
     guess (1 in 1,000 candidate pairs)."""
     sizes = [len(spec.levels) for spec in FIELDS]
-    counts = [[_PSEUDO_COUNT] * n for n in sizes]
+    counts = [[_CHANCE_PRIOR_PAIRS * u for u in _chance_prior(n)] for n in sizes]
     for levels in (*random_pair_levels, *rejected):
         for f, level in enumerate(levels):
             if level != MISSING:
@@ -492,19 +532,21 @@ SESSIONS: tuple[tuple[str, ...], ...] = (
 
 def _session_m(
     candidates: Sequence[Levels], chance: Model, confirmed: Sequence[Levels]
-) -> tuple[Model, list[int]]:
+) -> tuple[Model, list[int], int]:
     """m per field averaged over the blocking sessions that estimated it (`SESSIONS`), u
     from `chance`, and how many session pairs compared each field."""
     sums: dict[str, list[float]] = {}
     counts: dict[str, int] = {}
     seen = [0] * len(FIELDS)
+    iterations = 0
     for blocked in SESSIONS:
         fixed = [_FIELD[name] for name in blocked]
         chosen = [levels for levels in candidates if all(levels[f] == 0 for f in fixed)]
         if len(chosen) < MIN_OBSERVED:
             continue
         hidden = [_hide(levels, fixed) for levels in chosen]
-        fitted = fit(hidden, initial=chance, fixed_u=True, confirmed=confirmed)
+        fitted = fit(hidden, initial=chance, fixed_u=True, confirmed=confirmed, conflicts=True)
+        iterations += fitted.iterations
         session_seen = observed(hidden)
         for f, spec in enumerate(FIELDS):
             if f in fixed or session_seen[f] < MIN_OBSERVED:
@@ -526,7 +568,7 @@ def _session_m(
         )
         for spec in FIELDS
     }
-    return replace(chance, fields=fields), seen
+    return replace(chance, fields=fields), seen, iterations
 
 
 def _hide(levels: Levels, fields: Sequence[int]) -> Levels:
@@ -577,9 +619,10 @@ def estimate(
     candidates = list(candidate_levels)
     confirmed, rejected = list(confirmed), list(rejected)
     chance = chance_model(random_pair_levels(), pairs=len(candidates), rejected=rejected)
-    sessions, seen = _session_m(candidates, chance, confirmed)
+    sessions, seen, iterations = _session_m(candidates, chance, confirmed)
     sessions = replace(
         sessions,
+        iterations=iterations,
         prior=_prior(candidates, sessions),
         method="em-sessions",
         labels=len(confirmed) + len(rejected),
