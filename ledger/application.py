@@ -10,12 +10,18 @@ import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import EventStore, Mapper, RecordConflictError, Recording
+from eventsourcing.persistence import (
+    EventStore,
+    Mapper,
+    RecordConflictError,
+    Recording,
+    StoredEvent,
+)
 
 from ledger.audit.access_log import AccessLog
 from ledger.audit.head_signer import TreeHeadSigner
@@ -34,7 +40,12 @@ from ledger.audit.tree_heads import (
 from ledger.config import Settings
 from ledger.crypto_shred import journal
 from ledger.crypto_shred.certificate import ErasureCertificate, SignedCertificate
-from ledger.crypto_shred.erasures import ERASED_TOPIC, ErasureRegistry, ScanErasures
+from ledger.crypto_shred.erasures import (
+    CATEGORIES_ERASED_TOPIC,
+    ERASED_TOPIC,
+    ErasureRegistry,
+    ScanErasures,
+)
 from ledger.crypto_shred.keyring import KeyMissing, KeyRing, PendingKeys
 from ledger.crypto_shred.mapper import EncryptingMapper
 from ledger.domain.customer import Customer
@@ -72,6 +83,7 @@ class InlineProjections(Protocol):
 
 
 log = logging.getLogger("ledger")
+T = TypeVar("T")
 
 MAX_REASON = 500
 # The reason of an Erased event written by replaying the erasure journal after a restore.
@@ -82,6 +94,7 @@ class _ErasureScanner(Protocol):
     """What the ledger's recorders add (`ledger.audit.recorders`)."""
 
     select_erasures: ScanErasures
+    select_all_erasures: Callable[[int], Sequence[tuple[int, UUID, bytes | None]]]
 
 
 class ErasureAwareEvents(EventStore[UUID]):
@@ -139,6 +152,9 @@ class CustomerLedger(Application[UUID]):
         # Projections, indexes and caches register here to drop their copy of a customer
         # in the same step as the key is destroyed (DESIGN invariant 3).
         self.erasure_purgers: list[Callable[[UUID], None]] = []
+        # In-memory copies to drop when some categories of a customer are destroyed
+        # (`ledger.crypto_shred.category_erasure`; projections re-fold instead).
+        self.category_purgers: list[Callable[[UUID], None]] = []
         # Called after every save (in-process projections catch up here when a save could
         # not be applied to them in its own transaction; bounded lag).
         # Hooks must not raise: the events are committed whatever they do.
@@ -150,7 +166,7 @@ class CustomerLedger(Application[UUID]):
         self.inline_projections: InlineProjections | None = None
         super().__init__(env=settings.eventsourcing_env())
         # Who is erased, read from this log: the key ring asks it before the key store.
-        self.erasures = ErasureRegistry(cast(_ErasureScanner, self.recorder).select_erasures)
+        self.erasures = ErasureRegistry(scan_all=self._scan_all_erasures)
         self.erasures.refresh()
         self.keys.erasures = self.erasures
         # Erasures this process completed (read by the metrics endpoint).
@@ -180,6 +196,20 @@ class CustomerLedger(Application[UUID]):
         if isinstance(self.recorder, LeafAuthentication):
             self.recorder.leaf_key = leaf_key(signer)
             self._authenticate_legacy_leaves()
+
+    def _scan_all_erasures(self, after: int) -> list[tuple[int, UUID, Sequence[str] | None]]:
+        """Erased and CategoriesErased events after `after` (one query); the latter decoded
+        to the categories they destroyed (they hold no personal data: no key is used)."""
+        rows = cast(_ErasureScanner, self.recorder).select_all_erasures(after)
+        found: list[tuple[int, UUID, Sequence[str] | None]] = []
+        for position, customer_id, state in rows:
+            if state is None:
+                found.append((position, customer_id, None))
+                continue
+            stored = StoredEvent(customer_id, 0, CATEGORIES_ERASED_TOPIC, state)
+            event = self.mapper.to_domain_event(stored)
+            found.append((position, customer_id, list(getattr(event, "categories", ()))))
+        return found
 
     def _save_batch(self, events: Sequence[Any], new_keys: Sequence[PendingKeys]) -> None:
         if not new_keys:
@@ -410,6 +440,7 @@ class CustomerLedger(Application[UUID]):
         actor: str,
         reason: str | None = None,
         default_region: str | None = None,
+        then: Callable[[int, Customer], None] | None = None,
     ) -> list[UUID]:
         """Register many customers in one transaction (imports): the keys in one key-store
         transaction, the events in one save. All or nothing; a profile that fails
@@ -419,7 +450,10 @@ class CustomerLedger(Application[UUID]):
 
         `default_region` (else LEDGER_DEFAULT_REGION) reads national phone numbers: an
         import passes its `--default-country`, so a profile it validated is validated
-        here the same way (with another region it could be refused mid-import)."""
+        here the same way (with another region it could be refused mid-import).
+
+        `then(index, customer)`: more events on each new customer, stored in the same save
+        (an import's consent columns, `ledger.importer`)."""
         _check_actor(actor, reason)
         region = self.settings.default_region if default_region is None else default_region
         customers: list[Customer] = []
@@ -435,6 +469,8 @@ class CustomerLedger(Application[UUID]):
             customer = Customer.register(uuid4(), validated, actor, reason)
             if warnings:
                 customer.flag_quality(list(warnings), actor, reason)
+            if then is not None:
+                then(index, customer)
             customers.append(customer)
         if violations:
             raise ValidationFailed(violations)
@@ -491,6 +527,24 @@ class CustomerLedger(Application[UUID]):
         customer = self._load_for_command(customer_id, expected_version)
         customer.mark_verified(actor, reason)
         self._save(customer, expected_version)
+
+    def command(
+        self,
+        customer_id: UUID,
+        decide: Callable[[Customer], T],
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> T:
+        """The hook for use cases built as services of their own (consent, ...): load the
+        customer for a command, let `decide` call its domain methods, save what it
+        decided. The actor and reason are checked first, like every command's."""
+        _check_actor(actor, reason)
+        customer = self._load_for_command(customer_id, expected_version)
+        result = decide(customer)
+        self._save(customer, expected_version)
+        return result
 
     def merge(
         self,
@@ -653,7 +707,11 @@ class CustomerLedger(Application[UUID]):
         if certificate.reason:
             reason = f"{REAPPLIED_REASON}; certificate reason: {certificate.reason}"
         customer.erase(
-            certificate.actor, reason, certificate.legal_basis, certificate.key_id or None
+            certificate.actor,
+            reason,
+            certificate.legal_basis,
+            certificate.key_id or None,
+            despite_hold=True,  # the erasure happened; a restored hold cannot undo it
         )
         self._save(customer, None)
         self.erasures.add(customer_id)
@@ -676,6 +734,44 @@ class CustomerLedger(Application[UUID]):
             self._purge_derived_copies(customer_id)
             log.warning("re-shredded key of erased customer %s", customer_id)
         return len(live)
+
+    # Hooks for use cases built as services of their own (ledger.policy) -------------------
+
+    def run_command(
+        self,
+        customer_id: UUID,
+        decide: Callable[[Customer], Any],
+        *,
+        actor: str,
+        reason: str | None = None,
+        with_keys: bool = False,
+    ) -> Any:
+        """Load the customer, let `decide` trigger its events, save them; returns what
+        `decide` returned. Without `with_keys` the customer is loaded decrypting nothing
+        (for commands that need status and links only: holds, owners)."""
+        _check_actor(actor, reason)
+        customer = self._load(customer_id) if with_keys else self._load_without_keys(customer_id)
+        result = decide(customer)
+        self._save(customer, None)
+        return result
+
+    def load_metadata(self, customer_id: UUID) -> Customer:
+        """The customer with every personal value `ERASED`, decrypting nothing."""
+        return self._load_without_keys(customer_id)
+
+    def save_together(self, customers: Sequence[Customer], also: Sequence[Any] = ()) -> None:
+        """Store the events of several customers, and `also` (events of other aggregates),
+        in one transaction: all or nothing (ConcurrentChange if one changed meanwhile)."""
+        events: list[Any] = [e for customer in customers for e in customer.collect_events()]
+        events += list(also)
+        if not events:
+            return
+        try:
+            self.committer.commit(Write(events))
+        except RecordConflictError:
+            raise ConcurrentChange(
+                "one of the customers changed meanwhile; nothing was written, try again"
+            ) from None
 
     # Queries ------------------------------------------------------------------------------
 

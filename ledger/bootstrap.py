@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ledger.application import CustomerLedger
 from ledger.config import ConfigError, Settings, StoreLocation
+from ledger.crypto_shred.category_erasure import replay_category_journal, reshred_categories
 from ledger.crypto_shred.kek import KeyUnwrapError, LocalKeyFileProvider
 from ledger.crypto_shred.keyring import KeyRing
 from ledger.crypto_shred.keystore import (
@@ -131,8 +132,12 @@ def open_ledger(settings: Settings | None = None, *, create: bool = True) -> Cus
         # Erasures a restore of the databases lost come back from the journal (kept
         # outside them), and the journal gets what the log has and it lacks.
         ledger.journal_replay = replay_journal(ledger)
+        # The same for destroyed categories (their own journal files), then the key
+        # store forgets every category key the log says is destroyed.
+        replay_category_journal(ledger)
     except Exception:
         ledger.close()
         raise
     ledger.reshred()
+    reshred_categories(ledger)
     return ledger

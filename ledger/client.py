@@ -396,10 +396,16 @@ class LedgerClient:
     # ComplianceService ------------------------------------------------------------------------
 
     def erase_customer(
-        self, customer: str, *, legal_basis: str, reason: str
+        self,
+        customer: str,
+        *,
+        legal_basis: str,
+        reason: str,
+        categories: Sequence[str] = (),
     ) -> compliance_service_pb2.EraseCustomerResponse:
+        """`categories`: destroy only these data categories (empty: the whole customer)."""
         request = compliance_service_pb2.EraseCustomerRequest(
-            name=_name(customer), legal_basis=legal_basis, reason=reason
+            name=_name(customer), legal_basis=legal_basis, reason=reason, categories=categories
         )
         return self.compliance.EraseCustomer(request, **self.call_options)
 
@@ -407,6 +413,52 @@ class LedgerClient:
         """The portable JSON document (UTF-8 bytes)."""
         request = compliance_service_pb2.ExportCustomerDataRequest(name=_name(customer))
         return self.compliance.ExportCustomerData(request, **self.call_options).document
+
+    def get_policy(self) -> compliance_service_pb2.GetPolicyResponse:
+        request = compliance_service_pb2.GetPolicyRequest()
+        return self.compliance.GetPolicy(request, **self.call_options)
+
+    def handover_customers(
+        self, from_principal: str, to_principal: str, *, reason: str
+    ) -> compliance_service_pb2.HandoverCustomersResponse:
+        request = compliance_service_pb2.HandoverCustomersRequest(
+            from_principal=from_principal, to_principal=to_principal, reason=reason
+        )
+        return self.compliance.HandoverCustomers(request, **self.call_options)
+
+    def give_consent(
+        self,
+        customer: str,
+        purposes: list[str],
+        *,
+        source: str,
+        form: str = "",
+        proof: str = "",
+        reason: str = "",
+        etag: str = "",
+    ) -> compliance_service_pb2.ConsentsResponse:
+        request = compliance_service_pb2.GiveConsentRequest(
+            name=_name(customer),
+            purposes=purposes,
+            source=source,
+            form=form,
+            proof=proof,
+            reason=reason,
+            etag=etag,
+        )
+        return self.compliance.GiveConsent(request, **self.call_options)
+
+    def withdraw_consent(
+        self, customer: str, purpose: str, *, source: str, reason: str = "", etag: str = ""
+    ) -> compliance_service_pb2.ConsentsResponse:
+        request = compliance_service_pb2.WithdrawConsentRequest(
+            name=_name(customer), purpose=purpose, source=source, reason=reason, etag=etag
+        )
+        return self.compliance.WithdrawConsent(request, **self.call_options)
+
+    def list_consents(self, customer: str) -> compliance_service_pb2.ConsentsResponse:
+        request = compliance_service_pb2.ListConsentsRequest(name=_name(customer))
+        return self.compliance.ListConsents(request, **self.call_options)
 
 
 # Proof documents for the standalone checker -------------------------------------------------

@@ -173,6 +173,10 @@ class Settings:
     backup_repos: tuple[str, ...] = ()
     backup_retention_full: int = 2
     pgbackrest_config: Path | None = None
+    # `ledger serve` runs retention (`ledger retention apply`) every this many seconds;
+    # 0: never (the default: destroying data on a timer is an operator's decision).
+    # LEDGER_RETENTION_SCHEDULE: off | daily | a number of seconds.
+    retention_schedule_seconds: float = 0.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -233,6 +237,7 @@ class Settings:
             backup_repos=_repos(env, "LEDGER_BACKUP_REPOS"),
             backup_retention_full=_positive(env, "LEDGER_BACKUP_RETENTION_FULL", 2),
             pgbackrest_config=path("LEDGER_PGBACKREST_CONFIG"),
+            retention_schedule_seconds=_schedule(env, "LEDGER_RETENTION_SCHEDULE"),
         )
 
     def with_store(self, store_url: str) -> Settings:
@@ -498,3 +503,19 @@ def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
     value = env.get(name) or ""
     parts = [part.strip() for part in value.split(os.pathsep)]
     return tuple(Path(part) for part in parts if part)
+
+
+def _schedule(env: Mapping[str, str], name: str) -> float:
+    """off (default) | daily | seconds between runs (at least 60)."""
+    value = (env.get(name) or "off").strip().lower()
+    if value == "off":
+        return 0.0
+    if value == "daily":
+        return 86_400.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 60 <= seconds <= 31_622_400:  # also refuses nan and inf
+        raise ConfigError(f"{name}: expected off, daily, or seconds between 60 and 31622400")
+    return seconds

@@ -6,6 +6,15 @@ parts (`street_number`, `address_line1`, `address_line2`, `locality`, `region`,
 `postcode`, `country`) of the customer's one address, and `external_id:SCHEME` to keep a
 source column as an external id. Several columns may feed `emails`, `phones` and `tags`.
 
+Consent columns (`--map COLUMN=consent:PURPOSE`, PURPOSE a purpose of the data policy that
+rests on consent) record a consent to that purpose for every row whose cell says yes (`yes`,
+`y`, `true`, `1`, `x`); `no`, `n`, `false`, `0` or an empty cell records none. Each column is
+a consent of its own (a checkbox per purpose, so PIPL's separate consent is met), recorded in
+the same save as the registration, with the source `--consent-source` (default `import`),
+`--consent-form` and `--consent-proof`. Any other value is a problem of the row's
+`consent:PURPOSE` field like any other: the row is kept without that consent (or rejected
+with `strict`).
+
 Every value goes through the same validation as any other registration. By default a row
 with an invalid value is kept with that value left out, and a data-quality warning naming
 the field and the reason (never the value) is recorded against the new customer; a row that
@@ -38,11 +47,17 @@ from typing import Any
 from uuid import UUID
 
 from ledger.application import CustomerLedger
+from ledger.consent.service import ConsentService, ConsentSource, give_all
+from ledger.domain.customer import Customer
 from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.domain.profile import ADDRESS_FIELDS, EXTERNAL_ID_PREFIX, validate_registration
+from ledger.policy.source import PolicySource
 from ledger.projections.dedup import BlockingKeyer, DuplicateIndex, Model
 
 SCALAR_FIELDS = ("given_name", "family_name", "birth_date", "locale", "owner")
+CONSENT_PREFIX = "consent:"
+YES = frozenset({"yes", "y", "true", "1", "x"})
+NO = frozenset({"no", "n", "false", "0"})
 LIST_FIELDS = ("emails", "phones", "tags")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
 _PATH = re.compile(r"(?P<field>[a-z_]+)(?:\[(?P<index>\d+)\])?(?:\.(?P<part>[A-Za-z0-9_.-]+))?")
@@ -79,6 +94,8 @@ def parse_mapping(items: Sequence[str]) -> dict[str, str]:
         if target.startswith(EXTERNAL_ID_PREFIX):
             if not _SCHEME.fullmatch(target[len(EXTERNAL_ID_PREFIX) :]):
                 raise _mapping_error(f"{target[:60]!r} does not name a valid external id scheme")
+        elif target.startswith(CONSENT_PREFIX):
+            pass  # the purpose is checked against the data policy by `CsvImporter`
         elif target not in (*SCALAR_FIELDS, *LIST_FIELDS, *ADDRESS_FIELDS):
             raise _mapping_error(f"{target[:60]!r} is not a field (see ledger import --help)")
         if column in mapping:
@@ -172,15 +189,38 @@ class CsvImporter:
         delimiter: str = ",",
         batch_size: int = DEFAULT_BATCH,
         duplicate_policy: str | None = None,
+        consent_source: ConsentSource | None = None,
+        policy: PolicySource | None = None,
     ) -> None:
-        """`duplicate_policy`: off | warn | refuse (default: the ledger's setting)."""
+        """`duplicate_policy`: off | warn | refuse (default: the ledger's setting).
+        `consent_source`: what consent columns record as their source (default: channel
+        `import`); `policy`: the data policy consent columns are checked against."""
         violations = []
+        self.consent_source = consent_source or ConsentSource("import")
+        consents = ConsentService(ledger, policy)
+        purposes = [
+            t[len(CONSENT_PREFIX) :] for t in mapping.values() if t.startswith(CONSENT_PREFIX)
+        ]
+        for purpose in purposes:
+            try:
+                consents.check([purpose], self.consent_source)
+            except ValidationFailed as exc:
+                violations += [
+                    FieldViolation(
+                        "--map" if v.field == "purpose" else f"--consent-{v.field}",
+                        f"consent:{purpose[:60]}: {v.reason}" if v.field == "purpose" else v.reason,
+                    )
+                    for v in exc.violations
+                ]
+        # Per accepted line: the purposes its consent columns say yes to.
+        self.consents: dict[int, list[str]] = {}
         if default_country is not None and not _COUNTRY.fullmatch(default_country):
             violations.append(FieldViolation("--default-country", "not a two-letter country code"))
         if date_format is not None and "%" not in date_format:
             violations.append(FieldViolation("--date-format", "not a strftime format, e.g. %Y%m%d"))
         if len(delimiter) != 1:
             violations.append(FieldViolation("--delimiter", "must be one character"))
+        violations = list(dict.fromkeys(violations))
         if violations:
             raise ValidationFailed(violations)
         self.ledger = ledger
@@ -234,11 +274,16 @@ class CsvImporter:
                 actor=self.actor,
                 reason=self.reason,
                 default_region=self._region(),
+                then=lambda index, customer: self._give_consents(batch[index][0], customer),
             )
         except ValidationFailed as exc:
             raise ValidationFailed([_by_line(v, batch) for v in exc.violations]) from None
         summary.registered += [(line, i) for (line, _, _), i in zip(batch, ids, strict=True)]
         summary.imported += len(ids)
+
+    def _give_consents(self, line: int, customer: Customer) -> None:
+        for purpose in self.consents.get(line, []):  # one act per column: separate consents
+            give_all(customer, [purpose], self.consent_source, actor=self.actor, reason=self.reason)
 
     def _screen(self, accepted: list[_Row], summary: ImportSummary) -> None:
         """Apply the duplicate policy to the file's rows (refused rows leave `accepted`),
@@ -341,15 +386,20 @@ class CsvImporter:
         The profile is the validated one (phones E.164 read with the default country,
         emails canonical): it is what is screened for duplicates and registered."""
         profile, violations = self._profile(values)
+        consents, consent_problems = self._consents_of(values)
+        violations += consent_problems
         try:
             validated = validate_registration(profile, default_region=self._region())
         except ValidationFailed as exc:
             violations += exc.violations
+        self.consents[line] = consents
         if not violations:
             return validated, [], None
         if self.strict:
             return None, [], RowProblem(line, violations, rejected=True)
         for violation in violations:
+            if violation.field.startswith(CONSENT_PREFIX):
+                continue  # kept without that consent: none is recorded
             if not _drop(profile, violation.field):
                 return None, [], RowProblem(line, violations, rejected=True)
         _compact(profile)
@@ -358,6 +408,21 @@ class CsvImporter:
         except ValidationFailed as exc:
             return None, [], RowProblem(line, violations + exc.violations, rejected=True)
         return validated, violations, RowProblem(line, violations, rejected=False)
+
+    def _consents_of(self, values: dict[str, str]) -> tuple[list[str], list[FieldViolation]]:
+        """The purposes the row's consent columns say yes to, and its unreadable cells."""
+        given: list[str] = []
+        problems: list[FieldViolation] = []
+        for column, raw in values.items():
+            target = self.mapping[column]
+            if not target.startswith(CONSENT_PREFIX):
+                continue
+            answer = raw.strip().lower()
+            if answer in YES:
+                given.append(target[len(CONSENT_PREFIX) :])
+            elif answer and answer not in NO:
+                problems.append(FieldViolation(target, "must be yes or no (y/n, true/false, 1/0)"))
+        return given, problems
 
     def _region(self) -> str | None:
         return self.default_country or self.ledger.settings.default_region
@@ -372,6 +437,8 @@ class CsvImporter:
             if not text:
                 continue
             target = self.mapping[column]
+            if target.startswith(CONSENT_PREFIX):
+                continue  # not a profile field (`_consents_of`)
             if target.startswith(EXTERNAL_ID_PREFIX):
                 external[target[len(EXTERNAL_ID_PREFIX) :]] = text
             elif target in ADDRESS_FIELDS:

@@ -15,7 +15,7 @@ ledger (once per process), none per call.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -26,6 +26,10 @@ SQLITE_EVENTS_TABLE = "stored_events"  # as `ledger.audit.storage` (no import: n
 POSTGRES_EVENTS_TABLE = "ledger_events"
 KEYS_TABLE = "ledger_data_keys"
 HEADS_TABLE = "ledger_tree_heads"
+# A customer's first event: a log holding one needs data keys (a log holding only other
+# events, e.g. a data policy applied before the first customer, needs none yet).
+REGISTERED_TOPIC = "ledger.domain.customer:Customer.Registered"
+_ANY_CUSTOMER = "SELECT 1 FROM {table} WHERE topic = {ph} LIMIT 1"
 _LATEST_SIGNER = f"SELECT key_id FROM {HEADS_TABLE} ORDER BY tree_size DESC LIMIT 1"  # noqa: S608
 
 
@@ -50,7 +54,8 @@ class StoreState:
     exists: bool  # SQLite: the file is there; PostgreSQL: the events table is
     holds_data: bool  # events in the event store, or keys in the key store
     signer_key_id: str | None = None  # the key that signed the latest tree head
-    holds_events: bool = False  # events in the event store (a lost key store shows here)
+    # Customers in the event store (a lost key store shows here: they need data keys).
+    holds_events: bool = False
 
 
 def describe(store: StoreLocation) -> str:
@@ -111,7 +116,7 @@ def probe(settings: Settings) -> StoreState:
     else:
         events = _postgres_probe(store.postgres_dsn, POSTGRES_EVENTS_TABLE, signer=True)
     if events.holds_data:
-        return replace(events, holds_events=True)
+        return events
     keys_store = StoreLocation.parse(settings.resolved_key_store_url, setting="LEDGER_KEY_STORE")
     if keys_store.kind == "sqlite":
         assert keys_store.sqlite_path is not None
@@ -138,7 +143,17 @@ def _sqlite_probe(path: Path, table: str, *, signer: bool = False) -> StoreState
         head = (
             conn.execute(_LATEST_SIGNER).fetchone() if signer and has_table(HEADS_TABLE) else None
         )
-        return StoreState(True, found is not None, None if head is None else str(head[0]))
+        customers = (
+            signer
+            and found is not None
+            and conn.execute(
+                _ANY_CUSTOMER.format(table=table, ph="?"), (REGISTERED_TOPIC,)
+            ).fetchone()
+            is not None
+        )
+        return StoreState(
+            True, found is not None, None if head is None else str(head[0]), bool(customers)
+        )
     finally:
         conn.close()
 
@@ -157,4 +172,14 @@ def _postgres_probe(dsn: str, table: str, *, signer: bool = False) -> StoreState
         head = (
             conn.execute(_LATEST_SIGNER).fetchone() if signer and has_table(HEADS_TABLE) else None
         )
-        return StoreState(True, found is not None, None if head is None else str(head[0]))
+        customers = (
+            signer
+            and found is not None
+            and conn.execute(
+                _ANY_CUSTOMER.format(table=table, ph="%s"), (REGISTERED_TOPIC,)
+            ).fetchone()
+            is not None
+        )
+        return StoreState(
+            True, found is not None, None if head is None else str(head[0]), bool(customers)
+        )

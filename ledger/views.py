@@ -21,10 +21,29 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def personal_json(personal: PersonalData) -> dict[str, Any]:
-    """Erased data is shown as `null` fields plus `personal_data: "erased"`."""
+    """Erased data is shown as `null` fields plus `personal_data: "erased"`. Fields whose
+    data category alone was destroyed are `null` too, and named in `erased_fields` (only
+    present when there are some, so other answers keep their shape)."""
     if isinstance(personal, ErasedValue):
         return {"personal_data": "erased", **dict.fromkeys(PERSONAL_FIELDS)}
-    return {"personal_data": "available", **{k: personal.get(k) for k in PERSONAL_FIELDS}}
+    shown = {"personal_data": "available", **{k: personal.get(k) for k in PERSONAL_FIELDS}}
+    gone = erased_fields(personal)
+    if gone:
+        shown.update(dict.fromkeys(gone))
+        shown["erased_fields"] = gone
+    return shown
+
+
+def erased_fields(personal: PersonalData) -> list[str]:
+    """The fields of readable personal data whose category was destroyed."""
+    if not isinstance(personal, dict):
+        return []
+    return sorted(k for k, v in personal.items() if isinstance(v, ErasedValue))
+
+
+def personal_values_json(personal: dict[str, Any]) -> dict[str, Any]:
+    """An event's readable personal data for JSON: a destroyed field becomes "erased"."""
+    return {k: "erased" if isinstance(v, ErasedValue) else v for k, v in personal.items()}
 
 
 @dataclass(frozen=True)
@@ -133,5 +152,9 @@ class HistoryEntry:
             **self.details,
         }
         if self.personal is not None:
-            data["personal"] = "erased" if isinstance(self.personal, ErasedValue) else self.personal
+            data["personal"] = (
+                "erased"
+                if isinstance(self.personal, ErasedValue)
+                else personal_values_json(self.personal)
+            )
         return data

@@ -162,6 +162,26 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
             "compliance",
             lambda: compliance.ExportCustomerDataRequest(name=owned),
         ),
+        "GiveConsent": (
+            "compliance",
+            lambda: compliance.GiveConsentRequest(
+                name=owned, purposes=["marketing.advertising.first_party"], source="web"
+            ),
+        ),
+        "WithdrawConsent": (
+            "compliance",
+            lambda: compliance.WithdrawConsentRequest(
+                name=owned, purpose="marketing.advertising.first_party", source="web"
+            ),
+        ),
+        "ListConsents": ("compliance", lambda: compliance.ListConsentsRequest(name=owned)),
+        "GetPolicy": ("compliance", compliance.GetPolicyRequest),
+        "HandoverCustomers": (
+            "compliance",
+            lambda: compliance.HandoverCustomersRequest(
+                from_principal="departed.one", to_principal="sales.bob", reason="left"
+            ),
+        ),
     }
 
 

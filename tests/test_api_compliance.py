@@ -48,7 +48,7 @@ def test_export_holds_everything_then_only_non_personal_data_after_erasure(api: 
     client = api.client("dpo", "compliance")
 
     before = json.loads(client.export_customer_data(created.name))
-    assert before["format"] == "ledger.customer-export.v1"
+    assert before["format"] == "ledger.customer-export.v2"
     assert before["customer"]["given_name"] == "Ada"
     assert before["customer"]["emails"] == ["ada@work.example"]
     assert [e["event_type"] for e in before["history"]] == ["Registered", "ProfileChanged"]

@@ -44,5 +44,6 @@ def test_every_service_of_the_issue_is_declared() -> None:
         "ListAccessAlerts",
     }  # fmt: skip
     assert methods(compliance_service_pb2, "ComplianceService") == {
-        "EraseCustomer", "ExportCustomerData",
+        "EraseCustomer", "ExportCustomerData", "GetPolicy", "HandoverCustomers",
+        "GiveConsent", "WithdrawConsent", "ListConsents",
     }  # fmt: skip

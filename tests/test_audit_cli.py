@@ -121,7 +121,7 @@ def test_reads_through_the_cli_land_in_the_access_log(tmp_path: Path) -> None:
     entries = run_json(store, "access-log", "--customer", ada)
     assert [(e["principal"], e["purpose"]) for e in entries] == [
         ("cli-test", "kyc-review"),
-        ("cli-test", "unspecified"),
+        ("cli-test", "essential.service"),
         ("cli-test", "dispute"),
         ("cli-test", "audit"),
     ]

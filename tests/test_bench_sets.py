@@ -71,7 +71,6 @@ def test_birth_date_typos_stay_valid_dates_or_are_impossible_on_purpose() -> Non
 
 @pytest.mark.parametrize("name", ["german", "english", "english_contact"])
 def test_faker_sets_are_deterministic_and_labelled(name: str) -> None:
-    pytest.importorskip("faker")
     from bench.sets import build
 
     first, again = build(name, 500, 3), build(name, 500, 3)

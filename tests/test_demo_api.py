@@ -39,6 +39,12 @@ KEY_LINES = [
     r"crm-sync +UpdateCustomer +granted +\d+ field\(s\), demo",
     r"signed tree head: \d+ events, root [0-9a-f]{16}\.\.\., signature verifies",
     r"Ada's registration \(position \d+\) is in that tree: \d+ hashes, checked",
+    r"policy 'default' version 0 \(the shipped default\)",
+    r"field 'emails' is user\.contact\.email \(personal\)",
+    r"destroyed: user\.contact\.address, user\.contact\.email, user\.contact\.phone_number",
+    r"erased fields: addresses, emails, phones",
+    r"sales\.amer left: 2 customer\(s\) moved to sales\.emea in one audited operation",
+    r"sales\.emea lists now: .*Grace",
     r"ledger verify: \d+ events checked against \d+ signed tree head\(s\): OK",
     r"demo finished",
 ]

@@ -57,9 +57,11 @@ class AccessLog(Protocol):
         customer_ids: Sequence[str],
         fields: Sequence[str],
         purpose: str,
+        masked: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Called before a response carrying personal data is sent; must be durable when
-        it returns (the response is not sent if it raises)."""
+        it returns (the response is not sent if it raises). `masked`: the fields the data
+        policy left out and why; passed only when there are some."""
 
     def record_denied(
         self,
@@ -180,6 +182,7 @@ class AuditedAccess:
         customer_ids: Sequence[str],
         fields: Sequence[str],
         purpose: str,
+        masked: Sequence[dict[str, Any]] = (),
     ) -> None:
         events, undo = self.access_events(
             principal=principal,
@@ -187,6 +190,7 @@ class AuditedAccess:
             customer_ids=customer_ids,
             fields=fields,
             purpose=purpose,
+            masked=masked,
         )
         if not events:
             return
@@ -204,6 +208,7 @@ class AuditedAccess:
         customer_ids: Sequence[str],
         fields: Sequence[str],
         purpose: str,
+        masked: Sequence[dict[str, Any]] = (),
     ) -> tuple[list[Any], Callable[[], None]]:
         """The events that record this access (none when nothing personal is shown), for a
         caller that stores them in the same transaction as its own: a command answering
@@ -211,7 +216,7 @@ class AuditedAccess:
         to call if that transaction fails (a read-rate alert among them is then re-armed:
         the next read past the rate raises it again)."""
         ids = sorted({c.removeprefix(CUSTOMER_PREFIX) for c in customer_ids})
-        if not ids or not fields:
+        if not ids or not (fields or masked):
             return [], _nothing
         access_log = self.ledger.access_log
         events: list[Any] = []
@@ -222,6 +227,7 @@ class AuditedAccess:
                 ids[start : start + MAX_CUSTOMERS],
                 fields,
                 method=method,
+                masked=masked,
             )
             events += record.collect_events()
         alert = self.monitor.observe(principal, ids)

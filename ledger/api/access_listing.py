@@ -134,6 +134,8 @@ def record_message(position: int, event: Any) -> pb.AccessRecord:
         message.fields.extend(event.fields)
         if event.os_user:
             message.details.update({"os_user": event.os_user})
+        if event.masked:  # what the data policy left out, and why (ledger.consent.reads)
+            message.details.update({"masked": [dict(m) for m in event.masked]})
     else:
         message.outcome = Outcome.DENIED
         message.reason = event.reason

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import Mapper, Notification
 from eventsourcing.utils import get_topic
@@ -27,10 +28,13 @@ from ledger.api.rpc import Call
 from ledger.application import CustomerLedger
 from ledger.audit.access_log import AccessRecord
 from ledger.audit.read_alerts import AccessAlert
+from ledger.consent.reads import masked_record
 from ledger.domain.customer import Customer
 from ledger.domain.erased import ErasedValue
 from ledger.domain.errors import ValidationFailed
 from ledger.domain.profile import PERSONAL_FIELDS, PUBLIC_FIELDS
+from ledger.policy.handover import StaffHandover
+from ledger.policy.log import DataPolicy
 from ledger.v1 import audit_service_pb2 as pb
 from ledger.v1 import resources_pb2
 from ledger.views import HistoryEntry
@@ -52,6 +56,9 @@ def _event_classes() -> list[type]:
         AuthenticationRefusal.Refused,
         AccessRecord.Recorded,
         AccessAlert.Raised,
+        DataPolicy.Adopted,
+        DataPolicy.Applied,
+        StaffHandover.Performed,
     ]
 
 
@@ -115,9 +122,19 @@ class AuditService:
 
     @staticmethod
     def _record(call: Call, events: list[resources_pb2.LedgerEvent]) -> None:
-        customers = sorted({e.customer for e in events if e.HasField("personal_data")})
+        """Mask what the call's purpose may not see of each event's personal data, then
+        record what is sent, and what was masked and why."""
+        ids = {UUID(e.stream_id) for e in events if e.HasField("personal_data")}
+        masks = call.masks(ids) if ids else {}
+        for event in events:
+            hidden = masks.get(UUID(event.stream_id), {}) if event.HasField("personal_data") else {}
+            for field in hidden:
+                if field in event.personal_data.fields:
+                    del event.personal_data.fields[field]
+        customers = sorted(convert.customer_name(c) for c in ids)
         fields = {f for e in events for f in convert.personal_fields_in_event(e)}
-        call.record_access(customers, sorted(fields))
+        masked = masked_record({c: h for c, h in masks.items() if h}, ids)
+        call.record_access(customers, sorted(fields), masked)
 
     # One customer's history -------------------------------------------------------------------
 
@@ -173,6 +190,11 @@ class AuditService:
         offset = decode_token(request.page_token, "GetFieldHistory", query)
         view = self.access.load(call, customer_id)
         show = call.grant.may_read_personal(view.owner)
+        hidden: dict[str, str] = {}
+        if show and request.field in PERSONAL_FIELDS:
+            reason = call.masks([customer_id])[customer_id].get(request.field)
+            hidden = {request.field: reason} if reason else {}
+            show = not hidden  # masked for this purpose: shown as to a caller without the role
         history = self.ledger.history(customer_id)
         if not show:  # what the caller may not see cannot shape the answer (see field_changes)
             history = [_sealed(entry) for entry in history]
@@ -182,6 +204,10 @@ class AuditService:
             c.value_state == PDS.PERSONAL_DATA_STATE_AVAILABLE for c in page
         ):
             call.record_access([convert.customer_name(customer_id)], [request.field])
+        elif hidden:
+            call.record_access(
+                [convert.customer_name(customer_id)], [], masked_record({customer_id: hidden})
+            )
         token = ""
         if offset + size < len(changes):
             token = encode_token("GetFieldHistory", query, offset + size)

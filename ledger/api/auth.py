@@ -36,6 +36,9 @@ class Principal:
     via: str  # "token" or "mtls"
     token_id: str | None = None
     expires_at: datetime | None = None  # the token's expiry, the certificate's not-after
+    # The purposes it may act for (a token's `purposes` claim); None: its roles' defaults
+    # (`ledger.api.purposes`), as for every client certificate.
+    purposes: tuple[str, ...] | None = None
 
 
 def _metadata(context: grpc.ServicerContext, key: str) -> list[str]:
@@ -128,6 +131,7 @@ class Authenticator:
             via="token",
             token_id=claims.token_id,
             expires_at=claims.expires_at,
+            purposes=claims.purposes,
         )
 
     def _from_certificate(self, context: grpc.ServicerContext) -> Principal | None:

@@ -67,6 +67,13 @@ METHOD_ACCESS: dict[str, dict[Role, Scope]] = {
     # ComplianceService
     "EraseCustomer": {C: ALL, AD: ALL},
     "ExportCustomerData": {C: ALL, AD: ALL},
+    # The policy is not personal data: every role may read what it is bound by.
+    "GetPolicy": {S: ALL, SA: ALL, AU: ALL, C: ALL, AD: ALL},
+    "HandoverCustomers": {AD: ALL},
+    # Consent is recorded by the systems and staff that collect it, and by compliance.
+    "GiveConsent": {S: ALL, SA: OWN, C: ALL, AD: ALL},
+    "WithdrawConsent": {S: ALL, SA: OWN, C: ALL, AD: ALL},
+    "ListConsents": {S: ALL, SA: OWN, AU: ALL, C: ALL, AD: ALL},
 }
 
 

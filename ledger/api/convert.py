@@ -23,7 +23,7 @@ from ledger.domain.customer import Customer as CustomerAggregate
 from ledger.domain.erased import ErasedValue
 from ledger.domain.profile import ADDRESS_FIELDS, PERSONAL_FIELDS, PUBLIC_FIELDS
 from ledger.v1 import resources_pb2
-from ledger.views import CustomerView
+from ledger.views import CustomerView, erased_fields
 
 Customer = resources_pb2.Customer
 LedgerEvent = resources_pb2.LedgerEvent
@@ -49,6 +49,7 @@ IGNORED_IN_MASK = frozenset(
         "verify_time",
         "erase_time",
         "merged_into",
+        "masked_fields",
     }
 )
 
@@ -129,6 +130,7 @@ def customer_message(view: CustomerView, *, personal: bool) -> resources_pb2.Cus
         message.personal_data_state = PDS.PERSONAL_DATA_STATE_AVAILABLE
         assert isinstance(view.personal, dict)
         _fill_personal(message, view.personal)
+        message.erased_fields.extend(erased_fields(view.personal))
     return message
 
 
@@ -142,6 +144,12 @@ def _fill_personal(message: resources_pb2.Customer, data: dict[str, Any]) -> Non
     if data.get("birth_date"):
         message.birth_date.CopyFrom(_date(data["birth_date"]))
     message.external_ids.update(data.get("external_ids") or {})
+
+
+def add_masked(message: resources_pb2.Customer, hidden: dict[str, str]) -> None:
+    """Say which personal fields the data policy left out of this answer, and why."""
+    for field, reason in sorted(hidden.items()):
+        message.masked_fields.add(field=field, reason=reason)
 
 
 def personal_fields_shown(message: resources_pb2.Customer) -> list[str]:
@@ -231,9 +239,12 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 def _json_safe(value: Any) -> Any:
-    """JSON types pass as they are (the common case, cheap); anything else becomes text."""
+    """JSON types pass as they are (the common case, cheap); anything else becomes text
+    (a field whose data category was destroyed: "erased")."""
     if isinstance(value, _PLAIN):
         return value
+    if isinstance(value, ErasedValue):
+        return "erased"
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

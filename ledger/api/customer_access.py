@@ -15,6 +15,7 @@ from ledger.api import convert
 from ledger.api.authz import AccessDenied
 from ledger.api.rpc import Call
 from ledger.application import CustomerLedger
+from ledger.consent.reads import mask, masked_record
 from ledger.domain.errors import CustomerNotFound
 from ledger.v1 import resources_pb2
 from ledger.views import CustomerView
@@ -49,11 +50,14 @@ class CustomerAccess:
         view: CustomerView,
         read_mask: field_mask_pb2.FieldMask | None = None,
     ) -> resources_pb2.Customer:
-        """The customer as this caller may see it; the read is recorded before it is sent."""
-        message = convert.customer_message(view, personal=call.grant.may_read_personal(view.owner))
+        """The customer as this caller may see it (its roles, and its purpose under the data
+        policy); the read is recorded, with what was masked and why, before it is sent."""
+        message, masked = _shaped(call, view)
         if read_mask is not None:
             message = convert.apply_read_mask(message, read_mask)
-        call.record_access([convert.customer_name(view.id)], convert.personal_fields_shown(message))
+        call.record_access(
+            [convert.customer_name(view.id)], convert.personal_fields_shown(message), masked
+        )
         return message
 
     def respond_to_command(
@@ -67,11 +71,11 @@ class CustomerAccess:
         shaped: dict[str, Any] = {}
 
         def also(view: CustomerView) -> list[Any]:
-            message = convert.customer_message(
-                view, personal=call.grant.may_read_personal(view.owner)
-            )
+            # A customer registered this instant has no consent yet: a consent-based
+            # purpose sees it masked like any other.
+            message, masked = _shaped(call, view)
             bundle = call.access_events(
-                [convert.customer_name(view.id)], convert.personal_fields_shown(message)
+                [convert.customer_name(view.id)], convert.personal_fields_shown(message), masked
             )
             if bundle is None:
                 return []
@@ -99,17 +103,31 @@ class CustomerAccess:
         as one access record (the customers whose personal fields it carries, and those
         fields) before it is sent."""
         messages = []
-        customer_ids: list[str] = []
         fields: set[str] = set()
+        readable = [v.id for v in views if call.grant.may_read_personal(v.owner)]
+        masks = call.masks(readable) if readable else {}
+        recorded: list[UUID] = []
         for view in views:
             personal = call.grant.may_read_personal(view.owner)
-            message = convert.customer_message(view, personal=personal)
+            hidden = masks.get(view.id, {}) if personal and not view.is_erased else {}
+            message = convert.customer_message(mask(view, hidden), personal=personal)
+            convert.add_masked(message, hidden)
             if read_mask is not None:
                 message = convert.apply_read_mask(message, read_mask)
             shown = convert.personal_fields_shown(message)
-            if shown:
-                customer_ids.append(convert.customer_name(view.id))
+            if shown or hidden:
+                recorded.append(view.id)
                 fields.update(shown)
             messages.append(message)
-        call.record_access(customer_ids, sorted(fields))
+        masked = masked_record({c: masks[c] for c in recorded if masks.get(c)}, recorded)
+        call.record_access([convert.customer_name(c) for c in recorded], sorted(fields), masked)
         return messages
+
+
+def _shaped(call: Call, view: CustomerView) -> tuple[resources_pb2.Customer, list[dict[str, Any]]]:
+    """The customer message for this caller, and the access record's `masked` entries."""
+    personal = call.grant.may_read_personal(view.owner)
+    hidden = call.masks([view.id]).get(view.id, {}) if personal and not view.is_erased else {}
+    message = convert.customer_message(mask(view, hidden), personal=personal)
+    convert.add_masked(message, hidden)
+    return message, masked_record({view.id: hidden}) if hidden else []

@@ -40,8 +40,10 @@ from ledger.domain.errors import (
     CustomerErasedError,
     CustomerMergedError,
     CustomerNotFound,
+    CustomerOnHold,
     FieldViolation,
     HistoryNotFound,
+    HoldRefused,
     LikelyDuplicate,
     MergeRefused,
     StaleVersion,
@@ -232,6 +234,20 @@ def status_of(error: BaseException) -> status_pb2.Status:
         return _status(
             code.FAILED_PRECONDITION, "CUSTOMER_ERASED", str(error), {"customer": name}, [failure]
         )
+    if isinstance(error, CustomerOnHold):
+        name = f"customers/{error.customer_id}"
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type="LEGAL_HOLD", subject=name, description="the customer is under legal hold"
+                )
+            ]
+        )
+        return _status(
+            code.FAILED_PRECONDITION, "LEGAL_HOLD", str(error), {"customer": name}, [failure]
+        )
+    if isinstance(error, HoldRefused):
+        return _status(code.FAILED_PRECONDITION, "HOLD_REFUSED", str(error))
     if isinstance(error, CustomerMergedError):
         name = f"customers/{error.customer_id}"
         into = f"customers/{error.target_id}"

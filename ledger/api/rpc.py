@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
+from uuid import UUID
 
 import grpc
 from google.protobuf import message_factory
@@ -32,12 +33,16 @@ from ledger.api.access import PURPOSE_METADATA, AccessLog, check_purpose
 from ledger.api.auth import Authenticator, Principal
 from ledger.api.authz import AccessDenied, Grant
 from ledger.api.errors import ApiError, grpc_status
+from ledger.api.purposes import granted, may_act_for
 from ledger.api.refusals import RefusalLog
 from ledger.api.streams import StreamSlots
 from ledger.api.tokens import TokenError
+from ledger.consent.basis import PurposeNotInPolicy
+from ledger.consent.reads import PurposeReads
 from ledger.domain.errors import ValidationFailed
 from ledger.domain.text import NUL_REASON, has_nul
 from ledger.observability.calls import CallObserver
+from ledger.policy.model import Purpose
 
 log = logging.getLogger("ledger.api")
 
@@ -60,6 +65,17 @@ class Call:
     path: str = ""
     # Raises TokenError once the call's credential expired or was revoked (see `Gate`).
     recheck: Callable[[Principal], None] | None = None
+    # The data-policy purpose the call is judged by (`ledger.consent.basis.resolve`) and
+    # what masks its answers; None on a gate built without a policy (nothing masked).
+    judged: Purpose | None = None
+    reads: PurposeReads | None = None
+
+    def masks(self, customer_ids: Iterable[UUID]) -> dict[UUID, dict[str, str]]:
+        """Per customer, the personal fields this call's purpose may not see, and why
+        (consents read from the log now: a withdrawal governs the next call)."""
+        if self.reads is None or self.judged is None:
+            return {}
+        return self.reads.masks(self.judged, customer_ids)
 
     def check_credentials(self) -> None:
         """For long calls, before each message and while waiting: raises TokenError (the
@@ -68,20 +84,32 @@ class Call:
         if self.recheck is not None:
             self.recheck(self.principal)
 
-    def record_access(self, customer_ids: Sequence[str], fields: Sequence[str]) -> None:
+    def record_access(
+        self,
+        customer_ids: Sequence[str],
+        fields: Sequence[str],
+        masked: Sequence[dict[str, Any]] = (),
+    ) -> None:
         """Before returning personal data of `customer_ids` (resource names or ids) in
-        `fields`: durable when this returns (see `ledger.api.access.AuditedAccess`)."""
-        if fields and customer_ids:
+        `fields`: durable when this returns (see `ledger.api.access.AuditedAccess`).
+        `masked`: what the purpose left out, and why (`ledger.consent.reads.masked_record`);
+        an answer that masked every field is recorded too, naming them."""
+        if (fields or masked) and customer_ids:
+            extra: dict[str, Any] = {"masked": list(masked)} if masked else {}
             self.access_log.record_access(
                 principal=self.principal.name,
                 method=self.path or self.method,
                 customer_ids=list(customer_ids),
                 fields=sorted(set(fields)),
                 purpose=self.purpose,
+                **extra,
             )
 
     def access_events(
-        self, customer_ids: Sequence[str], fields: Sequence[str]
+        self,
+        customer_ids: Sequence[str],
+        fields: Sequence[str],
+        masked: Sequence[dict[str, Any]] = (),
     ) -> tuple[list[Any], Callable[[], None]] | None:
         """The events recording this read, for a command to store in its own transaction
         (see `AuditedAccess.access_events`), and what to call if that fails; None when the
@@ -89,12 +117,14 @@ class Call:
         bundle = getattr(self.access_log, "access_events", None)
         if bundle is None:
             return None
+        extra: dict[str, Any] = {"masked": list(masked)} if masked else {}
         events, undo = bundle(
             principal=self.principal.name,
             method=self.path or self.method,
             customer_ids=list(customer_ids),
             fields=sorted(set(fields)),
             purpose=self.purpose,
+            **extra,
         )
         return list(events), undo
 
@@ -128,7 +158,11 @@ class Gate:
         refusals: RefusalLog | None = None,
         streams: StreamSlots | None = None,
         observer: CallObserver | None = None,
+        reads: PurposeReads | None = None,
     ) -> None:
+        """`reads`: the data policy's purpose-bound reads (grants checked, answers masked);
+        None serves without them (a gate built for a test of something else)."""
+        self.reads = reads
         self.authenticator = authenticator
         self.access_log = access_log
         self.refusals = refusals if refusals is not None else RefusalLog(access_log)
@@ -171,6 +205,7 @@ class Gate:
             raise
         if purpose_error is not None:
             raise purpose_error
+        judged = self._judge(principal, purpose, path or method)
         peer = context.peer() or ""
 
         def recheck(principal: Principal) -> None:
@@ -181,7 +216,36 @@ class Gate:
                 self.refusals.refused(method=path or method, peer=peer, error=error)
                 raise
 
-        return Call(principal, grant, method, purpose, context, self.access_log, path, recheck)
+        return Call(
+            principal,
+            grant,
+            method,
+            purpose,
+            context,
+            self.access_log,
+            path,
+            recheck,
+            judged,
+            self.reads,
+        )
+
+    def _judge(self, principal: Principal, purpose: str, method: str) -> Purpose | None:
+        """The policy purpose of the call; AccessDenied (recorded) when it is not in the
+        policy or the principal is not granted it (`ledger.api.purposes`)."""
+        if self.reads is None:
+            return None
+        try:
+            judged = self.reads.purpose(purpose)
+            if not may_act_for(judged.key, granted(principal.roles, principal.purposes)):
+                raise AccessDenied(f"the principal is not granted the purpose {judged.key}")
+        except PurposeNotInPolicy:
+            denied = AccessDenied(f"{purpose} is not a purpose of the data policy")
+            _record_denied(self.access_log, principal.name, method, denied, purpose)
+            raise denied from None
+        except AccessDenied as denied:
+            _record_denied(self.access_log, principal.name, method, denied, purpose)
+            raise
+        return judged
 
 
 class _Outcome:

@@ -51,11 +51,13 @@ from ledger.application import CustomerLedger
 from ledger.audit.read_alerts import ReadRateMonitor
 from ledger.bootstrap import open_ledger
 from ledger.config import ConfigError, Settings
+from ledger.consent.reads import PurposeReads
 from ledger.observability import logs
 from ledger.observability.backup_state import state_file
 from ledger.observability.calls import CallObserver
 from ledger.observability.health import StoreProbe, store_check
 from ledger.observability.metrics import LedgerMetrics, LedgerState
+from ledger.policy.source import PolicySource
 from ledger.signing import LedgerSigner
 from ledger.v1 import audit_service_pb2, compliance_service_pb2, customer_service_pb2
 
@@ -209,6 +211,7 @@ def build_server(
     listen: str | None = None,
     access_log: AccessLog | None = None,
     metrics_listen: str | None = None,
+    policy: PolicySource | None = None,
 ) -> ApiServer:
     """Start serving `ledger` on `listen` (port 0 picks a free port; see `ApiServer.port`),
     and metrics on `metrics_listen` (else LEDGER_METRICS_LISTEN; neither: no endpoint)."""
@@ -244,12 +247,13 @@ def build_server(
         refusals=RefusalLog(chosen_log, window_seconds=api.auth_refusal_window_seconds),
         streams=StreamSlots(api.stream_slots, api.max_streams_per_principal),
         observer=CallObserver(metrics),
+        reads=PurposeReads(ledger, policy),
     )
     others = OtherStreamsLimit(gate.streams, tuple(s.full_name for s in SERVICES))
     implementations: dict[str, object] = {
         "CustomerService": CustomerService(ledger, store),
         "AuditService": AuditService(ledger, stopping),
-        "ComplianceService": ComplianceService(ledger),
+        "ComplianceService": ComplianceService(ledger, store, policy),
     }
     server = grpc_server(settings.api.workers, [others])
     server.add_generic_rpc_handlers(
@@ -331,6 +335,13 @@ def serve(
             # for a database insider, even after a crash); the ledger's close signs last.
             ledger.start_tree_head_signer()
             api = build_server(ledger, settings, listen=listen)
+            schedule = None
+            if settings.retention_schedule_seconds > 0:
+                from ledger.policy.schedule import RetentionSchedule
+
+                schedule = RetentionSchedule(ledger, settings.retention_schedule_seconds)
+                schedule.start()
+                log.info("retention every %gs", settings.retention_schedule_seconds)
             log.info("serving on port %d", api.port)
             if api.metrics_port is not None:
                 log.info("metrics on port %d (/metrics)", api.metrics_port)
@@ -341,6 +352,8 @@ def serve(
                     pass
             finally:
                 log.info("shutting down: finishing in-flight calls")
+                if schedule is not None:
+                    schedule.stop()
                 api.stop(settings.api.shutdown_grace_seconds)
     finally:
         for sig, handler in previous.items():

@@ -32,6 +32,7 @@ CLOCK_SKEW = timedelta(seconds=60)
 # Principals become owners of customers (a sales principal owns what it registers), so they
 # follow the owner-id rule: plain identifiers, never free text that could be personal data.
 PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
+PURPOSE = re.compile(r"[a-z0-9][a-z0-9_.]{0,99}")
 # Three base64url parts; checked before anything else, so every later step sees ASCII only.
 _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCII)
 
@@ -55,6 +56,9 @@ class TokenClaims:
     issued_at: datetime
     expires_at: datetime
     token_id: str
+    # The purposes the principal may act for (`ledger.api.purposes`); None: the defaults
+    # of its roles (tokens issued before purposes existed carry none).
+    purposes: tuple[str, ...] | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -92,8 +96,11 @@ def issue_token(
     ttl: timedelta,
     *,
     now: datetime | None = None,
+    purposes: list[str] | tuple[str, ...] | None = None,
 ) -> str:
-    """A signed token; the caller validated principal and roles (see `check_principal`)."""
+    """A signed token; the caller validated principal, roles and purposes (see
+    `check_principal`, `check_purposes`). `purposes`: what the principal may act for,
+    replacing its roles' defaults (None: the defaults)."""
     issued = (now or datetime.now(UTC)).replace(microsecond=0)
     header = {"alg": ALGORITHM, "typ": "JWT", "kid": signer.key_id()}
     claims = {
@@ -104,11 +111,22 @@ def issue_token(
         "exp": int((issued + ttl).timestamp()),
         "jti": secrets.token_hex(12),
     }
+    if purposes is not None:
+        claims["purposes"] = sorted(set(purposes))
     signing_input = ".".join(
         _b64(json.dumps(part, separators=(",", ":"), sort_keys=True).encode())
         for part in (header, claims)
     )
     return f"{signing_input}.{_b64(signer.sign(signing_input.encode('ascii')))}"
+
+
+def check_purposes(purposes: object) -> tuple[str, ...]:
+    """A token's purposes: data-use codes (`marketing`, `essential.service`) or `*`."""
+    if not isinstance(purposes, list | tuple) or not all(
+        isinstance(p, str) and (p == "*" or PURPOSE.fullmatch(p)) for p in purposes
+    ):
+        raise TokenError("TOKEN_INVALID", "a token's purposes are data-use codes")
+    return tuple(purposes)
 
 
 def check_principal(principal: object) -> str:
@@ -195,12 +213,14 @@ class TokenVerifier:
             raise TokenError("TOKEN_EXPIRED", "the token has expired")
         if issued_at > now + CLOCK_SKEW:
             raise TokenError("TOKEN_INVALID", "the token is issued in the future")
+        purposes = claims.get("purposes")
         return TokenClaims(
             principal=check_principal(claims.get("sub")),
             roles=tuple(roles),
             issued_at=issued_at,
             expires_at=expires_at,
             token_id=jti,
+            purposes=None if purposes is None else check_purposes(purposes),
         )
 
 

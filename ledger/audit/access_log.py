@@ -14,7 +14,7 @@ receives personal data whose read is not on record (a failed record fails the re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
@@ -28,8 +28,10 @@ from ledger.domain.text import storable_violations
 if TYPE_CHECKING:
     from eventsourcing.application import Application
 
-# What the CLI records when a reader gives no purpose: visibly "not stated" to an auditor.
-DEFAULT_PURPOSE = "unspecified"
+# The purpose of a read that declares none (CLI without --purpose, API without the
+# `ledger-purpose` metadata): serving the customer under contract, which every principal
+# holds and whose fields the default policy all allows (`ledger.consent.basis`).
+DEFAULT_PURPOSE = "essential.service"
 MAX_LABEL = 200
 MAX_CUSTOMERS = 10_000
 PAGE = 1_000
@@ -51,8 +53,13 @@ class AccessRecord(Aggregate):
         # the principal is whatever --actor / LEDGER_ACTOR said); "" for API reads and for
         # records written before it existed.
         os_user: str
+        # The fields the answer left out under the data policy, and why (fixed reason
+        # codes, `ledger.consent.basis`): [{"field", "reason", "customer_ids"?}]; a
+        # `customer_ids` list when the mask applied to some of the read's customers only.
+        # Records written before purpose-bound reads read as [].
+        masked: list[dict[str, Any]]
         personal_attributes: ClassVar[tuple[str, ...]] = ()
-        class_version: ClassVar[int] = 3
+        class_version: ClassVar[int] = 4
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -62,6 +69,10 @@ class AccessRecord(Aggregate):
         def upcast_v2_v3(state: dict[str, Any]) -> None:
             state["os_user"] = ""
 
+        @staticmethod
+        def upcast_v3_v4(state: dict[str, Any]) -> None:
+            state["masked"] = []
+
     def __init__(
         self,
         principal: str,
@@ -70,6 +81,7 @@ class AccessRecord(Aggregate):
         fields: list[str],
         method: str,
         os_user: str = "",
+        masked: list[dict[str, Any]] | None = None,
     ) -> None:
         self.principal = principal
         self.purpose = purpose
@@ -77,6 +89,7 @@ class AccessRecord(Aggregate):
         self.fields = fields
         self.method = method
         self.os_user = os_user
+        self.masked = list(masked or [])
 
 
 RECORDED_TOPIC = get_topic(AccessRecord.Recorded)
@@ -93,6 +106,7 @@ class AccessEntry:
     fields: list[str]
     method: str = ""
     os_user: str = ""
+    masked: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +119,7 @@ class AccessEntry:
             "purpose": self.purpose,
             "customer_ids": self.customer_ids,
             "fields": self.fields,
+            "masked": self.masked,
         }
 
 
@@ -142,10 +157,11 @@ class AccessLog:
         *,
         method: str = "",
         os_user: str = "",
+        masked: Sequence[dict[str, Any]] = (),
     ) -> UUID:
         """Durable when it returns."""
         record = self.new_record(
-            principal, purpose, customer_ids, fields, method=method, os_user=os_user
+            principal, purpose, customer_ids, fields, method=method, os_user=os_user, masked=masked
         )
         self.commit(record.collect_events())
         return record.id
@@ -159,6 +175,7 @@ class AccessLog:
         *,
         method: str = "",
         os_user: str = "",
+        masked: Sequence[dict[str, Any]] = (),
     ) -> AccessRecord:
         """A checked record, not yet stored: for callers that commit it together with other
         events (an alert it triggers) in one transaction."""
@@ -176,7 +193,9 @@ class AccessLog:
             violations.append(FieldViolation("os_user", f"at most {MAX_LABEL} characters"))
         if violations:
             raise ValidationFailed(violations)
-        return AccessRecord(principal, purpose, ids, sorted(set(fields)), method, os_user)
+        return AccessRecord(
+            principal, purpose, ids, sorted(set(fields)), method, os_user, list(masked)
+        )
 
     def entries(
         self,
@@ -219,6 +238,7 @@ class AccessLog:
                     fields=list(event.fields),
                     method=event.method,
                     os_user=event.os_user,
+                    masked=[dict(m) for m in event.masked],
                 )
             if len(batch) < PAGE:
                 return

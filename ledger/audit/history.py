@@ -96,6 +96,9 @@ def _value_in(event: Customer.Event, field: str) -> Any:
         return event.owner if field == OWNER else _ABSENT
     if isinstance(event, Customer.Erased) and is_personal(field):
         return ERASED
+    if isinstance(event, Customer.CategoriesErased):
+        name = "external_ids" if field.startswith(EXTERNAL_ID_PREFIX) else field
+        return ERASED if name in event.fields else _ABSENT
     return _ABSENT
 
 
@@ -108,6 +111,8 @@ def _from(personal: PersonalData, public: dict[str, Any], field: str, *, registe
         scheme = field[len(EXTERNAL_ID_PREFIX) :]
         if "external_ids" not in personal:
             return None if registered else _ABSENT
+        if isinstance(personal["external_ids"], ErasedValue):
+            return personal["external_ids"]
         return (personal["external_ids"] or {}).get(scheme)
     if field in personal:
         return personal[field]

@@ -61,7 +61,7 @@ from ledger.audit.storage import (
     upgrade_tree_table,
 )
 from ledger.config import ConfigError
-from ledger.crypto_shred.erasures import ERASED_TOPIC
+from ledger.crypto_shred.erasures import CATEGORIES_ERASED_TOPIC, ERASED_TOPIC
 
 log = logging.getLogger("ledger.audit")
 
@@ -79,12 +79,46 @@ def _erasures_index(dialect: Dialect) -> str:
     return f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column}) WHERE topic = '{ERASED_TOPIC}'"
 
 
+_ALL_ERASURE_TOPICS = f"topic IN ('{ERASED_TOPIC}', '{CATEGORIES_ERASED_TOPIC}')"
+
+
+def _all_erasures_index(dialect: Dialect) -> str:
+    """The same for the Erased and the CategoriesErased events together: the registry reads
+    both kinds in one query (it runs on every trip to the key store)."""
+    assert "'" not in CATEGORIES_ERASED_TOPIC
+    table = dialect.events_table
+    name = table.rsplit(".", 1)[-1].strip('"') + "_erasures_all"
+    column = "topic" if dialect.kind == "sqlite" else dialect.position
+    return f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column}) WHERE {_ALL_ERASURE_TOPICS}"
+
+
 def _erasures_query(dialect: Dialect) -> str:
     return dialect.sql(
         f"SELECT {dialect.position} AS position, originator_id FROM {dialect.events_table} "
         f"WHERE topic = '{ERASED_TOPIC}' AND {dialect.position} > ? "
         f"ORDER BY {dialect.position} LIMIT {ERASURES_PAGE}"
     )
+
+
+def _all_erasures_query(dialect: Dialect) -> str:
+    """(position, customer id, state or NULL): the state of CategoriesErased events only
+    (it says which categories; it holds no personal data)."""
+    return dialect.sql(
+        f"SELECT {dialect.position} AS position, originator_id, "
+        f"CASE WHEN topic = '{CATEGORIES_ERASED_TOPIC}' THEN state END AS state "
+        f"FROM {dialect.events_table} WHERE {_ALL_ERASURE_TOPICS} AND {dialect.position} > ? "
+        f"ORDER BY {dialect.position} LIMIT {ERASURES_PAGE}"
+    )
+
+
+def _all_erasure_rows(rows: Sequence[Any]) -> list[tuple[int, UUID, bytes | None]]:
+    found = []
+    for row in rows:
+        position, originator_id, state = _values(row)
+        found.append(
+            (int(position), UUID(str(originator_id)), None if state is None else bytes(state))
+        )
+    return found
 
 
 def _erasure_rows(rows: Sequence[Any]) -> list[tuple[int, UUID]]:
@@ -190,6 +224,7 @@ class AuditedSQLiteRecorder(LeafAuthentication, SQLiteApplicationRecorder):
             *SQLITE.ddl(),
             # Called by the library's constructor, before `self.dialect` is set.
             _erasures_index(replace(SQLITE, events_table=self.events_table_name)),
+            _all_erasures_index(replace(SQLITE, events_table=self.events_table_name)),
         ]
 
     def select_erasures(self, after: int) -> list[tuple[int, UUID]]:
@@ -200,6 +235,20 @@ class AuditedSQLiteRecorder(LeafAuthentication, SQLiteApplicationRecorder):
             with self.datastore.transaction(commit=False) as cursor:
                 cursor.execute(statement, (after,))
                 page = _erasure_rows(cursor.fetchall())
+            found += page
+            if len(page) < ERASURES_PAGE:
+                return found
+            after = page[-1][0]
+
+    def select_all_erasures(self, after: int) -> list[tuple[int, UUID, bytes | None]]:
+        """Erased and CategoriesErased events after `after`, in log order: (position,
+        customer id, the state of a CategoriesErased event or None for an Erased one)."""
+        found: list[tuple[int, UUID, bytes | None]] = []
+        statement = _all_erasures_query(self.dialect)
+        while True:
+            with self.datastore.transaction(commit=False) as cursor:
+                cursor.execute(statement, (after,))
+                page = _all_erasure_rows(cursor.fetchall())
             found += page
             if len(page) < ERASURES_PAGE:
                 return found
@@ -257,6 +306,7 @@ class AuditedPostgresRecorder(LeafAuthentication, PostgresApplicationRecorder):
         self.frontier = FrontierCache()
         self.sql_create_statements.extend(SQL(statement).format() for statement in POSTGRES.ddl())
         self.sql_create_statements.append(SQL(_erasures_index(self.dialect)).format())
+        self.sql_create_statements.append(SQL(_all_erasures_index(self.dialect)).format())
 
     def select_erasures(self, after: int) -> list[tuple[int, UUID]]:
         """The Erased events after position `after`: (position, customer id), in log order."""
@@ -266,6 +316,20 @@ class AuditedPostgresRecorder(LeafAuthentication, PostgresApplicationRecorder):
             with self.datastore.get_connection() as conn, conn.cursor() as cursor:
                 cursor.execute(statement.encode(), (after,))
                 page = _erasure_rows(cursor.fetchall())
+            found += page
+            if len(page) < ERASURES_PAGE:
+                return found
+            after = page[-1][0]
+
+    def select_all_erasures(self, after: int) -> list[tuple[int, UUID, bytes | None]]:
+        """Erased and CategoriesErased events after `after`, in log order: (position,
+        customer id, the state of a CategoriesErased event or None for an Erased one)."""
+        found: list[tuple[int, UUID, bytes | None]] = []
+        statement = _all_erasures_query(self.dialect)
+        while True:
+            with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(statement.encode(), (after,))
+                page = _all_erasure_rows(cursor.fetchall())
             found += page
             if len(page) < ERASURES_PAGE:
                 return found

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from ledger.api.api_store import open_api_store
 from ledger.api.authz import ROLES, Role
-from ledger.api.tokens import TokenError, check_principal, issue_token, parse_ttl
+from ledger.api.tokens import PURPOSE, TokenError, check_principal, issue_token, parse_ttl
 from ledger.cli.common import AddCommand, emit
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
@@ -50,18 +50,25 @@ def cmd_token_issue(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         violations.append(FieldViolation("--ttl", str(exc)))
         ttl = None
+    violations += [
+        FieldViolation("--purpose", "a data-use code such as marketing or essential.service, or *")
+        for purpose in args.purpose or []
+        if not (purpose == "*" or PURPOSE.fullmatch(purpose))
+    ]
     if violations:
         raise ValidationFailed(violations[:2])
     assert ttl is not None
     # Never a new key here: the server would not know it (see `ledger.api.server`).
     signer = LedgerSigner.load(settings.resolved_token_key_file, setting="LEDGER_TOKEN_KEY_FILE")
-    token = issue_token(signer, principal, args.role, ttl)
+    purposes = args.purpose or None
+    token = issue_token(signer, principal, args.role, ttl, purposes=purposes)
     emit(
         args,
         {
             "token": token,
             "principal": principal,
             "roles": sorted(set(args.role)),
+            "purposes": sorted(set(purposes)) if purposes else "role defaults",
             "ttl_seconds": int(ttl.total_seconds()),
         },
         token,
@@ -116,6 +123,13 @@ def add_commands(add: AddCommand) -> None:
         required=True,
         metavar="ROLE",
         help=f"repeatable: {', '.join(r.value for r in Role)}",
+    )
+    issue.add_argument(
+        "--purpose",
+        action="append",
+        metavar="PURPOSE",
+        help="repeatable: a purpose the principal may act for (covers the purposes under it; "
+        "* for all); default: its roles' purposes (see docs/consent-and-purpose.md)",
     )
     issue.add_argument(
         "--ttl", default=DEFAULT_TTL, help=f"lifetime, e.g. 30m, 8h, 7d (default {DEFAULT_TTL})"

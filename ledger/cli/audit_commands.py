@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ledger.audit.access_log import DEFAULT_PURPOSE
 from ledger.audit.key_check import check_keys
@@ -28,6 +29,7 @@ from ledger.audit.verifier import Problem, Report, verify
 from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id, read_as
 from ledger.cli.render import dumps, show
 from ledger.config import Settings
+from ledger.consent.reads import PurposeReads
 from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.signing import LedgerSigner, public_key_id
 
@@ -302,7 +304,7 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_field_history(args: argparse.Namespace, settings: Settings) -> int:
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
-        changes = ledger.read_field_history(
+        changes, hidden = PurposeReads(ledger).read_field_history(
             customer_id,
             args.field,
             principal=settings.actor,
@@ -312,13 +314,16 @@ def cmd_field_history(args: argparse.Namespace, settings: Settings) -> int:
     lines = []
     for change in changes:
         shown = "<erased>" if change.erased else ("-" if change.value is None else change.value)
+        if hidden and not change.erased:
+            shown = f"<masked: {next(iter(hidden.values()))}>"
         if isinstance(shown, list | dict):
             shown = json.dumps(shown, ensure_ascii=False)
         lines.append(
             f"v{change.version}  {change.timestamp.isoformat(timespec='seconds')}  "
             f"{show(change.event_type):<15} by {show(change.actor)}: {show(shown)}"
         )
-    emit(args, [c.to_json() for c in changes], "\n".join(lines) or "no changes recorded")
+    data = [{**c.to_json(), **({"masked": dict(hidden)} if hidden else {})} for c in changes]
+    emit(args, data, "\n".join(lines) or "no changes recorded")
     return 0
 
 
@@ -334,6 +339,12 @@ def _time(text: str | None, field: str) -> datetime | None:
     return moment
 
 
+def _masked_text(masked: list[dict[str, Any]]) -> str:
+    if not masked:
+        return ""
+    return "  masked=" + ",".join(f"{m['field']}({m['reason']})" for m in masked)
+
+
 def cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
     customer = parse_customer_id(args.customer) if args.customer else None
     since, until = _time(args.since, "since"), _time(args.until, "until")
@@ -347,7 +358,7 @@ def cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
         f"{e.position:>8}  {e.at.isoformat(timespec='seconds')}  {e.principal}"
         f"{f' [{e.os_user}]' if e.os_user else ''}  "
         f"method={e.method or '-'}  purpose={e.purpose}  customers={','.join(e.customer_ids)}  "
-        f"fields={','.join(e.fields)}"
+        f"fields={','.join(e.fields)}{_masked_text(e.masked)}"
         for e in entries
     ]
     emit(args, [e.to_json() for e in entries], "\n".join(lines) or "no reads recorded")

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
 from ledger.application import CustomerLedger
 from ledger.audit.access_log import DEFAULT_PURPOSE, MAX_CUSTOMERS
+from ledger.audit.read_alerts import ReadRateMonitor
 from ledger.bootstrap import open_ledger
 from ledger.cli.render import dumps
 from ledger.config import Settings
 from ledger.domain.errors import FieldViolation, ValidationFailed
 from ledger.domain.text import printable
+
+log = logging.getLogger("ledger.audit")
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -83,20 +87,48 @@ def record_read(
     settings: Settings,
     customer_ids: Iterable[UUID | str],
     fields: Iterable[str],
+    masked: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Record that this command is about to print `fields` of `customer_ids` (durable when
     it returns; one transaction however many records the customers need). Every command
-    that prints personal data calls this, or a `ledger.read*` method, before printing."""
+    that prints personal data calls this, or a `PurposeReads.read*` method, before
+    printing. `masked`: what the data policy left out, and why (`masked_record`)."""
     ids = list(dict.fromkeys(str(c) for c in customer_ids))
     names = sorted(set(fields))
-    if not ids or not names:
+    if not ids or not (names or masked):
         return
     purpose: str = getattr(args, "purpose", DEFAULT_PURPOSE)
     access_log = ledger.access_log
     events: list[Any] = []
     for start in range(0, len(ids), MAX_CUSTOMERS):
         record = access_log.new_record(
-            settings.actor, purpose, ids[start : start + MAX_CUSTOMERS], names, **read_as(args)
+            settings.actor,
+            purpose,
+            ids[start : start + MAX_CUSTOMERS],
+            names,
+            masked=masked,
+            **read_as(args),
         )
         events += record.collect_events()
+    events += bulk_read_alert(settings, ids)
     access_log.commit(events)
+
+
+def bulk_read_alert(settings: Settings, customer_ids: list[str]) -> list[Any]:
+    """One command printing more customers than LEDGER_READ_ALERT_RATE (a whole-list dump)
+    raises the same alert as the API's read-rate rule: an `AccessAlert.Raised` event stored
+    with the read's own records, and one log line naming the principal only. A command
+    counts its own reads (each CLI run is its own process); the server's rule counts across
+    calls and feeds the `ledger_access_alerts` metric."""
+    monitor = ReadRateMonitor(settings.read_alert_rate, settings.read_alert_window_seconds)
+    alert = monitor.observe(settings.actor, customer_ids)
+    if alert is None:
+        return []
+    log.warning(
+        "read-rate alert: %s read %d customers in one command (rate %d)",
+        settings.actor,
+        len(customer_ids),
+        monitor.rate,
+        extra={"fields": {"event": "read_rate_alert", "principal": settings.actor}},
+    )
+    return list(alert.collect_events())

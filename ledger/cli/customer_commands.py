@@ -18,9 +18,11 @@ from ledger.cli.common import (
     record_read,
 )
 from ledger.cli.duplicate_commands import matches_read, screen_registration, warn_duplicates
-from ledger.cli.render import customer_text, history_text
+from ledger.cli.render import customer_text, history_text, masks_text, with_masks
 from ledger.cli.values import ADDRESS_OPTIONS, parse_assignment, registration_profile
 from ledger.config import Settings
+from ledger.consent.reads import PurposeReads
+from ledger.crypto_shred.category_erasure import destroy_categories
 from ledger.crypto_shred.journal import JournalWriteFailed
 from ledger.domain.errors import FieldViolation, ValidationFailed
 
@@ -86,36 +88,36 @@ def cmd_mark_verified(args: argparse.Namespace, settings: Settings) -> int:
             expected_version=args.expected_version,
             reason=args.reason,
         )
-        view = ledger.read(
+        view, hidden = PurposeReads(ledger).read(
             customer_id, principal=settings.actor, purpose=args.purpose, **read_as(args)
         )
-    emit(args, view.to_json(), f"verified; now version {view.version}")
+    emit(args, with_masks(view.to_json(), hidden), f"verified; now version {view.version}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
-        view = ledger.read(
+        view, hidden = PurposeReads(ledger).read(
             customer_id,
             principal=settings.actor,
             purpose=args.purpose,
             **read_as(args),
         )
-    emit(args, view.to_json(), customer_text(view))
+    emit(args, with_masks(view.to_json(), hidden), masks_text(customer_text(view), hidden))
     return 0
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
-        entries = ledger.read_history(
+        entries, hidden = PurposeReads(ledger).read_history(
             customer_id,
             principal=settings.actor,
             purpose=args.purpose,
             **read_as(args),
         )
-    emit(args, [e.to_json() for e in entries], history_text(entries))
+    emit(args, [e.to_json() for e in entries], masks_text(history_text(entries), hidden))
     return 0
 
 
@@ -130,7 +132,7 @@ def cmd_as_of(args: argparse.Namespace, settings: Settings) -> int:
     at = _parse_time(args.time) if args.time else None
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
-        view = ledger.read_as_of(
+        view, hidden = PurposeReads(ledger).read_as_of(
             customer_id,
             principal=settings.actor,
             purpose=args.purpose,
@@ -138,7 +140,7 @@ def cmd_as_of(args: argparse.Namespace, settings: Settings) -> int:
             at=at,
             **read_as(args),
         )
-    emit(args, view.to_json(), customer_text(view))
+    emit(args, with_masks(view.to_json(), hidden), masks_text(customer_text(view), hidden))
     return 0
 
 
@@ -146,12 +148,22 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     customer_id = parse_customer_id(args.id)
     with open_for(settings) as ledger:
         try:
-            certificate = ledger.erase(
-                customer_id,
-                actor=settings.actor,
-                legal_basis=args.legal_basis,
-                reason=args.reason,
-            )
+            if args.category:
+                certificate = destroy_categories(
+                    ledger,
+                    customer_id,
+                    args.category,
+                    actor=settings.actor,
+                    legal_basis=args.legal_basis,
+                    reason=args.reason,
+                )
+            else:
+                certificate = ledger.erase(
+                    customer_id,
+                    actor=settings.actor,
+                    legal_basis=args.legal_basis,
+                    reason=args.reason,
+                )
         except JournalWriteFailed as exc:
             print(exc.certificate.to_json())  # the erasure is done: its certificate holds
             print(f"ledger: error: {exc}", file=sys.stderr)
@@ -230,6 +242,13 @@ def add_commands(add: AddCommand) -> None:
 
     p = add("erase", cmd_erase, "erase a customer (destroy its key) and print a signed certificate")
     p.add_argument("id")
+    p.add_argument(
+        "--category",
+        action="append",
+        metavar="CATEGORY",
+        help="destroy only this data category (repeatable; e.g. user.contact covers email, "
+        "phone and address) and keep the rest; see `ledger policy show`",
+    )
     p.add_argument("--reason", required=True)
     p.add_argument(
         "--legal-basis", dest="legal_basis", required=True, help="e.g. 'GDPR Art. 17(1)(a)'"

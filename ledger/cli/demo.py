@@ -333,6 +333,40 @@ def access_log(story: Story) -> None:
         print(f"    {record.principal:<12} {method:<18} {outcome:<8} {fields}, {record.purpose}")
 
 
+MARKETING = "marketing.advertising.first_party"
+
+
+def consent_and_purpose(story: Story) -> None:
+    grace = story.name("grace")
+    signer = LedgerSigner.load_or_create(story.settings.resolved_token_key_file)
+    token = issue_token(signer, "mailer", ["service"], timedelta(minutes=30))
+    target = f"127.0.0.1:{story.server.port}"
+    with LedgerClient(target, token=token, purpose=MARKETING) as mailer:
+
+        def read(when: str) -> None:
+            seen = mailer.get_customer(grace)
+            why: dict[str, list[str]] = {}
+            for m in seen.masked_fields:
+                reason = m.reason.split(":")[0].replace("purpose_may_not_use", "not its purpose")
+                why.setdefault(reason, []).append(m.field)
+            masked = "; ".join(f"{', '.join(fields)} ({reason})" for reason, fields in why.items())
+            print(f"    {when}: name {seen.given_name or '-'}, emails {_list(seen.emails)}")
+            print(f"      masked: {masked}")
+
+        print(f"  mailer (service) reads Grace for {MARKETING}:")
+        read("without consent")
+        story.service.give_consent(grace, [MARKETING], source="web", form="newsletter-v2")
+        read("after her consent (web, form newsletter-v2)")
+        story.service.withdraw_consent(grace, MARKETING, source="app")
+        read("after she withdrew it, the next call")
+    records = [
+        r for r in story.auditor.list_access_log(f'customer = "{grace}"') if r.principal == "mailer"
+    ]
+    print(
+        f"  the access log keeps what each of those reads masked, and why ({len(records)} records)"
+    )
+
+
 def tamper_evidence(story: Story) -> None:
     public_key = LedgerSigner.load_or_create(story.settings.resolved_signing_key_file)
     pem = public_key.public_key_pem()
@@ -388,6 +422,46 @@ def others_intact(story: Story) -> None:
         print(_customer(story.service.get_customer(story.name(key))))
 
 
+def data_policy(story: Story) -> None:
+    answer = story.auditor.get_policy()
+    applied = "the shipped default" if answer.version == 0 else f"applied by {answer.actor}"
+    print(f"  policy {answer.policy_name!r} version {answer.version} ({applied})")
+    for purpose in answer.purposes[:3]:
+        print(f"    {purpose.key:<36} {purpose.lawful_basis:<18} {_list(purpose.categories)}")
+    for rule in answer.retention_rules:
+        print(f"    keep {rule.category:<32} {rule.keep_for_days:>5} days after {rule.after}")
+    emails = next(c for c in answer.classification if c.field == "emails")
+    print(f"  field 'emails' is {emails.category} ({emails.sensitivity})")
+
+
+def staff_departure(story: Story) -> None:
+    signer = LedgerSigner.load_or_create(story.settings.resolved_token_key_file)
+    token = issue_token(signer, "admin.ops", ["admin"], timedelta(minutes=5))
+    with LedgerClient(f"127.0.0.1:{story.server.port}", token=token, purpose="demo") as admin:
+        done = admin.handover_customers("sales.amer", "sales.emea", reason="staff-departure")
+    print(
+        f"  sales.amer left: {len(done.customers)} customer(s) moved to sales.emea in one "
+        "audited operation; sales.amer's credentials are revoked"
+    )
+    mine = [f"{c.given_name} {c.family_name}" for c in story.sales.list_customers()]
+    print(f"  {PRINCIPALS['sales'][0]} lists now: {_list(mine)}")
+
+
+def destroy_one_category(story: Story) -> None:
+    """Retention: contact details go, the name stays (kept for tax law)."""
+    grace = story.name("grace")
+    response = story.compliance.erase_customer(
+        grace,
+        legal_basis="GDPR Art. 5(1)(e) storage limitation",
+        reason="retention-contact-2y",
+        categories=["user.contact"],
+    )
+    print(f"  destroyed: {', '.join(response.certificate.categories)}")
+    shown = story.service.get_customer(grace)
+    print(_customer(shown))
+    print(f"    erased fields: {_list(shown.erased_fields)}")
+
+
 Step = tuple[str, Callable[[Story], None]]
 STEPS: list[Step] = [
     ("Registering 5 customers (CustomerService.CreateCustomer, as crm-sync)", register),
@@ -399,10 +473,17 @@ STEPS: list[Step] = [
     ("Merging a duplicate, then undoing the merge", merge_and_unmerge),
     ("An auditor reads history and metadata, never personal data", auditor_reads_history),
     ("Who received Ada's personal data (AuditService.ListAccessLog)", access_log),
+    ("Consent and purpose: marketing sees Grace only while she consents", consent_and_purpose),
     ("Proving the log unaltered (GetTreeHead, GetInclusionProof)", tamper_evidence),
     ("Erasing Ada (ComplianceService.EraseCustomer, as dpo)", erase),
     ("Exporting Ada's data after erasure: only non-personal data is left", export_after_erasure),
     ("The others are intact", others_intact),
+    ("The data policy in force (ComplianceService.GetPolicy)", data_policy),
+    (
+        "Retention: destroying Grace's contact details only (EraseCustomer with categories)",
+        destroy_one_category,
+    ),
+    ("Staff departure (ComplianceService.HandoverCustomers, as admin)", staff_departure),
 ]
 
 

@@ -9,6 +9,7 @@ from ledger.cli.common import AddCommand, emit, open_for, record_read
 from ledger.cli.duplicate_commands import COMPARED_FIELDS
 from ledger.cli.progress import progress_bar
 from ledger.config import Settings
+from ledger.consent.service import ConsentSource
 from ledger.domain.profile import ADDRESS_FIELDS
 from ledger.importer import LIST_FIELDS, SCALAR_FIELDS, CsvImporter, ImportSummary, parse_mapping
 from ledger.projections.wiring import duplicate_queries
@@ -50,6 +51,9 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             date_format=args.date_format,
             strict=args.strict,
             delimiter=args.delimiter,
+            consent_source=ConsentSource(
+                args.consent_source, args.consent_form or "", args.consent_proof or ""
+            ),
         )
         with progress_bar(f"importing {Path(args.file).name}") as update:
             summary = importer.run(Path(args.file), progress=update)
@@ -69,7 +73,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(add: AddCommand) -> None:
-    fields = [*SCALAR_FIELDS, *LIST_FIELDS, *ADDRESS_FIELDS, "external_id:SCHEME"]
+    fields = [*SCALAR_FIELDS, *LIST_FIELDS, *ADDRESS_FIELDS, "external_id:SCHEME",
+              "consent:PURPOSE (yes/no)"]  # fmt: skip
     p = add(
         "import",
         cmd_import,
@@ -98,4 +103,9 @@ def add_commands(add: AddCommand) -> None:
                    "(default YYYY-MM-DD)")  # fmt: skip
     p.add_argument("--delimiter", default=",", help="field separator (default ,)")
     p.add_argument("--strict", action="store_true", help="reject rows with any invalid value")
+    p.add_argument("--consent-source", default="import", metavar="CHANNEL",
+                   help="channel recorded with consents from consent:PURPOSE columns "
+                   "(default import)")  # fmt: skip
+    p.add_argument("--consent-form", metavar="CODE", help="form or version those consents used")
+    p.add_argument("--consent-proof", metavar="CODE", help="reference to their proof")
     p.add_argument("--reason", help="non-personal reason code recorded on each registration")

@@ -20,10 +20,12 @@ from ledger.cli import (
     audit_commands,
     backup_commands,
     compliance_commands,
+    consent_commands,
     customer_commands,
     duplicate_commands,
     import_commands,
     merge_commands,
+    policy_commands,
     projection_commands,
 )
 from ledger.cli.common import Handler, emit
@@ -36,6 +38,8 @@ from ledger.crypto_shred.mapper import SealError
 from ledger.domain.errors import (
     CustomerErasedError,
     CustomerMergedError,
+    CustomerOnHold,
+    HoldRefused,
     LedgerError,
     LikelyDuplicate,
     MergeRefused,
@@ -47,11 +51,12 @@ from ledger.signing import InsecureKeyFileError, SigningKeyError
 EXIT_INVALID = 2
 EXIT_REFUSED = 3
 EXIT_INTEGRITY = 4
+EXIT_HELD = 5  # a legal hold refused an erasure or destruction
 
 # Each group module adds its subcommands; a new area of the product adds one line here.
 COMMAND_GROUPS = (customer_commands, compliance_commands, audit_commands, projection_commands,
                   merge_commands, import_commands, api_commands, duplicate_commands,
-                  backup_commands)  # fmt: skip
+                  backup_commands, policy_commands, consent_commands)  # fmt: skip
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
@@ -142,8 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PersistenceError, psycopg.OperationalError) as exc:
         print(f"ledger: store unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except CustomerOnHold as exc:
+        print(f"ledger: refused: {exc}", file=sys.stderr)
+        return EXIT_HELD
     except (
-        StaleVersion, CustomerErasedError, CustomerMergedError, MergeRefused, LikelyDuplicate
+        StaleVersion, CustomerErasedError, CustomerMergedError, MergeRefused, LikelyDuplicate,
+        HoldRefused,
     ) as exc:  # fmt: skip
         print(f"ledger: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -18,6 +18,7 @@ from ledger.cli.common import AddCommand, emit, open_for, parse_customer_id, rec
 from ledger.cli.progress import progress_bar
 from ledger.cli.render import show
 from ledger.config import Settings
+from ledger.consent.reads import PurposeReads, mask, masked_record
 from ledger.domain.erased import ErasedValue
 from ledger.domain.errors import CustomerNotFound, FieldViolation, ValidationFailed
 from ledger.domain.profile import PERSONAL_FIELDS
@@ -151,11 +152,27 @@ def _record_shown(
     args: argparse.Namespace,
     settings: Settings,
     records: list[CustomerRecord],
-) -> None:
-    """Record the read of what is about to be printed: names in text, every personal field
-    with --json, for each record that still has personal data."""
+) -> list[CustomerRecord]:
+    """Mask what the declared purpose may not show, and record the read of what is about
+    to be printed (names in text, every personal field with --json, for each record that
+    still has personal data) with what was masked and why. Returns the masked records."""
+    reads = PurposeReads(ledger)
     shown = [r.id for r in records if not isinstance(r.personal, ErasedValue)]
-    record_read(ledger, args, settings, shown, PERSONAL_FIELDS if args.json else NAME_FIELDS)
+    masks = reads.masks(reads.purpose(args.purpose), shown)
+    printed = PERSONAL_FIELDS if args.json else NAME_FIELDS
+    fields = {f for hidden in masks.values() for f in printed if f not in hidden}
+    masked = masked_record(
+        {c: {f: r for f, r in hidden.items() if f in printed} for c, hidden in masks.items()},
+        shown,
+    )
+    record_read(ledger, args, settings, shown, fields, masked)
+    args.masked = masks
+    return [mask(r, masks.get(r.id, {})) for r in records]
+
+
+def _records_json(records: list[CustomerRecord], args: argparse.Namespace) -> list[Any]:
+    """Each record's JSON, with the fields its read left out and why (`masked_fields`)."""
+    return [{**r.to_json(), "masked_fields": args.masked.get(r.id, {})} for r in records]
 
 
 def _parse_since(text: str | None) -> datetime | None:
@@ -184,11 +201,12 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             page_size=args.page_size,
             page_token=args.page_token,
         )
-        _record_shown(ledger, args, settings, page.records)
-    lines = [_record_line(r) for r in page.records] or ["no customers match"]
+        records = _record_shown(ledger, args, settings, page.records)
+    lines = [_record_line(r) for r in records] or ["no customers match"]
     if page.next_page_token:
         lines.append(f"next page: --page-token {page.next_page_token}")
-    emit(args, page.to_json(), "\n".join(lines))
+    data = {"customers": _records_json(records, args), "next_page_token": page.next_page_token}
+    emit(args, data, "\n".join(lines))
     return 0
 
 
@@ -206,8 +224,8 @@ def cmd_lookup(args: argparse.Namespace, settings: Settings) -> int:
             records = queries.lookup(
                 email=args.email, phone=args.phone, external_id=args.external_id
             )
-        _record_shown(ledger, args, settings, records)
-    data: dict[str, Any] = {"customers": [r.to_json() for r in records]}
+        records = _record_shown(ledger, args, settings, records)
+    data: dict[str, Any] = {"customers": _records_json(records, args)}
     emit(args, data, "\n".join(_record_line(r) for r in records) or "no customer found")
     return 0 if records else 1
 

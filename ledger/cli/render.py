@@ -9,6 +9,7 @@ bidirectional overrides, and must neither forge a line nor act on the reader's t
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ledger.domain.profile import PERSONAL_FIELDS as _PERSONAL
@@ -70,3 +71,15 @@ def history_text(entries: list[HistoryEntry]) -> str:
                 for name, value in entry.personal.items():
                     lines.append(f"      {show(name)}: {_value(value)}")
     return "\n".join(lines)
+
+
+def with_masks(data: dict[str, Any], hidden: Mapping[str, str]) -> dict[str, Any]:
+    """A customer's JSON with the fields the read's purpose left out, and why."""
+    return {**data, "masked_fields": dict(sorted(hidden.items()))}
+
+
+def masks_text(text: str, hidden: Mapping[str, str]) -> str:
+    if not hidden:
+        return text
+    masked = ", ".join(f"{name} ({reason})" for name, reason in sorted(hidden.items()))
+    return f"{text}\n  masked for this purpose: {masked}"

@@ -37,6 +37,15 @@ class ErasureCertificate:
     key_id: str
     last_version: int
     ledger_key_id: str
+    # Per-category destruction (`ledger.crypto_shred.category_erasure`): the destroyed data
+    # categories, comma-separated and sorted; `key_id` then lists `category=key id` pairs.
+    # Empty for a whole-customer erasure, and then left out of the signed content, so every
+    # certificate issued before categories existed still verifies.
+    categories: str = ""
+
+    @property
+    def category_list(self) -> list[str]:
+        return [c for c in self.categories.split(",") if c]
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -56,7 +65,10 @@ class ErasureCertificate:
     def to_dict(self) -> dict[str, Any]:
         """The signed content: the fields plus the type tag, so a signature over one kind
         of document can never be passed off as another."""
-        return {**asdict(self), "type": CERTIFICATE_TYPE}
+        content = {**asdict(self), "type": CERTIFICATE_TYPE}
+        if not self.categories:
+            del content["categories"]
+        return content
 
     def canonical_bytes(self) -> bytes:
         return json.dumps(
@@ -67,6 +79,8 @@ class ErasureCertificate:
     def from_dict(cls, data: Mapping[str, Any]) -> ErasureCertificate:
         expected = {f.name for f in fields(cls)}
         given = set(data) - {"type"}
+        if "categories" not in given:
+            expected.discard("categories")
         if data.get("type", CERTIFICATE_TYPE) != CERTIFICATE_TYPE:
             raise CertificateFormatError(f"not a {CERTIFICATE_TYPE} certificate")
         if given != expected:

@@ -24,19 +24,32 @@ from eventsourcing.utils import get_topic
 from ledger.domain.customer import Customer
 
 ERASED_TOPIC = get_topic(Customer.Erased)
+CATEGORIES_ERASED_TOPIC = get_topic(Customer.CategoriesErased)
 
 # The Erased events after a position, in log order: (position, customer id).
 ScanErasures = Callable[[int], Sequence[tuple[int, UUID]]]
+# Erased and CategoriesErased events after a position, in log order, in one query:
+# (position, customer id, None for Erased or the categories CategoriesErased destroyed).
+ScanAllErasures = Callable[[int], Sequence[tuple[int, UUID, Sequence[str] | None]]]
 
 
 class ErasureRegistry:
     """Thread-safe. `scan` is None for a registry that knows only what it is told (tests
     of the key ring on its own)."""
 
-    def __init__(self, scan: ScanErasures | None = None) -> None:
+    def __init__(
+        self,
+        scan: ScanErasures | None = None,
+        *,
+        scan_all: ScanAllErasures | None = None,
+    ) -> None:
         self._scan = scan
+        self._scan_all = scan_all
         self._erased: set[UUID] = set()
         self._position = 0
+        # Per-category destruction, as the log says (`Customer.CategoriesErased`): the key
+        # ring never hands out a category key the log says is destroyed.
+        self._categories: dict[UUID, frozenset[str]] = {}
         self._last_scan_started = -1
         self._lock = threading.Lock()
         # What refreshing costs, for `ledger` operators and the benchmark.
@@ -47,7 +60,7 @@ class ErasureRegistry:
         """Read the Erased events logged since the last scan (one query; none new is the
         common case). Threads that ask while a scan runs share the next one: a scan that
         started after a caller asked is as fresh as one of its own."""
-        if self._scan is None:
+        if self._scan is None and self._scan_all is None:
             return
         asked = time.monotonic_ns()
         with self._lock:
@@ -55,10 +68,17 @@ class ErasureRegistry:
                 return
             self._last_scan_started = time.monotonic_ns()
             started = time.perf_counter()
-            rows = self._scan(self._position)
-            for position, customer_id in rows:
-                self._erased.add(customer_id)
-                self._position = max(self._position, position)
+            if self._scan_all is not None:
+                for position, customer_id, categories in self._scan_all(self._position):
+                    if categories is None:
+                        self._erased.add(customer_id)
+                    else:
+                        self._merge_categories(customer_id, categories)
+                    self._position = max(self._position, position)
+            elif self._scan is not None:
+                for position, customer_id in self._scan(self._position):
+                    self._erased.add(customer_id)
+                    self._position = max(self._position, position)
             self.scans += 1
             self.scan_seconds += time.perf_counter() - started
 
@@ -71,11 +91,30 @@ class ErasureRegistry:
     def is_erased(self, customer_id: UUID) -> bool:
         return customer_id in self._erased
 
+    def add_categories(self, customer_id: UUID, categories: Sequence[str]) -> None:
+        """This process's own category destruction, once its event is committed and
+        before the keys are destroyed."""
+        with self._lock:
+            self._merge_categories(customer_id, categories)
+
+    def _merge_categories(self, customer_id: UUID, categories: Sequence[str]) -> None:
+        self._categories[customer_id] = self._categories.get(customer_id, frozenset()).union(
+            categories
+        )
+
+    def erased_categories(self, customer_id: UUID) -> frozenset[str]:
+        """The categories of this customer the log says are destroyed (empty: none)."""
+        return self._categories.get(customer_id, frozenset())
+
+    def category_erasures(self) -> dict[UUID, frozenset[str]]:
+        with self._lock:
+            return dict(self._categories)
+
     def erased_ids(self) -> frozenset[UUID]:
         with self._lock:
             return frozenset(self._erased)
 
     @property
     def position(self) -> int:
-        """The log position up to which Erased events have been read."""
+        """The log position up to which Erased (and CategoriesErased) events were read."""
         return self._position

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -107,7 +107,19 @@ class KeyRing:
 
     def get(self, customer_id: UUID) -> DataKey | None:
         """The customer's live key; None when the log says the customer is erased (then the
-        key store is not asked). KeyMissing when the key is gone without an erasure."""
+        key store is not asked). KeyMissing when the key is gone without an erasure. The
+        key's category keys leave out every category the log says is destroyed, whatever
+        the key store holds (a restored copy, a re-inserted row)."""
+        key = self._get(customer_id)
+        if key is None or not key.categories:
+            return key
+        destroyed = self.erasures.erased_categories(customer_id)
+        if not destroyed or destroyed.isdisjoint(key.categories):
+            return key
+        kept = {c: k for c, k in key.categories.items() if c not in destroyed}
+        return replace(key, categories=kept)
+
+    def _get(self, customer_id: UUID) -> DataKey | None:
         with self._lock:
             pending = self._pending.get(customer_id)
         if pending is not None:
@@ -182,6 +194,14 @@ class KeyRing:
         self.forget(customer_id)
         try:
             return self.store.destroy(customer_id)
+        finally:
+            self.forget(customer_id)
+
+    def destroy_categories(self, customer_id: UUID, categories: list[str]) -> dict[str, str]:
+        """Forget first (as `destroy`); the caller has told the registry already."""
+        self.forget(customer_id)
+        try:
+            return self.store.destroy_categories(customer_id, categories)
         finally:
             self.forget(customer_id)
 

@@ -35,6 +35,13 @@ import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger.config import StoreLocation
+from ledger.crypto_shred.category_keys import (
+    BundleFormatError,
+    CategoryKey,
+    new_category_keys,
+    pack,
+    unpack,
+)
 from ledger.crypto_shred.kek import KekProvider, KeyUnwrapError
 from ledger.sqlite_files import prepare_private_sqlite
 
@@ -42,6 +49,9 @@ DEK_BYTES = 32
 _BATCH = 500
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 _INT64 = 2**63
+# New customers get category keys (`category_keys`). False writes the single-key format
+# every customer had before: for tests and benchmarks of ledgers from before the change.
+CATEGORY_KEYS = True
 
 
 # All SQL, written once: {keys}/{marks} are the (validated) table names, `?` the placeholder.
@@ -70,6 +80,11 @@ _INSERT_NEW_KEY = (
 )
 _SELECT_CREATED = "SELECT 1 FROM {keys} WHERE customer_id = ? AND key_id = ?"
 _SELECT_WRAPPED = "SELECT key_id, kek_id, wrapped_key FROM {keys} WHERE customer_id = ?"
+# Conditional on the bytes read, like _REWRAP: a key destroyed meanwhile stays destroyed.
+_REPLACE_BUNDLE = (
+    "UPDATE {keys} SET kek_id = ?, wrapped_key = ?"
+    " WHERE customer_id = ? AND kek_id = ? AND wrapped_key = ?"
+)
 _SELECT_MANY_WRAPPED = (
     "SELECT customer_id, key_id, kek_id, wrapped_key FROM {keys}"
     " WHERE wrapped_key IS NOT NULL AND customer_id IN ({marks})"
@@ -142,6 +157,12 @@ class DataKey:
     customer_id: UUID
     key_id: str
     key: bytes = field(repr=False)  # never in a repr, log line or traceback
+    # The live category keys (`ledger.crypto_shred.category_keys`); empty for a customer
+    # registered before category keys existed, who keeps one key for everything.
+    categories: dict[str, CategoryKey] = field(default_factory=dict, repr=False, compare=False)
+    # Registered with category keys (even if all of them are destroyed since): its data
+    # is sealed per category. False: a single-key customer.
+    bundled: bool = False
 
 
 class KeyStatus(Enum):
@@ -210,6 +231,12 @@ class KeyStore(ABC):
         """Wipe the key for good, keeping a tombstone. Idempotent. Returns the key id, or
         None if the customer never had a key (a tombstone is written anyway, so it never
         can get one)."""
+
+    def destroy_categories(self, customer_id: UUID, categories: Sequence[str]) -> dict[str, str]:
+        """Remove these category keys from the customer's bundle for good (the rest of the
+        customer's keys stay). Idempotent. Returns {category: key id} of the keys removed
+        now; empty when none was there (destroyed already, or a single-key customer)."""
+        raise KeyStoreError("this key store has no category keys")
 
     @abstractmethod
     def destroyed_ids(self) -> set[UUID]: ...
@@ -359,8 +386,20 @@ class SqlKeyStore(KeyStore):
         keys, rows = [], []
         for customer_id in customer_ids:
             key, key_id = AESGCM.generate_key(256), secrets.token_hex(8)
-            kek_id, wrapped = self.provider.wrap(key, key_context(customer_id, key_id))
-            keys.append(DataKey(customer_id=customer_id, key_id=key_id, key=key))
+            # The category keys ride in the same row, wrapped with the customer key in one
+            # KEK call: no extra key write per registration (see category_keys).
+            categories = new_category_keys() if CATEGORY_KEYS else {}
+            payload = pack(key, categories) if CATEGORY_KEYS else key
+            kek_id, wrapped = self.provider.wrap(payload, key_context(customer_id, key_id))
+            keys.append(
+                DataKey(
+                    customer_id=customer_id,
+                    key_id=key_id,
+                    key=key,
+                    categories=categories,
+                    bundled=CATEGORY_KEYS,
+                )
+            )
             rows.append((self._bind_id(customer_id), key_id, kek_id, wrapped))
         return keys, rows
 
@@ -398,10 +437,8 @@ class SqlKeyStore(KeyStore):
         if row is None or row[2] is None:
             return None
         key_id, kek_id, wrapped = str(row[0]), str(row[1]), bytes(row[2])
-        key = self.provider.unwrap(kek_id, wrapped, key_context(customer_id, key_id))
-        if len(key) != DEK_BYTES:
-            raise KeyUnwrapError(f"the data key of customer {customer_id} has the wrong length")
-        return DataKey(customer_id=customer_id, key_id=key_id, key=key)
+        payload = self.provider.unwrap(kek_id, wrapped, key_context(customer_id, key_id))
+        return _data_key(customer_id, key_id, payload)
 
     def get_many(self, customer_ids: Sequence[UUID]) -> dict[UUID, DataKey]:
         found: dict[UUID, DataKey] = {}
@@ -414,14 +451,10 @@ class SqlKeyStore(KeyStore):
                 rows = cur.fetchall()
             for raw_id, key_id, kek_id, wrapped in rows:
                 customer_id = _as_uuid(raw_id)
-                key = self.provider.unwrap(
+                payload = self.provider.unwrap(
                     str(kek_id), bytes(wrapped), key_context(customer_id, str(key_id))
                 )
-                if len(key) != DEK_BYTES:
-                    raise KeyUnwrapError(
-                        f"the data key of customer {customer_id} has the wrong length"
-                    )
-                found[customer_id] = DataKey(customer_id=customer_id, key_id=str(key_id), key=key)
+                found[customer_id] = _data_key(customer_id, str(key_id), payload)
         return found
 
     def is_empty(self) -> bool:
@@ -474,6 +507,33 @@ class SqlKeyStore(KeyStore):
         # Also on a repeated destroy, so a retry after a failed clean-up completes it.
         self._after_destroy()
         return None if row is None or row[0] is None else str(row[0])
+
+    def destroy_categories(self, customer_id: UUID, categories: Sequence[str]) -> dict[str, str]:
+        """Re-wrap the bundle without these keys and overwrite the row, in one transaction
+        conditional on the bytes read (a concurrent destroy of the whole key wins)."""
+        bound = self._bind_id(customer_id)
+        removed: dict[str, str] = {}
+        with self._transaction() as cur:
+            cur.execute(self._sql(_SELECT_WRAPPED), (bound,))
+            row = cur.fetchone()
+            if row is None or row[2] is None:
+                return removed
+            key_id, kek_id, wrapped = str(row[0]), str(row[1]), bytes(row[2])
+            context = key_context(customer_id, key_id)
+            key = _data_key(customer_id, key_id, self.provider.unwrap(kek_id, wrapped, context))
+            kept = dict(key.categories)
+            for category in categories:
+                gone = kept.pop(category, None)
+                if gone is not None:
+                    removed[category] = gone.key_id
+            if not removed:
+                return removed
+            new_kek_id, rewrapped = self.provider.wrap(pack(key.key, kept), context)
+            cur.execute(self._sql(_REPLACE_BUNDLE), (new_kek_id, rewrapped, bound, kek_id, wrapped))
+            if cur.rowcount != 1:
+                raise KeyStoreError(f"the key of customer {customer_id} changed meanwhile")
+        self._after_destroy()
+        return removed
 
     def destroyed_ids(self) -> set[UUID]:
         with self._transaction(write=False) as cur:
@@ -565,6 +625,25 @@ class SqlKeyStore(KeyStore):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _data_key(customer_id: UUID, key_id: str, payload: bytes) -> DataKey:
+    """A plain 32-byte key (a customer from before category keys) or a bundle."""
+    try:
+        key, categories = unpack(payload)
+    except BundleFormatError:
+        raise KeyUnwrapError(
+            f"the data key of customer {customer_id} has the wrong length"
+        ) from None
+    if len(key) != DEK_BYTES:
+        raise KeyUnwrapError(f"the data key of customer {customer_id} has the wrong length")
+    return DataKey(
+        customer_id=customer_id,
+        key_id=key_id,
+        key=key,
+        categories=categories,
+        bundled=len(payload) != DEK_BYTES,
+    )
 
 
 def _as_uuid(value: object) -> UUID:

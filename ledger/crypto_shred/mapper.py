@@ -6,6 +6,14 @@ value beside the readable metadata (event type, time, actor, reason, changed fie
 The event's envelope (customer id, version, topic) is the associated data, so a sealed value
 copied into another event or another customer's stream fails to open.
 
+Customers registered with category keys (`ledger.crypto_shred.category_keys`) get the
+second format: each personal field is sealed under the key of its data category, so one
+category can be destroyed and the rest still opens (`_sealed` then has `"v": 2`, a base
+part under the customer key holding the attributes' shape and anything without a category,
+and one part per category present). A part whose category the log says is destroyed comes
+back as `ERASED` field by field, without any key being used. Events of customers with one
+key keep (and are still written in) the first format.
+
 When the log says the customer is erased the sealed attributes come back as `ERASED`
 without any key being used (`to_domain_event(..., erased=True)` when the caller has the
 Erased event in hand, else the key ring's log-derived answer): replay, history and
@@ -23,12 +31,16 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 
+from ledger.crypto_shred.category_keys import key_category_of
 from ledger.crypto_shred.keyring import KeyRing
-from ledger.crypto_shred.sealing import SealOpenError, open_sealed, seal
+from ledger.crypto_shred.keystore import DataKey
+from ledger.crypto_shred.sealing import SealOpenError, open_sealed, seal, seal_many
 from ledger.domain.erased import ERASED
 
 SEALED = "_sealed"
 AAD_VERSION = b"ledger.sealed.v1"
+AAD_VERSION_2 = b"ledger.sealed.v2"
+BASE_PART = ""  # the v2 part under the customer key
 
 
 class SealError(Exception):
@@ -52,6 +64,26 @@ def envelope(originator_id: UUID | str, version: int, topic: str) -> bytes:
     )
 
 
+def part_envelope(originator_id: UUID | str, version: int, topic: str, category: str) -> bytes:
+    """The associated data of one v2 part: one event and one category (a part moved to
+    another category's slot does not open)."""
+    return b"|".join(
+        [
+            AAD_VERSION_2,
+            str(originator_id).encode(),
+            str(version).encode(),
+            topic.encode(),
+            category.encode(),
+        ]
+    )
+
+
+def fields_of_key_category(category: str) -> tuple[str, ...]:
+    from ledger.policy.classification import FIELDS
+
+    return tuple(e.field for e in FIELDS if key_category_of(e.field) == category)
+
+
 class EncryptingMapper(Mapper[UUID]):
     def __init__(self, transcoder: Transcoder, keys: KeyRing) -> None:
         super().__init__(transcoder=transcoder)
@@ -72,15 +104,67 @@ class EncryptingMapper(Mapper[UUID]):
         key = self.keys.get(customer_id)
         if key is None:
             raise NoKeyError(f"customer {customer_id} has no live data key")
-        blob = seal(key.key, self.transcoder.encode(secret), envelope(customer_id, version, topic))
         class_version = getattr(cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
+        if key.bundled:
+            state[SEALED] = self._seal_parts(key, secret, customer_id, version, topic)
+            return self._store(topic, state)
+        blob = seal(key.key, self.transcoder.encode(secret), envelope(customer_id, version, topic))
         state[SEALED] = {
             "key_id": key.key_id,
             "data": base64.b64encode(blob).decode("ascii"),
         }
         return self._store(topic, state)
+
+    def _seal_parts(
+        self, key: DataKey, secret: dict[str, Any], customer_id: UUID, version: int, topic: str
+    ) -> dict[str, Any]:
+        """The v2 format: each field under its category's key; the base part (customer
+        key) keeps each attribute's shape (`{}` for a mapping) and uncategorised values."""
+        groups: dict[str, dict[str, Any]] = {BASE_PART: {}}
+        for name, value in secret.items():
+            if not isinstance(value, dict):
+                groups[BASE_PART][name] = value
+                continue
+            groups[BASE_PART][name] = {}
+            for field_name, field_value in value.items():
+                category = key_category_of(field_name) or BASE_PART
+                groups.setdefault(category, {}).setdefault(name, {})[field_name] = field_value
+        # The event's part of the associated data, computed once for all parts.
+        prefix = part_envelope(customer_id, version, topic, "")
+        order = sorted(groups)  # BASE_PART ("") first
+        items: list[tuple[bytes, bytes, bytes]] = []
+        key_ids: list[str] = []
+        for category in order:
+            if category == BASE_PART:
+                part_key, key_id = key.key, key.key_id
+            else:
+                category_key = key.categories.get(category)
+                if category_key is None:
+                    raise NoKeyError(
+                        f"customer {customer_id} has no live key for category {category}"
+                    )
+                part_key, key_id = category_key.key, category_key.key_id
+            items.append(
+                (part_key, self.transcoder.encode(groups[category]), prefix + category.encode())
+            )
+            key_ids.append(key_id)
+        blobs = seal_many(items)
+        parts = {
+            category: {
+                "key_id": key_id,
+                "attrs": sorted(groups[category]),
+                "data": base64.b64encode(blob).decode("ascii"),
+            }
+            for category, key_id, blob in zip(order[1:], key_ids[1:], blobs[1:], strict=True)
+        }
+        return {
+            "v": 2,
+            "key_id": key.key_id,
+            "data": base64.b64encode(blobs[0]).decode("ascii"),
+            "parts": parts,
+        }
 
     def _store(self, topic: str, state: dict[str, Any]) -> StoredEvent:
         originator_id = state.pop("originator_id")
@@ -115,7 +199,7 @@ class EncryptingMapper(Mapper[UUID]):
         return domain_event
 
     def _open(
-        self, stored: StoredEvent, sealed: dict[str, str], names: tuple[str, ...]
+        self, stored: StoredEvent, sealed: dict[str, Any], names: tuple[str, ...]
     ) -> dict[str, Any]:
         where = f"event {stored.originator_id} v{stored.originator_version}"
         customer_id = stored.originator_id
@@ -125,16 +209,77 @@ class EncryptingMapper(Mapper[UUID]):
             return dict.fromkeys(names, ERASED)
         if key.key_id != sealed.get("key_id"):
             raise SealError(f"{where} was sealed with another key")
+        version_2 = sealed.get("v") == 2
+        aad = (
+            part_envelope(customer_id, stored.originator_version, stored.topic, BASE_PART)
+            if version_2
+            else envelope(customer_id, stored.originator_version, stored.topic)
+        )
+        opened: dict[str, Any] = self._decrypt(key.key, sealed, aad, where)
+        if set(opened) != set(names):
+            raise SealError(f"{where}: sealed attributes do not match the event type")
+        if version_2:
+            self._open_parts(stored, key, sealed, opened, where)
+        return opened
+
+    def _decrypt(self, key: bytes, sealed: dict[str, Any], aad: bytes, where: str) -> Any:
         try:
             blob = base64.b64decode(sealed["data"], validate=True)
-            plaintext = open_sealed(
-                key.key, blob, envelope(customer_id, stored.originator_version, stored.topic)
-            )
+            plaintext = open_sealed(key, blob, aad)
         except (SealOpenError, ValueError, KeyError, TypeError) as exc:
             raise SealError(
                 f"{where}: personal data does not belong to this event or was altered"
             ) from exc
-        opened: dict[str, Any] = self.transcoder.decode(plaintext)
-        if set(opened) != set(names):
-            raise SealError(f"{where}: sealed attributes do not match the event type")
-        return opened
+        return self.transcoder.decode(plaintext)
+
+    def _open_parts(
+        self,
+        stored: StoredEvent,
+        key: DataKey,
+        sealed: dict[str, Any],
+        opened: dict[str, Any],
+        where: str,
+    ) -> None:
+        """Fill each attribute's fields from the category parts; a destroyed category
+        (the log's answer) gives `ERASED` for its fields, its key is never looked up."""
+        customer_id = stored.originator_id
+        assert isinstance(customer_id, UUID)
+        parts = sealed.get("parts")
+        if not isinstance(parts, dict):
+            raise SealError(f"{where}: the sealed parts are malformed")
+        erasures = self.keys.erasures
+        gone = erasures.erased_categories(customer_id)
+        # The event's part of the associated data, computed once for all parts.
+        prefix = part_envelope(customer_id, stored.originator_version, stored.topic, "")
+        for category, part in parts.items():
+            if not isinstance(part, dict):
+                raise SealError(f"{where}: the sealed parts are malformed")
+            destroyed = category in gone
+            category_key = None if destroyed else key.categories.get(category)
+            if category_key is None and not destroyed:
+                # A destruction committed by another process since this key was cached.
+                erasures.refresh()
+                gone = erasures.erased_categories(customer_id)
+                destroyed = category in gone
+                if not destroyed:
+                    raise SealError(
+                        f"{where}: the key of category {category} is missing, but the log "
+                        "records no destruction of it"
+                    )
+            if destroyed or category_key is None:
+                for name in part.get("attrs", ()):
+                    target = opened.get(name)
+                    if isinstance(target, dict):
+                        for field_name in fields_of_key_category(category):
+                            target[field_name] = ERASED
+                continue
+            if category_key.key_id != part.get("key_id"):
+                raise SealError(f"{where} was sealed with another key")
+            group = self._decrypt(category_key.key, part, prefix + category.encode(), where)
+            if not isinstance(group, dict) or set(group) != set(part.get("attrs", ())):
+                raise SealError(f"{where}: sealed attributes do not match the event type")
+            for name, values in group.items():
+                target = opened.get(name)
+                if not isinstance(target, dict) or not isinstance(values, dict):
+                    raise SealError(f"{where}: sealed attributes do not match the event type")
+                target.update(values)

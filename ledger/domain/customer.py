@@ -19,7 +19,9 @@ from ledger.domain.erased import ERASED, ErasedValue
 from ledger.domain.errors import (
     CustomerErasedError,
     CustomerMergedError,
+    CustomerOnHold,
     FieldViolation,
+    HoldRefused,
     MergeRefused,
     ValidationFailed,
 )
@@ -197,6 +199,87 @@ class Customer(Aggregate):
 
         other_id: str
 
+    # Data policy: legal holds and the end of the contract (policy-retention) ---------------
+    # None carries personal data: a hold's reason is the event's (readable) reason code.
+
+    class LegalHoldPlaced(Event):
+        """From now on neither erasure nor retention may destroy this customer's data."""
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.legal_hold = True
+
+    class LegalHoldReleased(Event):
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.legal_hold = False
+
+    class ContractEnded(Event):
+        """The trigger of `end_of_contract` retention rules: the day the contract ended
+        (an ISO date, which may be earlier than the event: recorded after the fact)."""
+
+        ended_on: str
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.contract_ended_on = self.ended_on
+
+    # Per-category destruction (issue 14) ------------------------------------------------
+
+    class CategoriesErased(Event):
+        """Some data categories of the customer were crypto-shredded, the rest kept (e.g.
+        contact details due under the retention policy, the name kept for tax law). Holds
+        no personal data: which categories and fields, the legal basis, which keys died.
+        This event, not the key store, decides that the categories are gone for good."""
+
+        categories: list[str]
+        fields: list[str]
+        legal_basis: str
+        key_ids: dict[str, str]
+
+        def apply(self, aggregate: Customer) -> None:
+            erased = getattr(aggregate, "erased_categories", None)
+            aggregate.erased_categories = sorted({*(erased or ()), *self.categories})
+            if isinstance(aggregate.personal, dict):
+                for name in self.fields:
+                    if name in aggregate.personal:
+                        aggregate.personal[name] = ERASED
+
+    # Consent (data policy) ----------------------------------------------------------------
+    # Per purpose of the data policy: given or withdrawn, when (the event's timestamp), and
+    # where it came from, as codes only: the channel, the form or its version, and a
+    # reference to the proof kept elsewhere. No free text, so no personal data is stored
+    # readable here (`personal_attributes` stays empty).
+
+    class ConsentGiven(Event):
+        """`bundle`: every purpose asked for in the same act, this one included. PIPL
+        Art. 29 and 39 want some purposes consented to on their own: such a consent has a
+        bundle of one."""
+
+        purpose: str
+        channel: str
+        form: str
+        proof: str
+        bundle: list[str]
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.consents[self.purpose] = {
+                "given": True,
+                "at": self.timestamp,
+                "channel": self.channel,
+                "form": self.form,
+                "proof": self.proof,
+                "bundle": list(self.bundle),
+            }
+
+    class ConsentWithdrawn(Event):
+        purpose: str
+        channel: str
+
+        def apply(self, aggregate: Customer) -> None:
+            aggregate.consents[self.purpose] = {
+                "given": False,
+                "at": self.timestamp,
+                "channel": self.channel,
+            }
+
     def __init__(self, personal: PersonalData, public: dict[str, Any], owner: str | None) -> None:
         self.personal: PersonalData = dict(personal) if isinstance(personal, dict) else ERASED
         self.locale: str | None = public.get("locale")
@@ -209,6 +292,12 @@ class Customer(Aggregate):
         # Merges into this customer still in force, oldest first (undone last-in first-out).
         self.merges: list[dict[str, Any]] = []
         self.quality_warnings: list[dict[str, str]] = []
+        self.legal_hold: bool = False
+        self.contract_ended_on: str | None = None
+        # Data categories destroyed on their own (`CategoriesErased`), sorted.
+        self.erased_categories: list[str] = []
+        # The latest consent event per purpose (see `ConsentGiven`).
+        self.consents: dict[str, dict[str, Any]] = {}
 
     # Commands -----------------------------------------------------------------------------
 
@@ -252,9 +341,10 @@ class Customer(Aggregate):
         self.refuse_if_merged()
         assert isinstance(self.personal, dict)
         personal_diff, public_diff = self._diff(changes)
+        self.refuse_erased_fields(personal_diff)
         after = dict(self.personal)
         _merge(after, personal_diff)
-        if not after.get("given_name") and not after.get("family_name"):
+        if not _present(after.get("given_name")) and not _present(after.get("family_name")):
             raise ValidationFailed(
                 [FieldViolation("family_name", "a customer needs a given_name or a family_name")]
             )
@@ -310,13 +400,101 @@ class Customer(Aggregate):
         self.refuse_if_merged()
         self.trigger_event(self.Verified, actor=actor, reason=reason)
 
-    def erase(self, actor: str, reason: str | None, legal_basis: str, key_id: str | None) -> None:
+    def erase(
+        self,
+        actor: str,
+        reason: str | None,
+        legal_basis: str,
+        key_id: str | None,
+        *,
+        despite_hold: bool = False,
+    ) -> None:
+        """`despite_hold`: only for re-applying an erasure that already happened (from the
+        erasure journal after a restore): the hold cannot undo a destruction done."""
         self.refuse_if_erased()
+        if not despite_hold:
+            self.refuse_if_held()
         if not legal_basis.strip():
             raise ValidationFailed([FieldViolation("legal_basis", "must not be empty")])
         self.trigger_event(
             self.Erased, actor=actor, reason=reason, legal_basis=legal_basis, key_id=key_id
         )
+
+    # Legal holds and contract end (policy-retention) ------------------------------------
+
+    def refuse_if_held(self) -> None:
+        if getattr(self, "legal_hold", False):  # aggregates from older snapshots lack it
+            raise CustomerOnHold(self.id)
+
+    def place_hold(self, actor: str, reason: str) -> bool:
+        """False when the customer is held already (a retried command writes nothing)."""
+        self.refuse_if_erased()
+        _require_reason(reason)
+        if self.legal_hold:
+            return False
+        self.trigger_event(self.LegalHoldPlaced, actor=actor, reason=reason)
+        return True
+
+    def release_hold(self, actor: str, reason: str | None) -> None:
+        self.refuse_if_erased()
+        if not self.legal_hold:
+            raise HoldRefused(f"customer {self.id} is not under a legal hold")
+        self.trigger_event(self.LegalHoldReleased, actor=actor, reason=reason)
+
+    def end_contract(self, ended_on: str, actor: str, reason: str | None) -> bool:
+        """`ended_on`: an ISO date (checked by the caller). False when already recorded
+        with that date."""
+        self.refuse_if_erased()
+        if self.contract_ended_on == ended_on:
+            return False
+        self.trigger_event(self.ContractEnded, ended_on=ended_on, actor=actor, reason=reason)
+        return True
+
+    def erase_categories(
+        self,
+        categories: list[str],
+        fields: list[str],
+        *,
+        actor: str,
+        reason: str | None,
+        legal_basis: str,
+        key_ids: dict[str, str],
+        despite_hold: bool = False,
+    ) -> None:
+        """`categories`/`fields`: resolved by the caller from the classification table
+        (`ledger.crypto_shred.category_erasure`); only what is not destroyed yet.
+        `despite_hold`: only for re-applying a destruction that already happened (from the
+        journal after a restore)."""
+        self.refuse_if_erased()
+        if not despite_hold:
+            self.refuse_if_held()
+        if not legal_basis.strip():
+            raise ValidationFailed([FieldViolation("legal_basis", "must not be empty")])
+        if not categories:
+            raise ValidationFailed([FieldViolation("categories", "name at least one category")])
+        self.trigger_event(
+            self.CategoriesErased,
+            categories=sorted(categories),
+            fields=sorted(fields),
+            legal_basis=legal_basis,
+            key_ids=dict(key_ids),
+            actor=actor,
+            reason=reason,
+        )
+
+    def refuse_erased_fields(self, names: Collection[str]) -> None:
+        """A destroyed category's key is gone: new values for its fields cannot be sealed
+        (and keeping them would undo the destruction's purpose)."""
+        if not isinstance(self.personal, dict):
+            return
+        gone = sorted(n for n in names if isinstance(self.personal.get(n), ErasedValue))
+        if gone:
+            raise ValidationFailed(
+                [
+                    FieldViolation(n, "its data category was destroyed; it cannot be set again")
+                    for n in gone
+                ]
+            )
 
     def flag_quality(self, warnings: list[FieldViolation], actor: str, reason: str | None) -> None:
         """Record validation warnings (field and reason; the values were never kept)."""
@@ -327,6 +505,45 @@ class Customer(Aggregate):
             actor=actor,
             reason=reason,
         )
+
+    def give_consent(
+        self,
+        purpose: str,
+        *,
+        channel: str,
+        form: str,
+        proof: str,
+        bundle: list[str],
+        actor: str,
+        reason: str | None,
+    ) -> None:
+        """The caller checked the purpose against the data policy (`ledger.consent`)."""
+        self.refuse_if_erased()
+        self.refuse_if_merged()
+        self.trigger_event(
+            self.ConsentGiven,
+            purpose=purpose,
+            channel=channel,
+            form=form,
+            proof=proof,
+            bundle=list(bundle),
+            actor=actor,
+            reason=reason,
+        )
+
+    def withdraw_consent(
+        self, purpose: str, *, channel: str, actor: str, reason: str | None
+    ) -> bool:
+        """False, and no event, when there is no consent in force to withdraw (a retried
+        withdrawal is harmless)."""
+        self.refuse_if_erased()
+        self.refuse_if_merged()
+        if not self.consents.get(purpose, {}).get("given"):
+            return False
+        self.trigger_event(
+            self.ConsentWithdrawn, purpose=purpose, channel=channel, actor=actor, reason=reason
+        )
+        return True
 
     # Merging ------------------------------------------------------------------------------
 
@@ -361,6 +578,7 @@ class Customer(Aggregate):
                 ]
             )
         personal, public = merge_plan(self, source, set(take))
+        self.refuse_erased_fields(personal)
         if personal or public:
             validate_changes({**personal, **public})  # the limits (e.g. 20 emails) still hold
         changed = sorted([*personal, *public])
@@ -402,7 +620,9 @@ class Customer(Aggregate):
         public: dict[str, Any] = {}
         kept: list[str] = []
         for name, value in record["personal"].items():
-            if self.personal.get(name) == value:
+            if isinstance(self.personal.get(name), ErasedValue):
+                kept.append(name)  # its category was destroyed since: nothing to put back
+            elif self.personal.get(name) == value:
                 personal[name] = record["previous"][name]
             else:
                 kept.append(name)
@@ -446,6 +666,16 @@ class Customer(Aggregate):
         self.trigger_event(
             self.DuplicateDismissed, other_id=str(other.id), actor=actor, reason=reason
         )
+
+
+def _require_reason(reason: str | None) -> None:
+    if reason is None or not reason.strip():
+        raise ValidationFailed([FieldViolation("reason", "a legal hold needs a reason code")])
+
+
+def _present(value: object) -> bool:
+    """A destroyed value was there (it is gone by law, not missing by mistake)."""
+    return isinstance(value, ErasedValue) or bool(value)
 
 
 def _unite(first: list[Any] | None, second: list[Any] | None, key: Any = None) -> list[Any]:

@@ -98,3 +98,21 @@ class LikelyDuplicate(LedgerError):
         self.matches = matches
         listed = ", ".join(f"{customer_id} ({score:.2f})" for customer_id, score in matches)
         super().__init__(f"likely a duplicate of {listed}; nothing was registered")
+
+
+class CustomerOnHold(LedgerError):
+    """A legal hold keeps the customer's data as it is: no erasure, no retention
+    destruction, until the hold is released (`ledger hold release`). The message names the
+    customer id only; the hold's reason code is in the customer's history."""
+
+    def __init__(self, customer_id: UUID) -> None:
+        self.customer_id = customer_id
+        super().__init__(
+            f"customer {customer_id} is under a legal hold; release the hold before erasing "
+            "or destroying its data"
+        )
+
+
+class HoldRefused(LedgerError):
+    """A hold command that does not fit the customer's state (releasing a hold that is not
+    there)."""

@@ -135,6 +135,13 @@ def fold_quality(state: QualityState | None, event: Customer.Event) -> QualitySt
         fixed = set(event.changed_fields)
         warnings = tuple(w for w in state.warnings if field_of(w[0]) not in fixed)
         changes.update(present=frozenset(present), warnings=warnings)
+    elif isinstance(event, Customer.CategoriesErased):
+        # Destroyed fields are absent from now on, as a rebuild (which reads them as
+        # erased from the start) finds them.
+        gone = set(event.fields)
+        if "addresses" in gone:
+            gone |= set(_ADDRESS_PARTS)
+        changes["present"] = frozenset(state.present - gone)
     elif isinstance(event, Customer.Verified):
         changes["verified_at"] = event.timestamp
     elif isinstance(event, Customer.DataQualityFlagged):

@@ -70,8 +70,11 @@ class CustomerState:
 
 def _readable(value: object) -> dict[str, Any] | None:
     """States never mutate values in place (a change replaces a field's whole value), so a
-    shallow copy suffices; decoded events are fresh objects no one else holds."""
-    return dict(value) if isinstance(value, dict) else None
+    shallow copy suffices; decoded events are fresh objects no one else holds. A field
+    whose category was destroyed (`ERASED`) is simply absent: rows hold no marker for it."""
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k, v in value.items() if not isinstance(v, ErasedValue)}
 
 
 def _changed(personal: dict[str, Any] | None, diff: object) -> dict[str, Any] | None:
@@ -80,7 +83,7 @@ def _changed(personal: dict[str, Any] | None, diff: object) -> dict[str, Any] | 
         return None
     result = dict(personal)
     for name, value in diff.items():
-        if value is None:
+        if value is None or isinstance(value, ErasedValue):
             result.pop(name, None)
         else:
             result[name] = value
@@ -120,6 +123,12 @@ def fold(state: CustomerState | None, event: Customer.Event) -> CustomerState | 
             changes["tags"] = list(public["tags"] or [])
         if "locale" in public:
             changes["locale"] = public["locale"]
+    elif isinstance(event, Customer.CategoriesErased):
+        # The destroyed fields leave the state (and so the rows and blocking keys).
+        if state.personal is not None:
+            changes["personal"] = {
+                k: v for k, v in state.personal.items() if k not in set(event.fields)
+            }
     elif isinstance(event, Customer.OwnerAssigned):
         changes["owner"] = event.owner
     elif isinstance(event, Customer.Verified):

@@ -86,6 +86,7 @@ def duplicate_queries(ledger: CustomerLedger) -> DuplicateQueries:
         )
         _DUPLICATE_QUERIES[runner] = queries
         ledger.erasure_purgers.append(queries.record_cache.forget)
+        ledger.category_purgers.append(queries.record_cache.forget)
     return queries
 
 

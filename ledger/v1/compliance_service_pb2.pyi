@@ -3,9 +3,11 @@
 isort:skip_file
 Erasure and subject access, for compliance officers."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -26,22 +28,31 @@ class EraseCustomerRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`customers/{customer}`."""
     legal_basis: _builtins.str
     """The legal basis, e.g. "GDPR Art. 17(1)(a)" (stored readable: no personal data)."""
     reason: _builtins.str
     """A non-personal reason code, e.g. "subject-request"."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: destroy only these data categories (Fides keys, e.g. "user.contact", which
+        covers email, phone and address) and keep the rest readable. Empty: erase the whole
+        customer. Only customers registered with category keys can lose a category alone.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         legal_basis: _builtins.str = ...,
         reason: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_basis", b"legal_basis", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "legal_basis", b"legal_basis", "name", b"name", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -61,6 +72,7 @@ class ErasureCertificate(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     LAST_VERSION_FIELD_NUMBER: _builtins.int
     LEDGER_KEY_ID_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
     customer: _builtins.str
     """The erased customer, `customers/{customer}`."""
     actor: _builtins.str
@@ -79,6 +91,12 @@ class ErasureCertificate(_message.Message):
     def erase_time(self) -> _timestamp_pb2.Timestamp:
         """When it was erased."""
 
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For the destruction of some categories only: the categories destroyed (sorted; `key_id`
+        then lists `category=key id` pairs). Empty when the whole customer was erased.
+        """
+
     def __init__(
         self,
         *,
@@ -90,10 +108,11 @@ class ErasureCertificate(_message.Message):
         key_id: _builtins.str = ...,
         last_version: _builtins.int = ...,
         ledger_key_id: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "customer", b"customer", "erase_time", b"erase_time", "key_id", b"key_id", "last_version", b"last_version", "ledger_key_id", b"ledger_key_id", "legal_basis", b"legal_basis", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "categories", b"categories", "customer", b"customer", "erase_time", b"erase_time", "key_id", b"key_id", "last_version", b"last_version", "ledger_key_id", b"ledger_key_id", "legal_basis", b"legal_basis", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -163,12 +182,15 @@ class ExportCustomerDataResponse(_message.Message):
     EXPORT_TIME_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     DOCUMENT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
     customer: _builtins.str
     """The customer exported, `customers/{customer}`."""
     content_type: _builtins.str
     """The document's media type: "application/json"."""
     document: _builtins.bytes
-    """The document (UTF-8 JSON, format "ledger.customer-export.v1")."""
+    """The document (UTF-8 JSON, format "ledger.customer-export.v2", see docs/subject-access.md)."""
+    text: _builtins.str
+    """The same document as readable text, for the customer."""
     @_builtins.property
     def export_time(self) -> _timestamp_pb2.Timestamp:
         """When the export was made."""
@@ -180,11 +202,473 @@ class ExportCustomerDataResponse(_message.Message):
         export_time: _timestamp_pb2.Timestamp | None = ...,
         content_type: _builtins.str = ...,
         document: _builtins.bytes = ...,
+        text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["export_time", b"export_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "customer", b"customer", "document", b"document", "export_time", b"export_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "customer", b"customer", "document", b"document", "export_time", b"export_time", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportCustomerDataResponse: _TypeAlias = ExportCustomerDataResponse  # noqa: Y015
+
+@_typing.final
+class GetPolicyRequest(_message.Message):
+    """Request for GetPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyRequest: _TypeAlias = GetPolicyRequest  # noqa: Y015
+
+@_typing.final
+class PolicyPurpose(_message.Message):
+    """One purpose of the policy (a Fides data use)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    LAWFUL_BASIS_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    SEPARATE_CONSENT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The Fides data use, e.g. "marketing.advertising.first_party"."""
+    display_name: _builtins.str
+    """A readable name."""
+    lawful_basis: _builtins.str
+    """The lawful basis: consent, contract, legal_obligation, vital_interests, public_task or
+    legitimate_interests.
+    """
+    separate_consent: _builtins.bool
+    """Whether the purpose needs a consent of its own (PIPL sensitive data, transfers)."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The Fides data categories this purpose may use (a parent covers its children)."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        lawful_basis: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        separate_consent: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "display_name", b"display_name", "key", b"key", "lawful_basis", b"lawful_basis", "separate_consent", b"separate_consent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyPurpose: _TypeAlias = PolicyPurpose  # noqa: Y015
+
+@_typing.final
+class RetentionRule(_message.Message):
+    """How long one category is kept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    KEEP_FOR_DAYS_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    WHY_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    """The Fides data category the rule covers (and its children)."""
+    keep_for_days: _builtins.int
+    """The number of days it is kept after the trigger."""
+    after: _builtins.str
+    """The trigger: registration, last_change, last_activity or end_of_contract."""
+    why: _builtins.str
+    """Why it is kept that long."""
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        keep_for_days: _builtins.int = ...,
+        after: _builtins.str = ...,
+        why: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "category", b"category", "keep_for_days", b"keep_for_days", "why", b"why"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionRule: _TypeAlias = RetentionRule  # noqa: Y015
+
+@_typing.final
+class FieldClassification(_message.Message):
+    """The data category and sensitivity of one personal field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    SENSITIVITY_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """The profile field, e.g. "emails"."""
+    category: _builtins.str
+    """Its Fides data category, e.g. "user.contact.email"."""
+    sensitivity: _builtins.str
+    """personal, sensitive (PIPL Art. 28), special (GDPR Art. 9) or none."""
+    description: _builtins.str
+    """What the field holds."""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        category: _builtins.str = ...,
+        sensitivity: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "description", b"description", "field", b"field", "sensitivity", b"sensitivity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldClassification: _TypeAlias = FieldClassification  # noqa: Y015
+
+@_typing.final
+class GetPolicyResponse(_message.Message):
+    """Response for GetPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    POLICY_NAME_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    APPLY_TIME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    PURPOSES_FIELD_NUMBER: _builtins.int
+    RETENTION_RULES_FIELD_NUMBER: _builtins.int
+    CLASSIFICATION_FIELD_NUMBER: _builtins.int
+    POLICY_JSON_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The policy's version in the log (0: the shipped default, never applied)."""
+    policy_name: _builtins.str
+    """The policy's name."""
+    digest: _builtins.str
+    """SHA-256 of the policy's canonical JSON."""
+    actor: _builtins.str
+    """Who applied it."""
+    policy_json: _builtins.str
+    """The whole policy as JSON (what `ledger policy show --json` prints under "policy")."""
+    @_builtins.property
+    def apply_time(self) -> _timestamp_pb2.Timestamp:
+        """When this version was applied (unset for the shipped default)."""
+
+    @_builtins.property
+    def purposes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicyPurpose]:
+        """The purposes."""
+
+    @_builtins.property
+    def retention_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionRule]:
+        """The retention rules."""
+
+    @_builtins.property
+    def classification(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldClassification]:
+        """Every personal field's category and sensitivity."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        policy_name: _builtins.str = ...,
+        digest: _builtins.str = ...,
+        apply_time: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+        purposes: _abc.Iterable[Global___PolicyPurpose] | None = ...,
+        retention_rules: _abc.Iterable[Global___RetentionRule] | None = ...,
+        classification: _abc.Iterable[Global___FieldClassification] | None = ...,
+        policy_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["apply_time", b"apply_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "apply_time", b"apply_time", "classification", b"classification", "digest", b"digest", "policy_json", b"policy_json", "policy_name", b"policy_name", "purposes", b"purposes", "retention_rules", b"retention_rules", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyResponse: _TypeAlias = GetPolicyResponse  # noqa: Y015
+
+@_typing.final
+class HandoverCustomersRequest(_message.Message):
+    """Request for HandoverCustomers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_PRINCIPAL_FIELD_NUMBER: _builtins.int
+    TO_PRINCIPAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    from_principal: _builtins.str
+    """The departing principal (owner id)."""
+    to_principal: _builtins.str
+    """The principal taking over its customers."""
+    reason: _builtins.str
+    """A non-personal reason code, e.g. "staff-departure"."""
+    def __init__(
+        self,
+        *,
+        from_principal: _builtins.str = ...,
+        to_principal: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_principal", b"from_principal", "reason", b"reason", "to_principal", b"to_principal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandoverCustomersRequest: _TypeAlias = HandoverCustomersRequest  # noqa: Y015
+
+@_typing.final
+class HandoverCustomersResponse(_message.Message):
+    """Response for HandoverCustomers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDOVER_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    handover_id: _builtins.str
+    """The id of the audited handover record in the log."""
+    @_builtins.property
+    def customers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The customers reassigned, `customers/{customer}`."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """From when the departing principal's credentials are refused."""
+
+    def __init__(
+        self,
+        *,
+        handover_id: _builtins.str = ...,
+        customers: _abc.Iterable[_builtins.str] | None = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoke_time", b"revoke_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers", "handover_id", b"handover_id", "revoke_time", b"revoke_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandoverCustomersResponse: _TypeAlias = HandoverCustomersResponse  # noqa: Y015
+
+@_typing.final
+class GiveConsentRequest(_message.Message):
+    """Request for GiveConsent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PURPOSES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FORM_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`customers/{customer}`."""
+    source: _builtins.str
+    """The channel it came through, a code ("web", "app", "call-centre")."""
+    form: _builtins.str
+    """The form or its version, a code ("signup-v3")."""
+    proof: _builtins.str
+    """A reference to the proof kept elsewhere, a code ("ticket:4711")."""
+    reason: _builtins.str
+    """A non-personal reason code."""
+    etag: _builtins.str
+    """The customer's etag: refuse (ABORTED) if it changed since."""
+    @_builtins.property
+    def purposes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Purposes of the data policy, consented to in one act."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        purposes: _abc.Iterable[_builtins.str] | None = ...,
+        source: _builtins.str = ...,
+        form: _builtins.str = ...,
+        proof: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "form", b"form", "name", b"name", "proof", b"proof", "purposes", b"purposes", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GiveConsentRequest: _TypeAlias = GiveConsentRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawConsentRequest(_message.Message):
+    """Request for WithdrawConsent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`customers/{customer}`."""
+    purpose: _builtins.str
+    """The purpose whose consent is withdrawn."""
+    source: _builtins.str
+    """The channel the withdrawal came through, a code."""
+    reason: _builtins.str
+    """A non-personal reason code."""
+    etag: _builtins.str
+    """The customer's etag: refuse (ABORTED) if it changed since."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        source: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "purpose", b"purpose", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawConsentRequest: _TypeAlias = WithdrawConsentRequest  # noqa: Y015
+
+@_typing.final
+class ListConsentsRequest(_message.Message):
+    """Request for ListConsents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`customers/{customer}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsentsRequest: _TypeAlias = ListConsentsRequest  # noqa: Y015
+
+@_typing.final
+class ConsentEvent(_message.Message):
+    """One consent event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    GIVEN_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    FORM_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    SEPARATE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    """The purpose, e.g. "marketing.advertising.first_party"."""
+    given: _builtins.bool
+    """True: given; false: withdrawn."""
+    channel: _builtins.str
+    """The channel, form and proof reference (codes)."""
+    form: _builtins.str
+    """The form or its version."""
+    proof: _builtins.str
+    """The proof reference."""
+    separate: _builtins.bool
+    """Given on its own (PIPL's separate consent)."""
+    actor: _builtins.str
+    """Who recorded it."""
+    version: _builtins.int
+    """The customer's version the event has."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    @_builtins.property
+    def bundle(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every purpose consented to in the same act."""
+
+    def __init__(
+        self,
+        *,
+        purpose: _builtins.str = ...,
+        given: _builtins.bool = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        channel: _builtins.str = ...,
+        form: _builtins.str = ...,
+        proof: _builtins.str = ...,
+        bundle: _abc.Iterable[_builtins.str] | None = ...,
+        separate: _builtins.bool = ...,
+        actor: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "bundle", b"bundle", "channel", b"channel", "form", b"form", "given", b"given", "proof", b"proof", "purpose", b"purpose", "separate", b"separate", "time", b"time", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentEvent: _TypeAlias = ConsentEvent  # noqa: Y015
+
+@_typing.final
+class ConsentsResponse(_message.Message):
+    """The consents of one customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    IN_FORCE_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    customer: _builtins.str
+    """`customers/{customer}`."""
+    changed: _builtins.bool
+    """GiveConsent, WithdrawConsent: whether anything was written."""
+    @_builtins.property
+    def in_force(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The purposes with a consent in force."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentEvent]:
+        """Every consent event, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        customer: _builtins.str = ...,
+        in_force: _abc.Iterable[_builtins.str] | None = ...,
+        history: _abc.Iterable[Global___ConsentEvent] | None = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "customer", b"customer", "history", b"history", "in_force", b"in_force"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentsResponse: _TypeAlias = ConsentsResponse  # noqa: Y015

@@ -46,6 +46,31 @@ class ComplianceServiceStub:
                 request_serializer=ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataResponse.FromString,
                 _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/ledger.v1.ComplianceService/GetPolicy',
+                request_serializer=ledger_dot_v1_dot_compliance__service__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.GetPolicyResponse.FromString,
+                _registered_method=True)
+        self.HandoverCustomers = channel.unary_unary(
+                '/ledger.v1.ComplianceService/HandoverCustomers',
+                request_serializer=ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersResponse.FromString,
+                _registered_method=True)
+        self.GiveConsent = channel.unary_unary(
+                '/ledger.v1.ComplianceService/GiveConsent',
+                request_serializer=ledger_dot_v1_dot_compliance__service__pb2.GiveConsentRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ConsentsResponse.FromString,
+                _registered_method=True)
+        self.WithdrawConsent = channel.unary_unary(
+                '/ledger.v1.ComplianceService/WithdrawConsent',
+                request_serializer=ledger_dot_v1_dot_compliance__service__pb2.WithdrawConsentRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ConsentsResponse.FromString,
+                _registered_method=True)
+        self.ListConsents = channel.unary_unary(
+                '/ledger.v1.ComplianceService/ListConsents',
+                request_serializer=ledger_dot_v1_dot_compliance__service__pb2.ListConsentsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ConsentsResponse.FromString,
+                _registered_method=True)
 
 
 class ComplianceServiceServicer:
@@ -70,6 +95,47 @@ class ComplianceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPolicy(self, request, context):
+        """The data policy in force (its version in the log, purposes with their lawful basis and
+        categories, retention rules) and the classification of every personal field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandoverCustomers(self, request, context):
+        """Staff departure: every customer owned by `from_principal` is reassigned to
+        `to_principal` in one audited operation, and every credential of `from_principal`
+        issued up to now is revoked (refused from its next call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GiveConsent(self, request, context):
+        """Records a customer's consent to one or more purposes of the data policy, given in one
+        act. A purpose that is not in the policy, does not rest on consent, or needs a separate
+        consent (PIPL) but is bundled with others is refused (INVALID_ARGUMENT naming it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawConsent(self, request, context):
+        """Records the withdrawal of a consent; it governs the next read. `changed` is false when
+        no consent to the purpose was in force (nothing written).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConsents(self, request, context):
+        """A customer's consents: what is in force and every consent event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ComplianceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -82,6 +148,31 @@ def add_ComplianceServiceServicer_to_server(servicer, server):
                     servicer.ExportCustomerData,
                     request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataResponse.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.GetPolicyRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_compliance__service__pb2.GetPolicyResponse.SerializeToString,
+            ),
+            'HandoverCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandoverCustomers,
+                    request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersResponse.SerializeToString,
+            ),
+            'GiveConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GiveConsent,
+                    request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.GiveConsentRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_compliance__service__pb2.ConsentsResponse.SerializeToString,
+            ),
+            'WithdrawConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawConsent,
+                    request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.WithdrawConsentRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_compliance__service__pb2.ConsentsResponse.SerializeToString,
+            ),
+            'ListConsents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConsents,
+                    request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ListConsentsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_compliance__service__pb2.ConsentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +231,141 @@ class ComplianceService:
             '/ledger.v1.ComplianceService/ExportCustomerData',
             ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataRequest.SerializeToString,
             ledger_dot_v1_dot_compliance__service__pb2.ExportCustomerDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.ComplianceService/GetPolicy',
+            ledger_dot_v1_dot_compliance__service__pb2.GetPolicyRequest.SerializeToString,
+            ledger_dot_v1_dot_compliance__service__pb2.GetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandoverCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.ComplianceService/HandoverCustomers',
+            ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersRequest.SerializeToString,
+            ledger_dot_v1_dot_compliance__service__pb2.HandoverCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GiveConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.ComplianceService/GiveConsent',
+            ledger_dot_v1_dot_compliance__service__pb2.GiveConsentRequest.SerializeToString,
+            ledger_dot_v1_dot_compliance__service__pb2.ConsentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.ComplianceService/WithdrawConsent',
+            ledger_dot_v1_dot_compliance__service__pb2.WithdrawConsentRequest.SerializeToString,
+            ledger_dot_v1_dot_compliance__service__pb2.ConsentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConsents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.ComplianceService/ListConsents',
+            ledger_dot_v1_dot_compliance__service__pb2.ListConsentsRequest.SerializeToString,
+            ledger_dot_v1_dot_compliance__service__pb2.ConsentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

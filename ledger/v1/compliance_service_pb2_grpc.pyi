@@ -44,6 +44,26 @@ class ComplianceServiceStub:
     """Everything held about one customer as one portable JSON document: profile, history and
     non-personal metadata. After erasure it holds the non-personal data only.
     """
+    GetPolicy: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.GetPolicyRequest, _compliance_service_pb2.GetPolicyResponse]
+    """The data policy in force (its version in the log, purposes with their lawful basis and
+    categories, retention rules) and the classification of every personal field.
+    """
+    HandoverCustomers: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.HandoverCustomersRequest, _compliance_service_pb2.HandoverCustomersResponse]
+    """Staff departure: every customer owned by `from_principal` is reassigned to
+    `to_principal` in one audited operation, and every credential of `from_principal`
+    issued up to now is revoked (refused from its next call).
+    """
+    GiveConsent: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.GiveConsentRequest, _compliance_service_pb2.ConsentsResponse]
+    """Records a customer's consent to one or more purposes of the data policy, given in one
+    act. A purpose that is not in the policy, does not rest on consent, or needs a separate
+    consent (PIPL) but is bundled with others is refused (INVALID_ARGUMENT naming it).
+    """
+    WithdrawConsent: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.WithdrawConsentRequest, _compliance_service_pb2.ConsentsResponse]
+    """Records the withdrawal of a consent; it governs the next read. `changed` is false when
+    no consent to the purpose was in force (nothing written).
+    """
+    ListConsents: _grpc.UnaryUnaryMultiCallable[_compliance_service_pb2.ListConsentsRequest, _compliance_service_pb2.ConsentsResponse]
+    """A customer's consents: what is in force and every consent event."""
 
 @_typing.type_check_only
 class ComplianceServiceAsyncStub(ComplianceServiceStub):
@@ -61,6 +81,26 @@ class ComplianceServiceAsyncStub(ComplianceServiceStub):
     """Everything held about one customer as one portable JSON document: profile, history and
     non-personal metadata. After erasure it holds the non-personal data only.
     """
+    GetPolicy: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.GetPolicyRequest, _compliance_service_pb2.GetPolicyResponse]  # type: ignore[assignment]
+    """The data policy in force (its version in the log, purposes with their lawful basis and
+    categories, retention rules) and the classification of every personal field.
+    """
+    HandoverCustomers: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.HandoverCustomersRequest, _compliance_service_pb2.HandoverCustomersResponse]  # type: ignore[assignment]
+    """Staff departure: every customer owned by `from_principal` is reassigned to
+    `to_principal` in one audited operation, and every credential of `from_principal`
+    issued up to now is revoked (refused from its next call).
+    """
+    GiveConsent: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.GiveConsentRequest, _compliance_service_pb2.ConsentsResponse]  # type: ignore[assignment]
+    """Records a customer's consent to one or more purposes of the data policy, given in one
+    act. A purpose that is not in the policy, does not rest on consent, or needs a separate
+    consent (PIPL) but is bundled with others is refused (INVALID_ARGUMENT naming it).
+    """
+    WithdrawConsent: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.WithdrawConsentRequest, _compliance_service_pb2.ConsentsResponse]  # type: ignore[assignment]
+    """Records the withdrawal of a consent; it governs the next read. `changed` is false when
+    no consent to the purpose was in force (nothing written).
+    """
+    ListConsents: _aio.UnaryUnaryMultiCallable[_compliance_service_pb2.ListConsentsRequest, _compliance_service_pb2.ConsentsResponse]  # type: ignore[assignment]
+    """A customer's consents: what is in force and every consent event."""
 
 class ComplianceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Erases customers (crypto-shredding, with a signed certificate) and exports everything held
@@ -87,5 +127,55 @@ class ComplianceServiceServicer(metaclass=_abc_1.ABCMeta):
         """Everything held about one customer as one portable JSON document: profile, history and
         non-personal metadata. After erasure it holds the non-personal data only.
         """
+
+    @_abc_1.abstractmethod
+    def GetPolicy(
+        self,
+        request: _compliance_service_pb2.GetPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.GetPolicyResponse, _abc.Awaitable[_compliance_service_pb2.GetPolicyResponse]]:
+        """The data policy in force (its version in the log, purposes with their lawful basis and
+        categories, retention rules) and the classification of every personal field.
+        """
+
+    @_abc_1.abstractmethod
+    def HandoverCustomers(
+        self,
+        request: _compliance_service_pb2.HandoverCustomersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.HandoverCustomersResponse, _abc.Awaitable[_compliance_service_pb2.HandoverCustomersResponse]]:
+        """Staff departure: every customer owned by `from_principal` is reassigned to
+        `to_principal` in one audited operation, and every credential of `from_principal`
+        issued up to now is revoked (refused from its next call).
+        """
+
+    @_abc_1.abstractmethod
+    def GiveConsent(
+        self,
+        request: _compliance_service_pb2.GiveConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.ConsentsResponse, _abc.Awaitable[_compliance_service_pb2.ConsentsResponse]]:
+        """Records a customer's consent to one or more purposes of the data policy, given in one
+        act. A purpose that is not in the policy, does not rest on consent, or needs a separate
+        consent (PIPL) but is bundled with others is refused (INVALID_ARGUMENT naming it).
+        """
+
+    @_abc_1.abstractmethod
+    def WithdrawConsent(
+        self,
+        request: _compliance_service_pb2.WithdrawConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.ConsentsResponse, _abc.Awaitable[_compliance_service_pb2.ConsentsResponse]]:
+        """Records the withdrawal of a consent; it governs the next read. `changed` is false when
+        no consent to the purpose was in force (nothing written).
+        """
+
+    @_abc_1.abstractmethod
+    def ListConsents(
+        self,
+        request: _compliance_service_pb2.ListConsentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compliance_service_pb2.ConsentsResponse, _abc.Awaitable[_compliance_service_pb2.ConsentsResponse]]:
+        """A customer's consents: what is in force and every consent event."""
 
 def add_ComplianceServiceServicer_to_server(servicer: ComplianceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -181,6 +181,8 @@ class Customer(_message.Message):
     ERASE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     MERGED_INTO_FIELD_NUMBER: _builtins.int
+    ERASED_FIELDS_FIELD_NUMBER: _builtins.int
+    MASKED_FIELDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name, `customers/{customer}`; the id is a UUID chosen by the server."""
     given_name: _builtins.str
@@ -255,6 +257,19 @@ class Customer(_message.Message):
     def erase_time(self) -> _timestamp_pb2.Timestamp:
         """When the customer was erased; unset if not erased."""
 
+    @_builtins.property
+    def erased_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The personal fields whose data category was destroyed on its own (retention): they
+        are empty above because they are gone, not because they were never given.
+        """
+
+    @_builtins.property
+    def masked_fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___MaskedField]:
+        """The personal fields left out of this answer under the data policy, and why: the purpose
+        the call declared (`ledger-purpose` metadata) may not use their category, or it rests on
+        consent and this customer has none in force. Empty when nothing was masked.
+        """
+
     def __init__(
         self,
         *,
@@ -278,10 +293,12 @@ class Customer(_message.Message):
         erase_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         merged_into: _builtins.str = ...,
+        erased_fields: _abc.Iterable[_builtins.str] | None = ...,
+        masked_fields: _abc.Iterable[Global___MaskedField] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "create_time", b"create_time", "erase_time", b"erase_time", "update_time", b"update_time", "verify_time", b"verify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "birth_date", b"birth_date", "create_time", b"create_time", "emails", b"emails", "erase_time", b"erase_time", "etag", b"etag", "external_ids", b"external_ids", "family_name", b"family_name", "given_name", b"given_name", "locale", b"locale", "merged_into", b"merged_into", "name", b"name", "owner", b"owner", "personal_data_state", b"personal_data_state", "phones", b"phones", "state", b"state", "tags", b"tags", "update_time", b"update_time", "verify_time", b"verify_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "birth_date", b"birth_date", "create_time", b"create_time", "emails", b"emails", "erase_time", b"erase_time", "erased_fields", b"erased_fields", "etag", b"etag", "external_ids", b"external_ids", "family_name", b"family_name", "given_name", b"given_name", "locale", b"locale", "masked_fields", b"masked_fields", "merged_into", b"merged_into", "name", b"name", "owner", b"owner", "personal_data_state", b"personal_data_state", "phones", b"phones", "state", b"state", "tags", b"tags", "update_time", b"update_time", "verify_time", b"verify_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -362,3 +379,31 @@ class LedgerEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LedgerEvent: _TypeAlias = LedgerEvent  # noqa: Y015
+
+@_typing.final
+class MaskedField(_message.Message):
+    """A personal field an answer left out under the data policy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """The field's name, e.g. "emails"."""
+    reason: _builtins.str
+    """Why, a fixed code: "purpose_may_not_use:<category>", "no_consent",
+    "consent_withdrawn" or "needs_separate_consent".
+    """
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MaskedField: _TypeAlias = MaskedField  # noqa: Y015
