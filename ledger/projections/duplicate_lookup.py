@@ -72,16 +72,14 @@ _SCALE_BITS = 20.0  # a key's evidence is log2(2^20 / block size): positive to ~
 
 # Fields that tell namesakes apart: agreeing on one is evidence about the person, not about
 # the name or the neighbourhood. Exactly; or nearly (a typo) where a near miss between two
-# people is rare; not so among a common name's many bearers, whose emails differ by a
-# digit (zhangwei1@, zhangwei2@) and some of whose birth dates or addresses are a typo apart.
+# people is rare; not for an email, as namesakes' differ by a digit (zhangwei1@,
+# john.smith2@), nor among a common name's many bearers for a birth date or an address.
 # A phone, an email or an id is the person's own (a changed name is still them); a birth
 # date or an address is shared with twins, neighbours, households: it counts only where
 # neither name disagrees.
 OWN_FIELDS = frozenset({"phone", "email", "external_id"})
-SHARED_FIELDS = frozenset({"birth_date", "address_line1", "street_number"})
-NEAR_TELLS = frozenset(
-    {"birth_date", "phone", "email", "external_id", "address_line1", "street_number"}
-)
+SHARED_FIELDS = frozenset({"birth_date", "address_line1"})  # a house number alone is not
+NEAR_TELLS = frozenset({"birth_date", "phone", "external_id", "address_line1"})
 NEAR_TELLS_COMMON = frozenset({"phone", "external_id"})
 # Fields whose disagreement says "another person" unless an identifying field agrees.
 CONTRADICTING_FIELDS = frozenset({"birth_date", "external_id"})
@@ -262,17 +260,21 @@ def name_only(record: Record) -> bool:
 
 
 def worth_flagging(match: Match, *, common_name: bool) -> bool:
-    """Whether a scored match may be reported as a likely duplicate. It must agree exactly
-    on a phone, email or id of the person's own (a changed name is still them); or, with the
-    names agreeing (a common name's closely, another's at least similarly; a new family name
-    only at the same street address), on a birth date or street address, or a typo away on
-    any of those (for a common name only on a phone or an id); or, for a name that is not
-    common, on where they live (a town, a postcode) while birth dates and ids do not
-    disagree (a birth date in another month counts against). A name alone, a common name
-    and a city, or a shared birth date under another name is what namesakes, twins and
-    strangers share. (Not asked for a name-only look-up: see `name_only`.) The model's
-    score stays what it is; this only vetoes."""
+    """Whether a scored match may be reported as a likely duplicate. Never with another
+    given name in the same family (a household shares an email, a phone, an address; twins
+    a birth date).
+    Then it must agree exactly on a phone, email or id of the person's own (a new family
+    name is still them); or, with the names agreeing (a common name's closely, another's
+    at least similarly; a new family name only at the same street address), on a birth
+    date or street address, or a typo away on any of those but an email (for a common
+    name only on a phone or an id); or, for a name that is not common, on where they live
+    (a town, a postcode) while birth dates and ids do not disagree. A
+    name alone, a common name and a city, or a shared birth date under another name is
+    what namesakes, twins and strangers share. (Not asked for a name-only look-up: see
+    `name_only`.) The model's score stays what it is; this only vetoes."""
     levels = {line.field: line.level for line in match.explanation}
+    if levels.get("given_name") == "different" and levels.get("family_name") != "different":
+        return False  # a household's shared email, phone or address; a twin's birth date
     if any(levels.get(field) == "exact" for field in OWN_FIELDS):
         return True
     agree = NAMES_AGREE if common_name else NAMES_RESEMBLE
