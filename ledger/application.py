@@ -597,6 +597,22 @@ class CustomerLedger(Application[UUID]):
         log.info("unmerged customer %s from %s", source_id, target_id)
         return target_id, restored, kept
 
+    def dismiss_duplicate(
+        self, first_id: UUID, second_id: UUID, *, actor: str, reason: str | None = None
+    ) -> None:
+        """Record that two customers are not the same person (a `DuplicateDismissed` event
+        on each, in one transaction): they are no longer reported as likely duplicates of
+        each other, and the model fit counts the pair as a non-match."""
+        _check_actor(actor, reason)
+        if first_id == second_id:
+            raise MergeRefused(f"customer {first_id} cannot be dismissed as its own duplicate")
+        first = self._load_for_command(first_id, None)
+        second = self._load_for_command(second_id, None)
+        first.dismiss_duplicate(second, actor, reason)
+        second.dismiss_duplicate(first, actor, reason)
+        self._save_all(first, second)
+        log.info("dismissed customers %s and %s as duplicates", first_id, second_id)
+
     def _save_all(self, *customers: Customer) -> None:
         try:
             self.save(*customers)

@@ -265,6 +265,15 @@ class LedgerClient:
         )
         return self.customers.UnmergeCustomer(request, **self.call_options)
 
+    def dismiss_duplicate(
+        self, customer: str, other: str, *, reason: str = ""
+    ) -> resources_pb2.Customer:
+        """Record that `customer` and `other` are different people; returns `customer`."""
+        request = customer_service_pb2.DismissDuplicateRequest(
+            name=_name(customer), other=_name(other), reason=reason
+        )
+        return self.customers.DismissDuplicate(request, **self.call_options)
+
     def find_duplicates(
         self,
         candidate: resources_pb2.Customer | None = None,

@@ -20,6 +20,7 @@ PROJECTION_TABLES = (
     "data_quality",
     "duplicate_keys",
     "duplicate_records",
+    "duplicate_labels",
 )
 
 

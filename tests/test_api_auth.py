@@ -131,6 +131,10 @@ def _requests(api: Api, owned: str) -> dict[str, tuple[str, Callable[[], Any]]]:
         ),
         "UnmergeCustomer": ("customers", lambda: customers.UnmergeCustomerRequest(name=merged())),
         "FindDuplicates": ("customers", lambda: customers.FindDuplicatesRequest(name=owned)),
+        "DismissDuplicate": (
+            "customers",
+            lambda: customers.DismissDuplicateRequest(name=fresh(), other=fresh()),
+        ),
         "StreamEvents": ("audit", audit.StreamEventsRequest),
         "ListCustomerEvents": ("audit", lambda: audit.ListCustomerEventsRequest(parent=owned)),
         "GetCustomerAsOf": ("audit", lambda: audit.GetCustomerAsOfRequest(name=owned, version=1)),

@@ -36,6 +36,7 @@ def test_every_service_of_the_issue_is_declared() -> None:
     assert methods(customer_service_pb2, "CustomerService") == {
         "CreateCustomer", "GetCustomer", "ListCustomers", "UpdateCustomer", "AssignOwner",
         "MarkVerified", "MergeCustomers", "UnmergeCustomer", "FindDuplicates",
+        "DismissDuplicate",
     }  # fmt: skip
     assert methods(audit_service_pb2, "AuditService") == {
         "StreamEvents", "ListCustomerEvents", "GetCustomerAsOf", "GetFieldHistory",

@@ -119,7 +119,7 @@ def test_a_ledger_without_duplicates_still_gets_a_same_person_model() -> None:
     for customer_id, profile in people.items():
         index.add(customer_id, profile)
     model = index.refit()
-    assert model.method in ("em-chance-u", "fallback") and plausible(model)
+    assert model.method in ("em-sessions", "fallback") and plausible(model)
     returning = variant(people["c7"], rng)
     assert [m.customer_id for m in index.lookup(returning, min_score=0.5)] == ["c7"]
     newcomer = person(rng, 1000)

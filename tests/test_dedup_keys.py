@@ -24,7 +24,13 @@ def test_every_kind_of_key_is_produced() -> None:
         "phones": ["+61412345678"],
         "birth_date": "1980-02-29",
         "addresses": [
-            {"street_number": "12", "address_line1": "Kent St", "postcode": "2000", "country": "AU"}
+            {
+                "street_number": "12",
+                "address_line1": "Kent St",
+                "locality": "Sydney",
+                "postcode": "2000",
+                "country": "AU",
+            }
         ],
         "external_ids": {"CRM": "C-1"},
         "external_id:TAX": "T 9",

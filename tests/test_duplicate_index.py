@@ -19,7 +19,6 @@ from psycopg import sql
 
 from ledger.application import CustomerLedger
 from ledger.importer import CsvImporter, parse_mapping
-from ledger.projections.dedup import prepare
 from ledger.projections.duplicate_index import (
     DuplicateIndexProjection,
     TableKeyStore,
@@ -47,7 +46,7 @@ def expected_keys(ledger: CustomerLedger, customer_id: UUID) -> set[bytes]:
     assert isinstance(projection, DuplicateIndexProjection)
     personal = ledger.get(customer_id).personal
     assert isinstance(personal, dict)
-    return set(projection.keyer.keys(prepare(personal)))
+    return set(projection.keys_of(personal))
 
 
 def test_key_rows_follow_register_change_merge_unmerge_and_erase(store: StoreHandle) -> None:

@@ -53,6 +53,7 @@ METHOD_ACCESS: dict[str, dict[Role, Scope]] = {
     "MergeCustomers": {S: ALL, SA: OWN, AD: ALL},
     "UnmergeCustomer": {S: ALL, SA: OWN, AD: ALL},
     "FindDuplicates": {S: ALL, SA: OWN, C: ALL, AD: ALL},
+    "DismissDuplicate": {S: ALL, SA: OWN, AD: ALL},
     # AuditService
     "StreamEvents": {S: ALL, AU: ALL, AD: ALL},
     "ListCustomerEvents": {S: ALL, SA: OWN, AU: ALL, C: ALL, AD: ALL},

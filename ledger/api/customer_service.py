@@ -380,3 +380,19 @@ class CustomerService:
         self, request: pb.FindDuplicatesRequest, call: Call
     ) -> pb.FindDuplicatesResponse:
         return find_duplicates(call, request, self.ledger)
+
+    def DismissDuplicate(
+        self, request: pb.DismissDuplicateRequest, call: Call
+    ) -> resources_pb2.Customer:
+        """Both customers are loaded under the record-level rule (a sales principal
+        dismisses only pairs it owns, both of them)."""
+        first = convert.parse_name(request.name)
+        second = convert.parse_name(request.other, "other")
+        if first == second:
+            raise ApiError.invalid("other", "must name another customer than name")
+        self.access.load(call, first)
+        self.access.load(call, second)
+        self.ledger.dismiss_duplicate(
+            first, second, actor=call.principal.name, reason=reason_of(request.reason)
+        )
+        return self.access.respond(call, self.ledger.get(first))

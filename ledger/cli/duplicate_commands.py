@@ -1,5 +1,6 @@
 """`ledger duplicates`: likely-duplicate pairs and clusters, or the likely duplicates of one
-customer; and the duplicate check that `ledger register` runs first."""
+customer; `ledger dismiss-duplicate`: "these two are not the same person"; and the
+duplicate check that `ledger register` runs first."""
 
 from __future__ import annotations
 
@@ -132,6 +133,15 @@ def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dismiss_duplicate(args: argparse.Namespace, settings: Settings) -> int:
+    first, second = parse_customer_id(args.first), parse_customer_id(args.second)
+    with open_for(settings) as ledger:
+        ledger.dismiss_duplicate(first, second, actor=settings.actor, reason=args.reason)
+    data = {"customer_ids": [str(first), str(second)], "dismissed": True}
+    emit(args, data, f"recorded: {first} and {second} are not duplicates")
+    return 0
+
+
 def add_commands(add: AddCommand) -> None:
     p = add(
         "duplicates",
@@ -149,3 +159,13 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--of", metavar="ID", help="the likely duplicates of this customer only")
     p.add_argument("--limit", type=int, default=10, help="with --of: at most this many")
     purpose_option(p)
+
+    p = add(
+        "dismiss-duplicate",
+        cmd_dismiss_duplicate,
+        "record that customers FIRST and SECOND are different people (an audited event on "
+        "both): they are no longer reported as likely duplicates of each other",
+    )
+    p.add_argument("first", help="one customer of the pair")
+    p.add_argument("second", help="the other customer")
+    p.add_argument("--reason", help="non-personal reason code or note (stored readable)")

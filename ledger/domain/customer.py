@@ -191,6 +191,14 @@ class Customer(Aggregate):
             aggregate.status = ACTIVE
             aggregate.merged_into = None
 
+    class DuplicateDismissed(Event):
+        """On both customers of a pair a person decided are not the same person: they are
+        no longer reported as likely duplicates of each other, and the pair is a labelled
+        non-match the scoring model learns from. Ids, actor and reason only (no personal
+        data), so it stays readable after either customer is erased."""
+
+        other_id: str
+
     # Data policy: legal holds and the end of the contract (policy-retention) ---------------
     # None carries personal data: a hold's reason is the event's (readable) reason code.
 
@@ -643,6 +651,21 @@ class Customer(Aggregate):
         target = UUID(self.merged_into)
         self.trigger_event(self.Unmerged, target_id=self.merged_into, actor=actor, reason=reason)
         return target
+
+    # Labels -------------------------------------------------------------------------------
+
+    def dismiss_duplicate(self, other: Customer, actor: str, reason: str | None) -> None:
+        """Record that this customer and `other` are different people (the caller records
+        the same on `other`). Only between two active customers: a merged one is hidden
+        behind its survivor (dismiss against that), an erased one is gone."""
+        for customer in (self, other):
+            customer.refuse_if_erased()
+            customer.refuse_if_merged()
+        if other.id == self.id:
+            raise MergeRefused(f"customer {self.id} cannot be dismissed as its own duplicate")
+        self.trigger_event(
+            self.DuplicateDismissed, other_id=str(other.id), actor=actor, reason=reason
+        )
 
 
 def _require_reason(reason: str | None) -> None:

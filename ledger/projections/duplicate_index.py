@@ -1,6 +1,6 @@
 """The duplicate index projection: blocking keys of every active customer, as keyed hashes.
 
-Three tables:
+Four tables:
 
 * `duplicate_keys (key_hash, customer_id)`: the blocking keys of `ledger.projections.dedup`,
   HMACs under a secret derived from the ledger's index key (DESIGN invariant 7), so a dump
@@ -19,6 +19,8 @@ Three tables:
 * `duplicate_model`: the fitted Fellegi-Sunter model (probabilities only, no personal
   data). It is estimated from the data, not folded from the log, so a rebuild keeps it;
   `DuplicateQueries.refit` (run by `ledger duplicates` and after an import) replaces it.
+* `duplicate_labels`: pairs people decided about (merged: a match; unmerged or dismissed
+  as "not a duplicate": a non-match), ids only; see `duplicate_labels`.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from typing import Any
 from uuid import UUID
 
 from ledger.crypto_shred.keyring import KeyRing
-from ledger.domain.customer import ACTIVE
-from ledger.projections.base import FoldingProjection, Tombstone
+from ledger.domain.customer import ACTIVE, MERGED_STATUS
+from ledger.projections.base import FoldingProjection, PositionedEvent, Tombstone
 from ledger.projections.current_view import CHUNK, chunks, scan
 from ledger.projections.dedup import BlockingKeyer, DuplicateIndex, Model, Record, prepare
 from ledger.projections.dedup.normalise import clear_caches
+from ledger.projections.duplicate_labels import LABELS, LABELS_DDL, LabelTable
+from ledger.projections.duplicate_lookup import compound_keys
 from ledger.projections.index_key import IndexKey
 from ledger.projections.record_cache import RecordCache
 from ledger.projections.row_mac import ProjectionRowTampered, RowMac
@@ -84,39 +88,55 @@ class DuplicateIndexProjection(FoldingProjection):
     name = "duplicate_index"
     description = "blocking keys (keyed hashes) of active customers, for duplicate detection"
     rows_table = RECORDS
-    schema_version = 2  # 2: row_mac (older rows are rebuilt on open)
-    write_weight = 16  # a record and some fifteen blocking keys per customer
+    # 2: row_mac; 3: labelled pairs and compound look-up keys (older tables rebuilt on open)
+    schema_version = 3
+    write_weight = 20  # a record, some fifteen blocking keys and a few compound ones
 
     def __init__(self, keys: KeyRing, index_key: IndexKey) -> None:
         self.sealer = RowSealer(keys, RECORDS)
         self.row_mac = RowMac(index_key, RECORDS)
         self.keyer = blocking_keyer(index_key)
         self._engine = DuplicateIndex(self.keyer)  # key derivation only; holds no rows
+        self.labels = LabelTable(RowMac(index_key, LABELS))
 
     def tables(self) -> Sequence[str]:
-        return (KEYS, RECORDS, MODEL)
+        return (KEYS, RECORDS, MODEL, LABELS)
+
+    def keys_of(self, personal: Mapping[str, Any]) -> frozenset[bytes]:
+        """The key rows of one customer: the engine's blocking keys and the real-time
+        look-up's compound ones (`duplicate_lookup`)."""
+        record = prepare(personal)
+        return self._engine.keys_for(record) | compound_keys(self.keyer, record)
 
     def tampered(self, tx: Tx) -> list[tuple[str, str]]:
         """Records whose MAC fails. (A forged blocking key only makes a customer a
         candidate; it is scored, and its owner checked, on its sound record.)"""
-        return [
+        records = [
             (RECORDS, str(row[0]))
             for row in scan(tx, RECORDS, RECORD_COLUMNS)
             if not self.row_mac.sound(row)
         ]
+        return records + self.labels.tampered(tx)
 
     def create(self, tx: Tx) -> None:
-        for statement in _DDL:
+        for statement in [*_DDL, *LABELS_DDL]:
             tx.execute(statement)
+
+    def apply(
+        self, tx: Tx, events: Sequence[PositionedEvent], *, fresh: Collection[UUID] = ()
+    ) -> None:
+        super().apply(tx, events, fresh=fresh)
+        self.labels.apply(tx, events)
 
     def drop(self, tx: Tx) -> None:
         """Keys and records are rebuilt from the log; the model is not a function of the
         log (it is estimated from the data) and holds no personal data, so it stays."""
-        for table in (KEYS, RECORDS):
+        for table in (KEYS, RECORDS, LABELS):
             tx.execute(f"DROP TABLE IF EXISTS {table}")
 
     def purge(self, tx: Tx, tombstone: Tombstone) -> None:
         clear_caches()  # memoised canonical names are copies too (DESIGN invariant 3)
+        self.labels.forget(tx, [str(tombstone.customer_id)])
         self.write(
             tx,
             [CustomerState.tombstone(tombstone.customer_id, tombstone.version, _NO_TIME, _NO_TIME)],
@@ -168,7 +188,7 @@ class DuplicateIndexProjection(FoldingProjection):
             row = (customer_id, state.version, state.status, owner, sealed)
             rows.append((*row, self.row_mac.of(row)))
             if state.status == ACTIVE and sealed is not None and state.personal is not None:
-                digests = self._engine.keys_for(state.personal)
+                digests = self.keys_of(state.personal)
                 keys += [(digest, customer_id) for digest in sorted(digests)]
         tx.insert(RECORDS, RECORD_COLUMNS, rows, upsert_on="customer_id", types=RECORD_TYPES)
         for chunk in chunks(ids):
@@ -361,6 +381,33 @@ class SealedRecords:
         self._personal = self._opened(rows)
         self._held = {i: prepare(p) for i, p in self._personal.items()}
         return len(self._held)
+
+    def hold_merged(self, customer_ids: Collection[str]) -> int:
+        """After `load_all`, also hold the records of those of `customer_ids` that are
+        merged into another customer: a merge is a confirmed pair the model fit learns
+        from, and its source is no longer active. Nothing leads a look-up to them (a
+        merged customer has no key rows). Returns how many."""
+        if self._held is None or not customer_ids:
+            return 0
+        rows: list[tuple[Any, ...]] = []
+        with self.db.reading() as tx:
+            for chunk in chunks(sorted(set(customer_ids))):
+                where, params = tx.is_in("customer_id", chunk)
+                rows += tx.rows(
+                    f"SELECT {_SELECTED} FROM {RECORDS} WHERE {where} AND status = ?",
+                    [*params, MERGED_STATUS],
+                )
+        opened = []
+        for row in rows:
+            self.row_mac.check(row)
+            customer_id, version, status, owner, personal, _ = row
+            if status != MERGED_STATUS or (self.owner is not None and owner != self.owner):
+                raise ProjectionRowTampered(RECORDS, str(customer_id), "does not match its query")
+            opened.append((customer_id, version, personal))
+        self.keys.prefetch([UUID(str(row[0])) for row in opened])
+        merged = {i: prepare(p) for i, p in self._opened(opened).items()}
+        self._held.update(merged)
+        return len(merged)
 
     def held_personal(self, customer_id: str) -> dict[str, Any] | None:
         return self._personal.get(customer_id)

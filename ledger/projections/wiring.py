@@ -82,6 +82,7 @@ def duplicate_queries(ledger: CustomerLedger) -> DuplicateQueries:
             index.keyer,
             index.row_mac,
             threshold=ledger.settings.duplicate_threshold,
+            labels=index.labels,
         )
         _DUPLICATE_QUERIES[runner] = queries
         ledger.erasure_purgers.append(queries.record_cache.forget)

@@ -357,6 +357,36 @@ class UnmergeCustomerRequest(_message.Message):
 Global___UnmergeCustomerRequest: _TypeAlias = UnmergeCustomerRequest  # noqa: Y015
 
 @_typing.final
+class DismissDuplicateRequest(_message.Message):
+    """Request for DismissDuplicate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OTHER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """One customer of the pair (`customers/{customer}`)."""
+    other: _builtins.str
+    """The other customer (`customers/{customer}`), not the same person as `name`."""
+    reason: _builtins.str
+    """A non-personal reason code, stored readable with the events."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        other: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "other", b"other", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DismissDuplicateRequest: _TypeAlias = DismissDuplicateRequest  # noqa: Y015
+
+@_typing.final
 class FindDuplicatesRequest(_message.Message):
     """Request for FindDuplicates."""
 

@@ -85,6 +85,11 @@ class CustomerServiceStub:
                 request_serializer=ledger_dot_v1_dot_customer__service__pb2.FindDuplicatesRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_customer__service__pb2.FindDuplicatesResponse.FromString,
                 _registered_method=True)
+        self.DismissDuplicate = channel.unary_unary(
+                '/ledger.v1.CustomerService/DismissDuplicate',
+                request_serializer=ledger_dot_v1_dot_customer__service__pb2.DismissDuplicateRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_resources__pb2.Customer.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -165,6 +170,15 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DismissDuplicate(self, request, context):
+        """Records that the customer `name` and `other` are different people (an audited event on
+        both, in one transaction): they are no longer reported as likely duplicates of each
+        other, and the scoring model counts the pair as a non-match. Returns `name`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +226,11 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     servicer.FindDuplicates,
                     request_deserializer=ledger_dot_v1_dot_customer__service__pb2.FindDuplicatesRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_customer__service__pb2.FindDuplicatesResponse.SerializeToString,
+            ),
+            'DismissDuplicate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DismissDuplicate,
+                    request_deserializer=ledger_dot_v1_dot_customer__service__pb2.DismissDuplicateRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_resources__pb2.Customer.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -462,6 +481,33 @@ class CustomerService:
             '/ledger.v1.CustomerService/FindDuplicates',
             ledger_dot_v1_dot_customer__service__pb2.FindDuplicatesRequest.SerializeToString,
             ledger_dot_v1_dot_customer__service__pb2.FindDuplicatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DismissDuplicate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CustomerService/DismissDuplicate',
+            ledger_dot_v1_dot_customer__service__pb2.DismissDuplicateRequest.SerializeToString,
+            ledger_dot_v1_dot_resources__pb2.Customer.FromString,
             options,
             channel_credentials,
             insecure,

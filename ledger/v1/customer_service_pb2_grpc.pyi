@@ -70,6 +70,11 @@ class CustomerServiceStub:
     """Finds customers that are probably the same person as a candidate record, with a score
     and a per-field explanation.
     """
+    DismissDuplicate: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.DismissDuplicateRequest, _resources_pb2.Customer]
+    """Records that the customer `name` and `other` are different people (an audited event on
+    both, in one transaction): they are no longer reported as likely duplicates of each
+    other, and the scoring model counts the pair as a non-match. Returns `name`.
+    """
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
@@ -111,6 +116,11 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     FindDuplicates: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.FindDuplicatesRequest, _customer_service_pb2.FindDuplicatesResponse]  # type: ignore[assignment]
     """Finds customers that are probably the same person as a candidate record, with a score
     and a per-field explanation.
+    """
+    DismissDuplicate: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.DismissDuplicateRequest, _resources_pb2.Customer]  # type: ignore[assignment]
+    """Records that the customer `name` and `other` are different people (an audited event on
+    both, in one transaction): they are no longer reported as likely duplicates of each
+    other, and the scoring model counts the pair as a non-match. Returns `name`.
     """
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -204,6 +214,17 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_customer_service_pb2.FindDuplicatesResponse, _abc.Awaitable[_customer_service_pb2.FindDuplicatesResponse]]:
         """Finds customers that are probably the same person as a candidate record, with a score
         and a per-field explanation.
+        """
+
+    @_abc_1.abstractmethod
+    def DismissDuplicate(
+        self,
+        request: _customer_service_pb2.DismissDuplicateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Customer, _abc.Awaitable[_resources_pb2.Customer]]:
+        """Records that the customer `name` and `other` are different people (an audited event on
+        both, in one transaction): they are no longer reported as likely duplicates of each
+        other, and the scoring model counts the pair as a non-match. Returns `name`.
         """
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

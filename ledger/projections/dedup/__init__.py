@@ -16,8 +16,15 @@ A self-contained engine with no I/O of its own. How a projection plugs it in:
 * **Events.** Registration or change: `add` (re-keys). Merge of B into A: `remove(B)`;
   unmerge: `add(B, ...)` again. Erasure: `erase` (also clears memoised names).
 * **Model.** `refit()` after a rebuild and from time to time (or `find_duplicates`, which
-  refits); persist `model.as_dict()` (probabilities only, no personal data) and pass
-  `Model.from_dict(...)` to the next `DuplicateIndex`.
+  refits); persist `model.as_dict()` (probabilities, and term frequencies keyed by a keyed
+  hash: no personal data) and pass `Model.from_dict(...)` to the next `DuplicateIndex`.
+  Scoring a pair needs the index's keyer for term frequencies: `DuplicateIndex.score`.
+* **Labels.** Merges are confirmed pairs, unmerges and "not a duplicate" decisions
+  confirmed non-pairs: pass them as `refit(matches=..., non_matches=...)` or
+  `find_duplicates(..., matches=..., non_matches=...)`; the fit learns from both and a
+  non-match is never reported or clustered together.
+* **Cost.** A look-up scores at most `max_candidates` customers (those sharing the most
+  keys), so the records to read and decrypt per look-up are bounded.
 * **Uses.** Registration calls `lookup(profile, min_score=...)` to warn about or refuse
   likely duplicates; `ledger duplicates [--min-score S] [--json]` calls `find_duplicates`
   and prints `report.as_dict()` plus each customer's external ids.

@@ -3,8 +3,12 @@
 Similarities are measured with rapidfuzz: Jaro-Winkler for names (short strings where the
 first letters matter most), the better of Jaro-Winkler and a token-sort ratio for address
 lines (words move around: "unit 3 12 high st" / "12 high st unit 3"), exact comparison with
-a "near" level one edit away for dates, postcodes and identifiers (typing errors), and a
-transposed day and month counted as near for birth dates (US/EU order mix-ups).
+a "near" level one edit away for postcodes and identifiers (typing errors). Birth dates
+have five levels, because how a date disagrees says a lot: one digit or a transposed day
+and month is a typing error (near), two digits or the same year and month a worse one
+(close), the same year only is weak, and anything else is a different person's date.
+Chinese family names are compared in every reading of their first character (区 Qu or Ou),
+as blocking does: a form spells the reading the person uses.
 
 Levels, not raw similarities, feed the Fellegi-Sunter model: each level gets its own
 estimated likelihood ratio, which is how the model learns from the data (unsupervised) how
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from rapidfuzz.distance import OSA, JaroWinkler
 from rapidfuzz.fuzz import token_sort_ratio
 
+from ledger.projections.dedup.normalise import name_forms
 from ledger.projections.dedup.record import Address, Record
 
 MISSING = -1
@@ -33,11 +38,12 @@ class FieldSpec:
 _STRING_LEVELS = ("exact", "close", "similar", "different")
 _EDIT_LEVELS = ("exact", "near", "different")
 _EXACT_LEVELS = ("exact", "different")
+_DATE_LEVELS = ("exact", "near", "close", "year", "different")
 
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("given_name", _STRING_LEVELS),
     FieldSpec("family_name", _STRING_LEVELS),
-    FieldSpec("birth_date", _EDIT_LEVELS),
+    FieldSpec("birth_date", _DATE_LEVELS),
     FieldSpec("external_id", _EDIT_LEVELS),
     FieldSpec("email", _EDIT_LEVELS),
     FieldSpec("phone", _EDIT_LEVELS),
@@ -78,6 +84,32 @@ def _edit(a: str, b: str) -> tuple[int, float]:
     return 2, 0.0
 
 
+def _family(x: str, x_readings: tuple[str, ...], y: str, y_readings: tuple[str, ...]) -> float:
+    """Jaro-Winkler of two names of which either may be a Chinese family name with other
+    readings: the best reading counts."""
+    similarity = _jw(x, y)
+    if similarity >= 0.999 or not (x_readings or y_readings):
+        return similarity
+    for left in (x, *x_readings):
+        for right in (y, *y_readings):
+            similarity = max(similarity, _jw(left, right))
+    return similarity
+
+
+def _given(x: str, y: str) -> float:
+    """Jaro-Winkler of two given names, at least "close" when one is a nickname of the
+    other (Bill / William): the same name, not a sibling's; "similar" for an initial that
+    fits (J / John)."""
+    similarity = _jw(x, y)
+    if similarity >= CLOSE:
+        return similarity
+    if y in name_forms(x):
+        return CLOSE
+    if (len(x) == 1 or len(y) == 1) and x[0] == y[0]:
+        return SIMILAR  # an initial: consistent with the name, but says little
+    return similarity
+
+
 def _names(a: Record, b: Record) -> tuple[float | None, float | None]:
     """Jaro-Winkler of given and family names, in whichever order matches better: family-first
     and given-first entries of the same name are common (Chinese names, forms, imports).
@@ -85,8 +117,9 @@ def _names(a: Record, b: Record) -> tuple[float | None, float | None]:
     name in both orders, and reported in the slot it was entered in."""
     ag, af, bg, bf = a.given, a.family, b.given, b.family
     if ag and af and bg and bf:
-        given, family = _jw(ag, bg), _jw(af, bf)
-        crossed_given, crossed_family = _jw(ag, bf), _jw(af, bg)
+        ar, br = a.family_readings, b.family_readings
+        given, family = _given(ag, bg), _family(af, ar, bf, br)
+        crossed_given, crossed_family = _family(ag, (), bf, br), _family(af, ar, bg, ())
         if crossed_given + crossed_family > given + family + SWAP_MARGIN:
             return crossed_given, crossed_family
         return given, family
@@ -103,12 +136,25 @@ def _names(a: Record, b: Record) -> tuple[float | None, float | None]:
     return (similarity, None) if ag else (None, similarity)
 
 
+DATE_SIMILARITY = (1.0, NEAR_SIMILARITY, 0.6, 0.3, 0.0)  # per level, for explanations
+
+
 def _birth_date(a: str, b: str) -> tuple[int, float]:
+    """exact / near (one digit, day and month transposed) / close (two digits, or the same
+    year and month) / the same year / different."""
     if a == b:
-        return 0, 1.0
-    if a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]:
-        return 1, NEAR_SIMILARITY  # day and month transposed
-    return _edit(a.replace("-", ""), b.replace("-", ""))
+        level = 0
+    elif a[:4] == b[:4] and a[5:7] == b[8:10] and a[8:10] == b[5:7]:
+        level = 1  # day and month transposed
+    else:
+        edits = _osa(a.replace("-", ""), b.replace("-", ""), score_cutoff=2)
+        if edits <= 1:
+            level = 1
+        elif edits == 2 or a[:7] == b[:7]:
+            level = 2
+        else:
+            level = 3 if a[:4] == b[:4] else 4
+    return level, DATE_SIMILARITY[level]
 
 
 def _best_edit(left: tuple[str, ...], right: tuple[str, ...]) -> tuple[int, float]:
@@ -218,3 +264,73 @@ def compare(a: Record, b: Record) -> tuple[Levels, Similarities]:
         levels.append(level)
         similarities.append(similarity)
     return tuple(levels), tuple(similarities)
+
+
+TERM_FIELDS: tuple[str, ...] = (
+    "given_name",
+    "family_name",
+    "birth_date",
+    "phone",
+    "address_line1",
+    "locality",
+    "postcode",
+)
+"""Fields whose exact agreement is weighed by how common the shared value is (a shared
+common surname, default birth date or big city is weaker evidence than a rare one)."""
+_TERM_INDEX = tuple(FIELD_NAMES.index(name) for name in TERM_FIELDS)
+
+
+def _shared(left: tuple[str, ...], right: tuple[str, ...]) -> str:
+    return next((value for value in left if value and value in right), "")
+
+
+def term_values(a: Record, b: Record, levels: Levels) -> list[tuple[str, str]]:
+    """(field, value) of each `TERM_FIELDS` field on which the pair agrees exactly: the
+    values whose frequency adjusts the field's weight. Personal data: for keyed hashing."""
+    found: list[tuple[str, str]] = []
+    for name, f in zip(TERM_FIELDS, _TERM_INDEX, strict=True):
+        if levels[f] != 0:
+            continue
+        if name == "given_name":
+            value = a.given or a.family
+        elif name == "family_name":
+            value = a.family or a.given
+        elif name == "birth_date":
+            value = a.birth_date
+        elif name == "phone":
+            value = _shared(a.phones, b.phones)
+        elif name == "address_line1":
+            value = _shared(
+                tuple(x.line1 for x in a.addresses), tuple(y.line1 for y in b.addresses)
+            )
+        elif name == "locality":
+            value = _shared(
+                tuple(x.locality for x in a.addresses), tuple(y.locality for y in b.addresses)
+            )
+        else:
+            value = _shared(
+                tuple(x.postcode for x in a.addresses), tuple(y.postcode for y in b.addresses)
+            )
+        if value:
+            found.append((name, value))
+    return found
+
+
+def record_terms(record: Record) -> list[tuple[str, str]]:
+    """(field, value) of every `TERM_FIELDS` value a record holds: what term frequencies
+    are counted on. Personal data: for keyed hashing only."""
+    terms: list[tuple[str, str]] = []
+    if record.given:
+        terms.append(("given_name", record.given))
+    if record.family:
+        terms.append(("family_name", record.family))
+    if record.birth_date:
+        terms.append(("birth_date", record.birth_date))
+    terms.extend(("phone", phone) for phone in record.phones)
+    for name, values in (
+        ("address_line1", {a.line1 for a in record.addresses}),
+        ("locality", {a.locality for a in record.addresses}),
+        ("postcode", {a.postcode for a in record.addresses}),
+    ):
+        terms.extend((name, value) for value in sorted(values) if value)
+    return terms

@@ -11,23 +11,42 @@ an embedded ledger) and on a projection table:
 
 Keys shared by more than `max_block` customers are ignored at query time: a key that common
 (a frequent surname's phonetic code, a shared office email) does not discriminate, and
-skipping it bounds the cost of a look-up however large the ledger grows.
+skipping it bounds the cost of a look-up however large the ledger grows. Of the customers
+sharing keys, a look-up scores at most `max_candidates`, those sharing the most (rarest
+first on a tie): a common name in a big town brings hundreds of namesakes, of whom the one
+sharing a phone or birth date as well is the one worth decrypting, so the cost stays flat.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from ledger.projections.dedup.compare import Levels, compare
+from ledger.projections.dedup.compare import (
+    Levels,
+    Similarities,
+    compare,
+    record_terms,
+    term_values,
+)
 from ledger.projections.dedup.keys import BlockingKeyer
 from ledger.projections.dedup.normalise import clear_caches
 from ledger.projections.dedup.record import Profile, Record, prepare
-from ledger.projections.dedup.score import FieldScore, Model, estimate, starting_model
+from ledger.projections.dedup.score import (
+    Adjustments,
+    FieldScore,
+    Model,
+    TermFrequencies,
+    estimate,
+    starting_model,
+)
 
+Scored = tuple[float, Levels, Similarities, Adjustments]
 DEFAULT_MAX_BLOCK = 200
+DEFAULT_MAX_CANDIDATES = 30  # scored per look-up, those sharing the most keys first
 DEFAULT_FIT_PAIRS = 200_000
 RANDOM_PAIRS = 20_000  # to count chance agreement (u probabilities)
 RANDOM_PAIR_CUSTOMERS = 50_000
@@ -177,6 +196,7 @@ class DuplicateIndex:
         records: RecordSource | None = None,
         model: Model | None = None,
         max_block: int = DEFAULT_MAX_BLOCK,
+        max_candidates: int = DEFAULT_MAX_CANDIDATES,
     ) -> None:
         self.keyer = keyer
         self.store: KeyStore = store if store is not None else InMemoryKeyStore()
@@ -188,6 +208,7 @@ class DuplicateIndex:
         # vague model that only ranks by agreement: an empty ledger has no duplicates.
         self.model = model or starting_model()
         self.max_block = max_block
+        self.max_candidates = max_candidates
 
     def keys_for(self, profile: Profile | Record) -> frozenset[bytes]:
         record = profile if isinstance(profile, Record) else prepare(profile)
@@ -213,12 +234,34 @@ class DuplicateIndex:
         clear_caches()
 
     def candidates(self, profile: Profile | Record, *, exclude: Collection[str] = ()) -> set[str]:
-        """Customers sharing at least one discriminating key with the profile."""
-        found: set[str] = set()
-        for members in self.store.members(self.keys_for(profile), self.max_block).values():
-            found.update(members)
-        found.difference_update(exclude)
-        return found
+        """Customers sharing at least one discriminating key with the profile: at most
+        `max_candidates`, those sharing the most keys (then the smallest blocks) first."""
+        blocks = self.store.members(self.keys_for(profile), self.max_block).values()
+        shared: Counter[str] = Counter()
+        rarity: dict[str, int] = {}
+        for members in blocks:
+            size = len(members)
+            for customer_id in members:
+                shared[customer_id] += 1
+                rarity[customer_id] = min(rarity.get(customer_id, size), size)
+        for customer_id in exclude:
+            shared.pop(customer_id, None)
+        if len(shared) <= self.max_candidates:
+            return set(shared)
+        ranked = sorted(shared, key=lambda i: (-shared[i], rarity[i], i))
+        return set(ranked[: self.max_candidates])
+
+    def score(self, a: Record, b: Record, model: Model | None = None) -> Scored:
+        """Score, levels, similarities and term-frequency adjustments of one pair."""
+        model = model or self.model
+        levels, similarities = compare(a, b)
+        adjustments: Adjustments = ()
+        if model.frequencies is not None:
+            term = self.keyer.term
+            adjustments = model.term_adjustments(
+                (name, term(name, value)) for name, value in term_values(a, b, levels)
+            )
+        return model.score(levels, adjustments), levels, similarities, adjustments
 
     def lookup(
         self,
@@ -232,16 +275,15 @@ class DuplicateIndex:
         record = profile if isinstance(profile, Record) else prepare(profile)
         ids = self.candidates(record, exclude=exclude)
         model = self.model
-        scored: list[tuple[float, str, tuple[int, ...], tuple[float | None, ...]]] = []
+        scored: list[tuple[str, Scored]] = []
         for customer_id, other in self.records.records(ids).items():
-            levels, similarities = compare(record, other)
-            score = model.score(levels)
-            if score >= min_score:
-                scored.append((score, customer_id, levels, similarities))
-        scored.sort(key=lambda item: (-item[0], item[1]))
+            result = self.score(record, other, model)
+            if result[0] >= min_score:
+                scored.append((customer_id, result))
+        scored.sort(key=lambda item: (-item[1][0], item[0]))
         return [
-            Match(customer_id, score, model.explain(levels, similarities))
-            for score, customer_id, levels, similarities in scored[:limit]
+            Match(customer_id, score, model.explain(levels, similarities, adjustments))
+            for customer_id, (score, levels, similarities, adjustments) in scored[:limit]
         ]
 
     def lookup_customer(
@@ -271,27 +313,82 @@ class DuplicateIndex:
         drawn = (sorted(rng.sample(ids, 2)) for _ in range(count))
         return [(a, b) for a, b in drawn]
 
-    def refit(self, *, max_pairs: int = DEFAULT_FIT_PAIRS, seed: int = 0) -> Model:
-        """Re-estimate the model by EM on (a sample of) the index's own candidate pairs,
-        and use it from now on. Unsupervised: no labelled pairs are involved."""
+    def refit(
+        self,
+        *,
+        max_pairs: int = DEFAULT_FIT_PAIRS,
+        seed: int = 0,
+        matches: Iterable[tuple[str, str]] = (),
+        non_matches: Iterable[tuple[str, str]] = (),
+    ) -> Model:
+        """Re-estimate the model on (a sample of) the index's own candidate pairs, and use
+        it from now on. `matches` (merged) and `non_matches` (unmerged, "not a
+        duplicate") pairs of customer ids are the ledger's labels: the model learns from
+        them as well (pairs whose records are gone are skipped)."""
         pairs = sorted(self.candidate_pairs())
         rng = random.Random(seed)  # noqa: S311 - a reproducible sample, not a secret
         if len(pairs) > max_pairs:
             pairs = rng.sample(pairs, max_pairs)
         vectors = compare_pairs(self.records, pairs)
-        return self.estimate_model((levels for levels, _ in vectors.values()), seed=seed)
+        return self.estimate_model(
+            (levels for levels, _ in vectors.values()),
+            seed=seed,
+            matches=matches,
+            non_matches=non_matches,
+        )
 
-    def estimate_model(self, candidate_levels: Iterable[Levels], *, seed: int = 0) -> Model:
+    def estimate_model(
+        self,
+        candidate_levels: Iterable[Levels],
+        *,
+        seed: int = 0,
+        matches: Iterable[tuple[str, str]] = (),
+        non_matches: Iterable[tuple[str, str]] = (),
+    ) -> Model:
         """Estimate the model from candidate pairs' levels (see `score.estimate`), drawing
-        random pairs of this index's customers if it needs chance agreement; keep it."""
+        random pairs of this index's customers for chance agreement, with the term
+        frequencies of (a sample of) its records and the labelled pairs; keep it."""
         rng = random.Random(seed)  # noqa: S311 - a reproducible sample, not a secret
 
         def chance_levels() -> list[Levels]:
             chance = compare_pairs(self.records, self.random_pairs(rng))
             return [levels for levels, _ in chance.values()]
 
-        self.model = estimate(candidate_levels, chance_levels)
+        def labelled(pairs: Iterable[tuple[str, str]]) -> list[Levels]:
+            return [levels for levels, _ in compare_pairs(self.records, pairs).values()]
+
+        model = estimate(
+            candidate_levels,
+            chance_levels,
+            confirmed=labelled(matches),
+            rejected=labelled(non_matches),
+        )
+        self.model = replace(model, frequencies=self.term_frequencies())
         return self.model
+
+    def term_frequencies(self) -> TermFrequencies:
+        """How common each name, birth date, phone and place is among (up to
+        `RANDOM_PAIR_CUSTOMERS` of) the indexed customers, keyed by `BlockingKeyer.term`."""
+        ids = self.store.some_customers(RANDOM_PAIR_CUSTOMERS)
+        term = self.keyer.term
+        return TermFrequencies.count(
+            [(name, term(name, value)) for name, value in record_terms(record)]
+            for record in self.records.records(ids).values()
+        )
+
+
+def score_pairs(
+    index: DuplicateIndex, pairs: Iterable[tuple[str, str]], model: Model | None = None
+) -> dict[tuple[str, str], Scored]:
+    """`DuplicateIndex.score` of pairs whose records both exist."""
+    pairs = list(pairs)
+    records = index.records.records({customer_id for pair in pairs for customer_id in pair})
+    model = model or index.model
+    return {
+        (a, b): index.score(records[a], records[b], model)
+        for a, b in pairs
+        if a in records and b in records
+    }
 
 
 def compare_pairs(

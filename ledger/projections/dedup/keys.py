@@ -4,8 +4,9 @@ Comparing every customer with every other is quadratic; instead each customer ge
 keys, and only customers sharing a key become candidate pairs. The keys are chosen so that
 two records of one person almost always share at least one even when several fields carry
 typos: exact identifiers (email, phone, external id), the name in three spellings
-(canonical words, phonetic code, pinyin syllables), the birth date, and postcode plus a
-name initial.
+(canonical words, phonetic code, pinyin syllables), the birth date, postcode plus a name
+initial, house number plus street, and the town with the family name or the street. A
+record without a name still gets its email, phone, id and address keys.
 
 Keys are derived from personal data, so they are stored only as HMAC-SHA256 under a
 secret index key (DESIGN invariant 7): without the secret, a leaked index table cannot be
@@ -16,6 +17,7 @@ strings of different kinds never collide. 16 bytes of the MAC are kept: collisio
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable, Iterator
 
@@ -32,6 +34,8 @@ NAME_INITIAL = "name_initial"
 BIRTH_DATE = "birth_date"
 POSTCODE_INITIAL = "postcode_initial"
 ADDRESS = "address"
+FAMILY_LOCALITY = "family_locality"
+STREET_LOCALITY = "street_locality"
 
 KEY_KINDS: tuple[str, ...] = (
     EMAIL,
@@ -44,8 +48,11 @@ KEY_KINDS: tuple[str, ...] = (
     BIRTH_DATE,
     POSTCODE_INITIAL,
     ADDRESS,
+    FAMILY_LOCALITY,
+    STREET_LOCALITY,
 )
 KEY_BYTES = 16
+TERM_BYTES = 8  # term-frequency keys: a collision only merges two values' counts
 MIN_SECRET_BYTES = 16
 
 
@@ -91,6 +98,14 @@ def key_values(record: Record, *, pinyin: bool = True) -> Iterator[tuple[str, st
         street = address.line1.split()[0] if address.line1 else ""
         if address.street_number and len(street) >= 3:
             yield ADDRESS, f"{address.country}:{address.region}:{address.street_number}:{street}"
+    for locality in sorted({a.locality for a in record.addresses if a.locality}):
+        # The family name (every reading) in the town, and the street without its number
+        # in the town: meet where the postcode, the house number and one name all changed.
+        for reading in sorted({family, *record.family_readings} - {""}):
+            yield FAMILY_LOCALITY, f"{locality}:{reading}"
+    for address in record.addresses:
+        if address.line1 and address.locality:
+            yield STREET_LOCALITY, f"{address.locality}:{address.line1}"
 
 
 class BlockingKeyer:
@@ -110,6 +125,16 @@ class BlockingKeyer:
     def digest(self, kind: str, value: str) -> bytes:
         message = f"{kind}\x1f{value}".encode()
         return hmac.digest(self._secret, message, "sha256")[:KEY_BYTES]
+
+    def term(self, field: str, value: str) -> str:
+        """The key a value's frequency is counted under (see `score.TermFrequencies`):
+        keyed BLAKE2b, cheap enough to compute per compared pair, and stored with the
+        model instead of the value."""
+        digest = hashlib.blake2b(
+            value.encode(), digest_size=TERM_BYTES, key=self._secret[:64], person=b"ledger-tf"
+        )
+        digest.update(field.encode())
+        return digest.hexdigest()
 
     def keys(self, record: Record) -> frozenset[bytes]:
         values = key_values(record, pinyin=PINYIN in self.kinds)

@@ -38,6 +38,7 @@ import unicodedata
 from functools import lru_cache
 
 import jellyfish
+from nicknames import NickNamer
 from pypinyin import Style, lazy_pinyin, pinyin
 from pypinyin.pinyin_dict import pinyin_dict
 
@@ -56,6 +57,7 @@ _COMPOUND_SURNAMES = (
     "西门 南宫 独孤 呼延 万俟 闻人 澹台 公冶 宗政 濮阳 太叔 申屠 钟离 百里"
 )
 COMPOUND_SURNAMES = frozenset(_COMPOUND_SURNAMES.split())
+MAX_READINGS = 4  # readings of a family name's first character worth comparing
 MAX_PINYIN_SYLLABLES = 8  # longer "names" are addresses or free text, not worth a key
 
 
@@ -118,6 +120,42 @@ def romanise(name: str | None) -> str:
     if has_cjk(text):
         return _pinyin_u("".join(lazy_pinyin(text, style=Style.NORMAL)))
     return text  # other scripts (Cyrillic, Greek, ...) are compared as written
+
+
+@lru_cache(maxsize=65536)
+def family_readings(family: str | None) -> tuple[str, ...]:
+    """Other romanisations of a Chinese family name than `romanise`'s: every reading of its
+    first character. Family names often take a rare one (区 Ou not Qu, 单 Shan not Dan,
+    仇 Qiu not Chou), and a passport or web form spells the one the person uses, so scoring
+    must accept any of them, as blocking (`pinyin_keys`) does. Empty for non-Chinese names."""
+    words = name_words(family)
+    text = "".join(words)
+    if not text or not has_cjk(text[0]):
+        return ()
+    usual = romanise(family)
+    rest = _pinyin_u("".join(lazy_pinyin(text[1:], style=Style.NORMAL))) if text[1:] else ""
+    readings = (
+        _pinyin_u(reading) + rest
+        for reading in pinyin(text[0], style=Style.NORMAL, heteronym=True)[0][:MAX_READINGS]
+    )
+    return tuple(r for r in dict.fromkeys(readings) if r and r != usual)
+
+
+@lru_cache(maxsize=1)
+def _nicknamer() -> NickNamer:
+    return NickNamer()
+
+
+@lru_cache(maxsize=65536)
+def name_forms(given: str) -> frozenset[str]:
+    """Other forms of a romanised given name as people use them: its nicknames and the
+    names it is a nickname of (William, Bill, Will, Billy), from the `nicknames` package's
+    hand-curated English table. A nickname on one record and the full name on another is
+    the same given name; two unrelated given names (a sibling's) are not."""
+    if not given or not given.isascii():
+        return frozenset()
+    namer = _nicknamer()
+    return frozenset(namer.nicknames_of(given) | namer.canonicals_of(given))
 
 
 def split_full_name(given: str | None, family: str | None) -> tuple[str, str]:
@@ -204,6 +242,7 @@ def _hanzi_readings(text: str) -> list[tuple[str, ...]]:
     return readings
 
 
+@lru_cache(maxsize=65536)  # a look-up prepares every candidate; names repeat a lot
 def pinyin_keys(given: str | None, family: str | None) -> frozenset[str]:
     """Sorted-syllable forms of a full name when it is Chinese or reads as pinyin, else
     none. 张伟, "Zhang Wei", "ZHANG Wei" and "Wei Zhang" all give {"wei zhang"}."""
@@ -274,5 +313,14 @@ def canonical_birth_date(value: str | None) -> str:
 def clear_caches() -> None:
     """Forget memoised names, syllables and places: frees their memory, and lets a
     benchmark time a cold run rather than one that reuses the previous run's work."""
-    for cached in (name_words, romanise, place, phonetic, segment_pinyin):
+    for cached in (
+        name_words,
+        romanise,
+        family_readings,
+        name_forms,
+        place,
+        phonetic,
+        segment_pinyin,
+        pinyin_keys,
+    ):
         cached.cache_clear()

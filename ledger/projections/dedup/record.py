@@ -18,6 +18,7 @@ from ledger.projections.dedup.normalise import (
     canonical_identifier,
     canonical_phone,
     canonical_postcode,
+    family_readings,
     fold,
     name_words,
     pinyin_keys,
@@ -58,6 +59,7 @@ class Record:
     birth_date: str
     addresses: tuple[Address, ...]
     external_ids: tuple[tuple[str, str], ...]  # (scheme, canonical value), sorted
+    family_readings: tuple[str, ...] = ()  # other romanisations of a Chinese family name
 
 
 def _strings(value: object) -> list[str]:
@@ -130,4 +132,5 @@ def prepare(profile: Profile) -> Record:
         birth_date=canonical_birth_date(_text(profile, "birth_date")),
         addresses=tuple(dict.fromkeys(addresses)),
         external_ids=tuple(identifiers),
+        family_readings=family_readings(family),
     )

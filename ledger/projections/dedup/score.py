@@ -11,6 +11,21 @@ over the candidate pairs' level vectors, and expectation-maximisation finds them
 classic unsupervised Fellegi-Sunter estimation, Winkler 1988). Fields are assumed
 conditionally independent given the class, which is what makes the model this cheap.
 Missing fields are simply left out of the product.
+
+Two refinements of the textbook model, both from where it failed on real-looking data:
+
+* **Term frequencies** (as Splink does): agreeing on a value that many customers share (Wang,
+  Müller, 1 January, a big city) is weaker evidence than agreeing on a rare one. For exact
+  agreement on a `TERM_FIELDS` field the chance of agreement u is the share of records
+  holding that value, counted on the ledger's own records (`TermFrequencies`, keyed by a
+  keyed hash: no value is kept in plaintext with the model).
+* **Identity conflicts.** Independence fails for relatives: twins share surname, birth
+  date, address and phone; namesakes in one city share name and city. When two records
+  disagree outright on a given name, or on a birth date both hold, the fields such
+  people share (`HOUSEHOLD`, `NAMESAKE`) may together raise the odds at most to even: only
+  evidence that belongs to one person (email, external id; a phone for namesakes) can then
+  make the pair a match. A real duplicate with a mistyped name or date lands in the near or
+  close levels, not in "different", so it is unaffected.
 """
 
 from __future__ import annotations
@@ -18,12 +33,19 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from ledger.projections.dedup.compare import FIELDS, MISSING, Levels, Similarities
+from ledger.projections.dedup.compare import (
+    FIELD_NAMES,
+    FIELDS,
+    MISSING,
+    TERM_FIELDS,
+    Levels,
+    Similarities,
+)
 
-_LOG2 = math.log(2)
+_LOG2 = _LN2 = math.log(2)
 _PSEUDO_COUNT = 0.5  # per level; keeps estimates off 0 and 1, negligible with real data
 _MIN_PROBABILITY = 1e-6
 
@@ -56,6 +78,78 @@ class FieldScore(NamedTuple):
         }
 
 
+MAX_COMMON_TERMS = 2_000  # per field: the values whose share is kept one by one
+
+
+@dataclass(frozen=True)
+class TermFrequencies:
+    """How common values are among the ledger's records, per `TERM_FIELDS` field.
+
+    `common` holds, per field, the share of records holding each value seen more than once
+    (the most common `MAX_COMMON_TERMS`), keyed by the index's keyed hash of the value
+    (`BlockingKeyer.term`), so the table can be stored with the model without revealing
+    names or dates. Any other value counts as held by one record in `records`."""
+
+    records: int
+    common: Mapping[str, Mapping[str, float]]
+
+    def share(self, field_name: str, term: str) -> float:
+        found = self.common.get(field_name, {}).get(term)
+        return found if found is not None else 1.0 / max(self.records, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"records": self.records, "common": {k: dict(v) for k, v in self.common.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TermFrequencies:
+        common = {
+            str(name): {str(term): float(share) for term, share in values.items()}
+            for name, values in data["common"].items()
+        }
+        return cls(records=int(data["records"]), common=common)
+
+    @classmethod
+    def count(cls, records: Iterable[Iterable[tuple[str, str]]]) -> TermFrequencies:
+        """From each record's (field, term) pairs."""
+        counts: dict[str, Counter[str]] = {name: Counter() for name in TERM_FIELDS}
+        total = 0
+        for terms in records:
+            total += 1
+            for name, term in set(terms):
+                counts[name][term] += 1
+        common = {
+            name: {term: n / total for term, n in counter.most_common(MAX_COMMON_TERMS) if n > 1}
+            for name, counter in counts.items()
+        }
+        return cls(records=total, common=common)
+
+
+_FIELD = {name: i for i, name in enumerate(FIELD_NAMES)}
+# What relatives in one household share, and what namesakes in one place share (see the
+# module docstring): capped when the given name, or the birth date, disagrees outright.
+# A full street address agreeing survives a conflict (records of one person re-keyed with a
+# wrong name or date keep it; FEBRL's duplicates do), a town or postcode does not.
+HOUSEHOLD = frozenset(_FIELD[n] for n in ("family_name", "birth_date", "phone"))
+_ADDRESS = frozenset(
+    _FIELD[n]
+    for n in ("street_number", "address_line1", "address_line2", "locality", "postcode", "region")
+)
+_GIVEN, _FAMILY, _BIRTH = _FIELD["given_name"], _FIELD["family_name"], _FIELD["birth_date"]
+_GIVEN_DIFFERENT = len(FIELDS[_GIVEN].levels) - 1
+_FAMILY_DIFFERENT = len(FIELDS[_FAMILY].levels) - 1
+# A wholly different address (street and postcode): a namesake elsewhere, or the person
+# moved, which only evidence that moves with a person (email, phone, id, birth date) shows.
+_MOVED = tuple(
+    (_FIELD[n], len(FIELDS[_FIELD[n]].levels) - 1) for n in ("address_line1", "postcode")
+)
+NAMESAKE = frozenset(_FIELD[n] for n in ("given_name", "family_name", "locality", "postcode"))
+_CONFLICTS = (
+    (_FIELD["given_name"], len(FIELDS[_FIELD["given_name"]].levels) - 1, HOUSEHOLD),
+    (_FIELD["birth_date"], len(FIELDS[_FIELD["birth_date"]].levels) - 1, NAMESAKE),
+)
+Adjustments = Sequence[tuple[int, float]]  # (field index, natural-log weight change)
+
+
 @dataclass(frozen=True)
 class Model:
     """Prior match probability among candidate pairs, and m/u per field and level."""
@@ -64,9 +158,12 @@ class Model:
     fields: Mapping[str, FieldParameters]
     iterations: int = 0
     pairs: int = 0  # how many candidate pairs the estimate came from
-    method: str = "start"  # "em", "em-chance-u", "fallback" (see `estimate`) or "start"
+    method: str = "start"  # "em-sessions", "em", "fallback" (see `estimate`) or "start"
+    frequencies: TermFrequencies | None = field(default=None, compare=False)
+    labels: int = 0  # confirmed pairs and non-pairs the estimate learnt from
     _weights: tuple[tuple[float, ...], ...] = field(init=False, repr=False, compare=False)
     _cache: dict[Levels, float] = field(init=False, repr=False, compare=False)
+    _plain: dict[Levels, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = [spec.name for spec in FIELDS if spec.name not in self.fields]
@@ -81,32 +178,92 @@ class Model:
         )
         object.__setattr__(self, "_weights", weights)
         object.__setattr__(self, "_cache", {})
+        object.__setattr__(self, "_plain", {})
 
-    def score(self, levels: Levels) -> float:
-        """Posterior probability that the pair is one person (cached per level vector:
-        a data set has only a few hundred distinct vectors)."""
+    def score(self, levels: Levels, adjustments: Adjustments = ()) -> float:
+        """Posterior probability that the pair is one person. Without term-frequency
+        `adjustments` it is cached per level vector (a data set has only a few hundred)."""
+        if adjustments:
+            logit = self._logit(levels, self._field_weights(levels, adjustments))
+            return 1.0 / (1.0 + math.exp(-logit)) if logit > -700 else 0.0
         cached = self._cache.get(levels)
         if cached is not None:
             return cached
-        logit = math.log(self.prior / (1.0 - self.prior))
-        for weights, level in zip(self._weights, levels, strict=True):
-            if level != MISSING:
-                logit += weights[level]
+        logit = self._logit(levels, self._field_weights(levels, ()))
         score = 1.0 / (1.0 + math.exp(-logit)) if logit > -700 else 0.0
         self._cache[levels] = score
         return score
 
-    def explain(self, levels: Levels, similarities: Similarities) -> tuple[FieldScore, ...]:
-        """The compared fields with similarity, agreement level and weight in bits."""
+    def independent_score(self, levels: Levels) -> float:
+        """The textbook posterior (fields independent, no term frequencies, no conflict
+        rule): what EM's expectation step needs, since that is the model it fits."""
+        cached = self._plain.get(levels)
+        if cached is not None:
+            return cached
+        logit = math.log(self.prior / (1.0 - self.prior)) + sum(self._field_weights(levels, ()))
+        score = 1.0 / (1.0 + math.exp(-logit)) if logit > -700 else 0.0
+        self._plain[levels] = score
+        return score
+
+    def _field_weights(self, levels: Levels, adjustments: Adjustments) -> list[float]:
+        weights = [
+            0.0 if level == MISSING else field_weights[level]
+            for field_weights, level in zip(self._weights, levels, strict=True)
+        ]
+        for f, change in adjustments:
+            weights[f] += change
+        return weights
+
+    def _logit(self, levels: Levels, weights: list[float]) -> float:
+        prior = math.log(self.prior / (1.0 - self.prior))
+        capped: frozenset[int] = frozenset()
+        for f, different, shared in _CONFLICTS:
+            if levels[f] == different:
+                capped |= shared
+        if levels[_GIVEN] == _GIVEN_DIFFERENT and levels[_FAMILY] in (0, _FAMILY_DIFFERENT):
+            # Same family name and address, another given name: a relative; both names
+            # different: a neighbour or a flatmate.
+            capped |= _ADDRESS
+        if levels[_BIRTH] == MISSING and all(levels[f] == last for f, last in _MOVED):
+            # Another street and postcode: a namesake, or the person moved. The address
+            # then tells nothing more (its disagreement is the question), and the names
+            # cannot answer it: evidence that moves with a person must.
+            weights = [0.0 if f in _ADDRESS else w for f, w in enumerate(weights)]
+            capped |= NAMESAKE
+        logit = prior + sum(weights)
+        if capped:
+            support = sum(weights[f] for f in capped if weights[f] > 0)
+            logit -= max(0.0, support - max(0.0, -prior - _LN2))
+        return logit
+
+    def term_adjustments(self, terms: Iterable[tuple[str, str]]) -> list[tuple[int, float]]:
+        """Weight changes for exact agreement on these (field, keyed term) values: u becomes
+        the value's share of records instead of the field's average chance agreement."""
+        frequencies = self.frequencies
+        if frequencies is None:
+            return []
+        out = []
+        for name, term in terms:
+            chance = self.fields[name].u[0]
+            share = max(frequencies.share(name, term), 1e-9)
+            out.append((_FIELD[name], math.log(chance / share)))
+        return out
+
+    def explain(
+        self, levels: Levels, similarities: Similarities, adjustments: Adjustments = ()
+    ) -> tuple[FieldScore, ...]:
+        """The compared fields with similarity, agreement level and weight in bits (after
+        term-frequency adjustment)."""
+        weights = self._field_weights(levels, adjustments)
         return tuple(
             FieldScore(
                 spec.name,
                 similarity if similarity is not None else 0.0,
                 spec.levels[level],
-                weights[level] / _LOG2,
+                weight / _LOG2,
             )
-            for spec, weights, level, similarity in zip(
-                FIELDS, self._weights, levels, similarities, strict=True
+            for spec, weight, level, similarity in zip(
+                FIELDS, weights, levels, similarities, strict=True
             )
             if level != MISSING
         )
@@ -118,6 +275,8 @@ class Model:
             "prior": self.prior,
             "iterations": self.iterations,
             "pairs": self.pairs,
+            "labels": self.labels,
+            "term_frequencies": self.frequencies.as_dict() if self.frequencies else None,
             "fields": {
                 spec.name: {
                     level: {
@@ -133,6 +292,13 @@ class Model:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Model:
+        if any(
+            spec.name not in data["fields"] or set(data["fields"][spec.name]) != set(spec.levels)
+            for spec in FIELDS
+        ):
+            # Saved before the fields or levels changed: start again (the next refit
+            # replaces it) rather than mis-read it.
+            return starting_model()
         fields = {
             spec.name: FieldParameters(
                 m=tuple(float(data["fields"][spec.name][level]["m"]) for level in spec.levels),
@@ -140,7 +306,10 @@ class Model:
             )
             for spec in FIELDS
         }
+        frequencies = data.get("term_frequencies")
         return cls(
+            frequencies=TermFrequencies.from_dict(frequencies) if frequencies else None,
+            labels=int(data.get("labels", 0)),
             prior=float(data["prior"]),
             fields=fields,
             iterations=int(data.get("iterations", 0)),
@@ -176,13 +345,26 @@ def fit(
     max_iterations: int = 200,
     tolerance: float = 1e-6,
     fixed_u: bool = False,
+    confirmed: Iterable[Levels] = (),
+    rejected: Iterable[Levels] = (),
+    conflicts: bool = False,
 ) -> Model:
     """EM estimate of the prior and m/u from unlabelled candidate pairs' level vectors.
-    With `fixed_u` only the prior and m are estimated; u stays as in `initial`."""
+    With `fixed_u` only the prior and m are estimated; u stays as in `initial`. With
+    `conflicts` the expectation step uses the scoring model's conflict rule (see the
+    module docstring) rather than the textbook posterior: the model fitted is then the
+    one that scores, and relatives and namesakes do not pull m towards themselves.
+
+    `confirmed` and `rejected` are labelled pairs (merged; marked "not a duplicate"): they
+    take part in every step with their class known instead of guessed, so each label moves
+    m (confirmed) or u (rejected, unless u is fixed) towards what the ledger's reviewers
+    decided. They do not count towards the prior: reviewers see flagged pairs, not a sample.
+    """
     patterns = Counter(level_vectors)
+    known = [(levels, 1.0) for levels in confirmed] + [(levels, 0.0) for levels in rejected]
     model = initial or starting_model()
     total = sum(patterns.values())
-    if total == 0:
+    if total == 0 and not known:
         return model
     items: Sequence[tuple[Levels, int]] = list(patterns.items())
     sizes = [len(spec.levels) for spec in FIELDS]
@@ -192,14 +374,20 @@ def fit(
         u_counts = [[_PSEUDO_COUNT] * n for n in sizes]
         matches = 0.0
         for levels, count in items:
-            posterior = model.score(levels)
+            posterior = model.score(levels) if conflicts else model.independent_score(levels)
             as_match, as_other = count * posterior, count * (1.0 - posterior)
             matches += as_match
             for f, level in enumerate(levels):
                 if level != MISSING:
                     m_counts[f][level] += as_match
                     u_counts[f][level] += as_other
-        prior = min(max(matches / total, _MIN_PROBABILITY), 1.0 - _MIN_PROBABILITY)
+        for levels, label in known:
+            for f, level in enumerate(levels):
+                if level != MISSING:
+                    m_counts[f][level] += label
+                    u_counts[f][level] += 1.0 - label
+        prior = model.prior if total == 0 else matches / total
+        prior = min(max(prior, _MIN_PROBABILITY), 1.0 - _MIN_PROBABILITY)
         fields = {
             spec.name: FieldParameters(
                 m=_normalised(m_counts[f]),
@@ -209,7 +397,12 @@ def fit(
         }
         method = "em-chance-u" if fixed_u else "em"
         updated = Model(
-            prior=prior, fields=fields, iterations=iteration, pairs=total, method=method
+            prior=prior,
+            fields=fields,
+            iterations=iteration,
+            pairs=total,
+            method=method,
+            labels=len(known),
         )
         change = _largest_change(model, updated)
         model = updated
@@ -239,34 +432,82 @@ def _largest_change(old: Model, new: Model) -> float:
 # in any model that describes "same person" (rather than "same household", say).
 IDENTITY_FIELDS = ("given_name", "family_name", "birth_date")
 MIN_DISAGREEMENT_BITS = 1.0  # duplicates disagree on them at most half as often as others
+MIN_OBSERVED = 30  # candidate pairs comparing a field before its estimate is judged
 FALLBACK_PRIOR = 1e-3
-_DUPLICATE_M = {2: (0.95, 0.05), 3: (0.9, 0.05, 0.05), 4: (0.85, 0.08, 0.04, 0.03)}
+_DUPLICATE_M = {
+    2: (0.95, 0.05),
+    3: (0.9, 0.05, 0.05),
+    4: (0.85, 0.08, 0.04, 0.03),
+    5: (0.85, 0.07, 0.03, 0.02, 0.03),
+}
 
 
-def plausible(model: Model) -> bool:
+def observed(level_vectors: Iterable[Levels]) -> list[int]:
+    """Per field, how many of the pairs compared it (both records hold it)."""
+    counts = [0] * len(FIELDS)
+    for levels in level_vectors:
+        for f, level in enumerate(levels):
+            if level != MISSING:
+                counts[f] += 1
+    return counts
+
+
+def plausible(model: Model, seen: Sequence[int] | None = None) -> bool:
     """Whether a solution's "match" class is plausibly "same person".
 
     EM finds the strongest two-way split of the candidate pairs. When the data holds enough
     duplicates that split is duplicates / the rest. A ledger with few or none still gets
     split, along whatever else clusters among candidates: people sharing an address, say,
     whose names then come out as no evidence, or evidence *against* a match. Such a model
-    is refused.
+    is refused. Only fields the pairs actually compared (`seen`, at least `MIN_OBSERVED`
+    times) are judged: a ledger without birth dates learns nothing about them, and that is
+    no reason to refuse what it learnt about names. At least one name must be judged.
     """
+    judged = 0
     for name in IDENTITY_FIELDS:
+        f = _FIELD[name]
+        if seen is not None and seen[f] < MIN_OBSERVED:
+            continue
+        judged += name != "birth_date"
         parameters = model.fields[name]
         last = len(parameters.m) - 1
         if parameters.weight(0) <= 0 or parameters.weight(last) > -MIN_DISAGREEMENT_BITS:
             return False
-    return True
+    return judged > 0 or seen is None
 
 
-def chance_model(random_pair_levels: Iterable[Levels], *, pairs: int = 0) -> Model:
+def _with_unseen_from(model: Model, other: Model, seen: Sequence[int]) -> Model:
+    """`model` with the parameters of fields it hardly saw taken from `other`: EM's values
+    for them are its starting guesses, not estimates."""
+    fields = {
+        spec.name: model.fields[spec.name] if seen[f] >= MIN_OBSERVED else other.fields[spec.name]
+        for f, spec in enumerate(FIELDS)
+    }
+    return replace(model, fields=fields)
+
+
+_CHANCE_PRIOR_PAIRS = 2.0  # weight of the prior guess below, in random pairs
+
+
+def _chance_prior(levels: int) -> list[float]:
+    """The guess for u before random pairs are counted: two people rarely agree by chance.
+    It decides u only for a field that random pairs hardly ever compare (an email or phone
+    that few customers give): without it such a field would count as agreeing by chance
+    one time in `levels`, and an equal email would be no evidence at all."""
+    near = [0.01] * (levels - 2)
+    return [0.001, *near, 1.0 - 0.001 - sum(near)]
+
+
+def chance_model(
+    random_pair_levels: Iterable[Levels], *, pairs: int = 0, rejected: Iterable[Levels] = ()
+) -> Model:
     """u counted on random pairs of the ledger's own records (almost all of them different
-    people, so no labels are needed), m from the general expectation that duplicates
-    mostly agree field by field; the prior is a guess (1 in 1,000 candidate pairs)."""
+    people, so no labels are needed) and on pairs reviewers marked "not a duplicate", m from
+    the general expectation that duplicates mostly agree field by field; the prior is a
+    guess (1 in 1,000 candidate pairs)."""
     sizes = [len(spec.levels) for spec in FIELDS]
-    counts = [[_PSEUDO_COUNT] * n for n in sizes]
-    for levels in random_pair_levels:
+    counts = [[_CHANCE_PRIOR_PAIRS * u for u in _chance_prior(n)] for n in sizes]
+    for levels in (*random_pair_levels, *rejected):
         for f, level in enumerate(levels):
             if level != MISSING:
                 counts[f][level] += 1
@@ -277,24 +518,117 @@ def chance_model(random_pair_levels: Iterable[Levels], *, pairs: int = 0) -> Mod
     return Model(prior=FALLBACK_PRIOR, fields=fields, pairs=pairs, method="fallback")
 
 
+# Blocking sessions, as Splink trains: the candidate pairs agreeing exactly on the first
+# fields; EM in that session estimates m of every field but those (they agree by selection).
+SESSIONS: tuple[tuple[str, ...], ...] = (
+    ("given_name", "family_name"),
+    ("postcode",),
+    ("address_line1",),
+    ("birth_date",),
+    ("email",),
+    ("phone",),
+)
+
+
+def _session_m(
+    candidates: Sequence[Levels], chance: Model, confirmed: Sequence[Levels]
+) -> tuple[Model, list[int], int]:
+    """m per field averaged over the blocking sessions that estimated it (`SESSIONS`), u
+    from `chance`, and how many session pairs compared each field."""
+    sums: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    seen = [0] * len(FIELDS)
+    iterations = 0
+    for blocked in SESSIONS:
+        fixed = [_FIELD[name] for name in blocked]
+        chosen = [levels for levels in candidates if all(levels[f] == 0 for f in fixed)]
+        if len(chosen) < MIN_OBSERVED:
+            continue
+        hidden = [_hide(levels, fixed) for levels in chosen]
+        fitted = fit(hidden, initial=chance, fixed_u=True, confirmed=confirmed, conflicts=True)
+        iterations += fitted.iterations
+        session_seen = observed(hidden)
+        for f, spec in enumerate(FIELDS):
+            if f in fixed or session_seen[f] < MIN_OBSERVED:
+                continue
+            seen[f] += session_seen[f]
+            m = fitted.fields[spec.name].m
+            total = sums.setdefault(spec.name, [0.0] * len(m))
+            for i, value in enumerate(m):
+                total[i] += value
+            counts[spec.name] = counts.get(spec.name, 0) + 1
+    fields = {
+        spec.name: (
+            FieldParameters(
+                m=_normalised([x / counts[spec.name] for x in sums[spec.name]]),
+                u=chance.fields[spec.name].u,
+            )
+            if spec.name in counts
+            else chance.fields[spec.name]
+        )
+        for spec in FIELDS
+    }
+    return replace(chance, fields=fields), seen, iterations
+
+
+def _hide(levels: Levels, fields: Sequence[int]) -> Levels:
+    out = list(levels)
+    for f in fields:
+        out[f] = MISSING
+    return tuple(out)
+
+
+def _prior(candidates: Sequence[Levels], model: Model, iterations: int = 50) -> float:
+    """The share of candidate pairs that are matches, by EM on the prior alone."""
+    prior = model.prior
+    patterns = Counter(candidates)
+    total = sum(patterns.values())
+    if not total:
+        return prior
+    for _ in range(iterations):
+        current = replace(model, prior=prior)
+        updated = sum(count * current.score(levels) for levels, count in patterns.items()) / total
+        updated = min(max(updated, _MIN_PROBABILITY), 1.0 - _MIN_PROBABILITY)
+        if abs(updated - prior) < 1e-7:
+            break
+        prior = updated
+    return prior
+
+
 def estimate(
-    candidate_levels: Iterable[Levels], random_pair_levels: Callable[[], Iterable[Levels]]
+    candidate_levels: Iterable[Levels],
+    random_pair_levels: Callable[[], Iterable[Levels]],
+    *,
+    confirmed: Iterable[Levels] = (),
+    rejected: Iterable[Levels] = (),
 ) -> Model:
-    """The model for a ledger, from its own data and no labels, in three tries:
+    """The model for a ledger, from its own data and its reviewers' labels, as Splink trains
+    one: u from random pairs (chance agreement: almost all random pairs are two people);
+    m by EM with u held there, within blocking sessions (`SESSIONS`): among pairs that
+    agree on the names, how often do duplicates agree on the address, and the other way
+    round. A field the session selected on is left out of it, so agreement that blocking
+    forced is never read as evidence, and relatives sharing an address cannot become the
+    "match" class of the address session. Then the prior by EM on all candidate pairs.
+    Confirmed pairs (merges) and rejected ones ("not a duplicate") join in with their class
+    known (see `fit`); rejected ones count towards u.
 
-    1. EM for prior, m and u on the candidate pairs (the classic estimate; best when
-       duplicates are a sizeable share of candidates, as in FEBRL);
-    2. else EM for prior and m only, u fixed at its value among random pairs: chance
-       agreement then cannot be mistaken for the match class, which finds the duplicates
-       even when they are rare among candidates;
-    3. else (no duplicates to learn from) that u with the general m (`chance_model`).
-
-    Random pairs are only drawn (by calling `random_pair_levels`) when step 1 fails.
+    Fallbacks, the first plausible one is used: the session estimate; EM for everything on
+    the candidate pairs (the classic estimate); the random-pair u with the general m
+    (`chance_model`) when neither finds a "same person" class.
     """
     candidates = list(candidate_levels)
-    model = fit(candidates)
-    if plausible(model):
-        return model
-    chance = chance_model(random_pair_levels(), pairs=len(candidates))
-    anchored = fit(candidates, initial=chance, fixed_u=True)
-    return anchored if plausible(anchored) else chance
+    confirmed, rejected = list(confirmed), list(rejected)
+    chance = chance_model(random_pair_levels(), pairs=len(candidates), rejected=rejected)
+    sessions, seen, iterations = _session_m(candidates, chance, confirmed)
+    sessions = replace(
+        sessions,
+        iterations=iterations,
+        prior=_prior(candidates, sessions),
+        method="em-sessions",
+        labels=len(confirmed) + len(rejected),
+    )
+    if plausible(sessions, seen):
+        return sessions
+    seen = observed([*candidates, *confirmed])
+    free = _with_unseen_from(fit(candidates, confirmed=confirmed, rejected=rejected), chance, seen)
+    return free if plausible(free, seen) else replace(chance, labels=len(confirmed + rejected))
