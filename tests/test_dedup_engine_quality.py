@@ -109,7 +109,7 @@ def test_the_model_is_estimated_by_em_without_birth_dates_or_ids() -> None:
     assert len(found - truth) <= 0.05 * len(found)
 
 
-def test_twins_and_namesakes_are_not_matched_but_a_shared_email_still_counts() -> None:
+def test_twins_and_namesakes_are_not_matched_but_a_shared_id_still_counts() -> None:
     profiles, _ = _ledger(birth_date=True)
     _, index = duplicates_among(profiles, SECRET)
     twin = {
@@ -123,11 +123,15 @@ def test_twins_and_namesakes_are_not_matched_but_a_shared_email_still_counts() -
     assert index.score(prepare(twin), prepare(sibling))[0] < 0.5
     namesake = {**twin, "birth_date": "1950-11-02", "phones": []}
     assert index.score(prepare(twin), prepare(namesake))[0] < 0.5
-    same_person = {**sibling, "emails": ["jonas@example.de"]}
-    assert (
-        index.score(prepare({**twin, "emails": ["jonas@example.de"]}), prepare(same_person))[0]
-        > index.score(prepare(twin), prepare(sibling))[0]
+    family_email = {"emails": ["familie@example.de"]}
+    shared_email = index.score(
+        prepare({**twin, **family_email}), prepare({**sibling, **family_email})
     )
+    assert shared_email[0] < 0.5  # a family shares an email as often as a phone
+    tax = {"external_ids": {"TAX": "12 345 678 901"}}
+    assert index.score(prepare({**twin, **tax}), prepare({**sibling, **tax}))[0] >= 0.5
+    mail = {"emails": ["jonas.grohm@example.de"]}
+    assert index.score(prepare({**twin, **mail}), prepare({**namesake, **mail}))[0] >= 0.5
 
 
 def test_clusters_do_not_chain_through_one_weak_link() -> None:

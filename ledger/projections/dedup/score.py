@@ -22,10 +22,12 @@ Two refinements of the textbook model, both from where it failed on real-looking
 * **Identity conflicts.** Independence fails for relatives: twins share surname, birth
   date, address and phone; namesakes in one city share name and city. When two records
   disagree outright on a given name, or on a birth date both hold, the fields such
-  people share (`HOUSEHOLD`, `NAMESAKE`) may together raise the odds at most to even: only
-  evidence that belongs to one person (email, external id; a phone for namesakes) can then
-  make the pair a match. A real duplicate with a mistyped name or date lands in the near or
-  close levels, not in "different", so it is unaffected.
+  people share (`HOUSEHOLD`, `NAMESAKE`) may together raise the odds at most to 1:2: only
+  evidence that belongs to one person (an external id; an email or phone for namesakes,
+  since a family shares its email as often as its phone) can then make the pair a match.
+  A real duplicate with a mistyped name or date lands in the near or close levels, not in
+  "different", so it is unaffected. Without birth dates, a wholly different street and
+  postcode is such a conflict too (a namesake elsewhere, or a move).
 """
 
 from __future__ import annotations
@@ -129,13 +131,14 @@ _FIELD = {name: i for i, name in enumerate(FIELD_NAMES)}
 # module docstring): capped when the given name, or the birth date, disagrees outright.
 # A full street address agreeing survives a conflict (records of one person re-keyed with a
 # wrong name or date keep it; FEBRL's duplicates do), a town or postcode does not.
-HOUSEHOLD = frozenset(_FIELD[n] for n in ("family_name", "birth_date", "phone"))
+HOUSEHOLD = frozenset(_FIELD[n] for n in ("family_name", "birth_date", "phone", "email"))
 _ADDRESS = frozenset(
     _FIELD[n]
     for n in ("street_number", "address_line1", "address_line2", "locality", "postcode", "region")
 )
 _GIVEN, _FAMILY, _BIRTH = _FIELD["given_name"], _FIELD["family_name"], _FIELD["birth_date"]
 _GIVEN_DIFFERENT = len(FIELDS[_GIVEN].levels) - 1
+_EMAIL, _EMAIL_NEAR = _FIELD["email"], 1
 _FAMILY_DIFFERENT = len(FIELDS[_FAMILY].levels) - 1
 # A wholly different address (street and postcode): a namesake elsewhere, or the person
 # moved, which only evidence that moves with a person (email, phone, id, birth date) shows.
@@ -230,6 +233,8 @@ class Model:
             # cannot answer it: evidence that moves with a person must.
             weights = [0.0 if f in _ADDRESS else w for f, w in enumerate(weights)]
             capped |= NAMESAKE
+        if capped and levels[_EMAIL] == _EMAIL_NEAR:
+            capped |= {_EMAIL}  # j.smith@ / j.smith1@: as common among namesakes as the name
         logit = prior + sum(weights)
         if capped:
             support = sum(weights[f] for f in capped if weights[f] > 0)
