@@ -23,7 +23,7 @@ MAP = [
 CSV = """first,last,mail,tel,dob,street,no,town,zip,cc,id,seg,notes
 Anna,Alpha,anna@example.org,030 1234567,19800517,Hauptstr.,1,Berlin,10115,,L-1,vip;web,x
 Bert,Beta,not-an-email,12,19890230,Ring,2,Köln,50667,DE,L-2,,y
-,,,+49 30 7654321,19700101,,,,,,L-3,,z
+,,,,19700101,,,,,,,,z
 Cara,Gamma,cara@example.org,+33 1 42 68 53 00,19991231,Rue,3,Paris,75001,FR,L-4,,
 """
 
@@ -57,7 +57,7 @@ def test_lenient_import_keeps_rows_and_records_warnings(store: StoreHandle, tmp_
         assert set(problems) == {3, 4}
         assert not problems[3].rejected
         assert {v.field for v in problems[3].violations} == {"emails[0]", "phones[0]", "birth_date"}
-        assert problems[4].rejected  # no name at all: nothing to keep
+        assert problems[4].rejected  # no name, contact or id: nobody to keep
         reported = " ".join(str(p) for p in problems.values())
         assert "not-an-email" not in reported and "19890230" not in reported
 
@@ -196,3 +196,28 @@ def test_reimporting_an_erased_person_creates_an_unlinked_customer(
             assert rows[0][0] == 0
         erased = queries.get(old)
         assert erased is not None and erased.status == "erased" and erased.tags == []
+
+
+def test_a_row_without_a_name_is_kept_when_a_contact_or_id_identifies_it(
+    store: StoreHandle, tmp_path: Path
+) -> None:
+    """An e-mail-only sign-up or a loyalty card is a customer; the same contact arriving
+    again later is reported as that customer, by line and id, never by value."""
+    first = (
+        "first,last,mail,tel,dob,street,no,town,zip,cc,id,seg,notes\n"
+        ",,nameless@example.org,030 7654321,,,,,,,L-9,,\n"
+    )
+    again = (
+        "first,last,mail,tel,dob,street,no,town,zip,cc,id,seg,notes\n"
+        "Nora,Nameless,nameless@example.org,030 7654321,,,,,,,,,\n"
+    )
+    with store.open() as ledger:
+        summary = importer(ledger).run(write(tmp_path, first, "first.csv"))
+        assert (summary.imported, summary.rejected, summary.problems) == (1, 0, [])
+        [(_, nameless)] = summary.registered
+        [found] = customer_queries(ledger).lookup(external_id="LEGACY:L-9")
+        assert found.id == nameless
+        summary = importer(ledger).run(write(tmp_path, again, "again.csv"))
+        assert summary.imported == 1
+        [note] = summary.duplicates
+        assert note.line == 2 and note.matches[0][0] == str(nameless)

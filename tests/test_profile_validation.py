@@ -186,12 +186,18 @@ def test_empty_change_and_owner_change_are_refused() -> None:
 # Refused ----------------------------------------------------------------------------------
 
 
-def test_registration_needs_a_name() -> None:
-    expected = {"family_name": "a customer needs a given_name or a family_name"}
-    assert reasons(refusal(validate_registration, {"emails": "a@example.org"})) == expected
+def test_registration_needs_a_name_or_a_contact_or_an_id() -> None:
+    expected = {"family_name": "a customer needs a name, an email, a phone or an external id"}
+    assert reasons(refusal(validate_registration, {"birth_date": "1980-01-01"})) == expected
     assert reasons(refusal(validate_registration, {"given_name": " ", "family_name": ""})) == (
         expected
     )
+    assert reasons(refusal(validate_registration, {"emails": " "})) == expected
+    # Someone reachable by one contact or id is a customer (an e-mail-only sign-up, a
+    # loyalty card): duplicate detection finds them by it.
+    assert validate_registration({"emails": "a@example.org"}) == {"emails": ["a@example.org"]}
+    assert validate_registration({"external_id:CARD": "L-77"}) == {"external_id:CARD": "L-77"}
+    assert validate_registration({"phones": "+44 20 7946 0018"}) == {"phones": ["+442079460018"]}
 
 
 @pytest.mark.parametrize(
@@ -294,8 +300,7 @@ def test_every_bad_field_is_reported_at_once() -> None:
         "locale",
         "nickname",
         "external_id:1",
-        "family_name",
-    }
+    }  # no "family_name": the emails identify this customer once the bad one is fixed
 
 
 def test_a_change_reports_every_bad_field_too() -> None:
@@ -378,7 +383,7 @@ FIXED_REASONS = {
     "changed with the assign-owner command",
     "unknown field",
     "required",
-    "a customer needs a given_name or a family_name",
+    "a customer needs a name, an email, a phone or an external id",
 }
 # Paths are built from field names, indexes and the (non-junk) keys the strategy uses.
 FIELD_PATH = re.compile(

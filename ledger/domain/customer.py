@@ -27,6 +27,8 @@ from ledger.domain.errors import (
 )
 from ledger.domain.profile import (
     EXTERNAL_ID_PREFIX,
+    IDENTIFYING_FIELDS,
+    NO_IDENTITY,
     PERSONAL_FIELDS,
     PUBLIC_FIELDS,
     validate_changes,
@@ -344,10 +346,8 @@ class Customer(Aggregate):
         self.refuse_erased_fields(personal_diff)
         after = dict(self.personal)
         _merge(after, personal_diff)
-        if not _present(after.get("given_name")) and not _present(after.get("family_name")):
-            raise ValidationFailed(
-                [FieldViolation("family_name", "a customer needs a given_name or a family_name")]
-            )
+        if not any(_present(after.get(name)) for name in (*IDENTIFYING_FIELDS, "external_ids")):
+            raise ValidationFailed([FieldViolation("family_name", NO_IDENTITY)])
         changed = sorted([*personal_diff, *public_diff])
         if changed:
             self.trigger_event(

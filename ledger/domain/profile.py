@@ -355,22 +355,38 @@ def _validate(
     return given | external, violations
 
 
-_NO_NAME = "a customer needs a given_name or a family_name"
+NO_IDENTITY = "a customer needs a name, an email, a phone or an external id"
+# What makes a customer someone: a name, or a contact or id that reaches one person (a
+# shop's e-mail-only sign-up, a loyalty card scanned at the till). Duplicate detection finds
+# such customers by that contact; a profile of only a birth date or an address is nobody.
+IDENTIFYING_FIELDS: tuple[str, ...] = ("given_name", "family_name", "emails", "phones")
 
 
 def validate_registration(
     data: Mapping[str, Any], *, default_region: str | None = None
 ) -> dict[str, Any]:
     """A new customer's profile: absent and empty fields are left out entirely, so the
-    first event holds only what is known; a customer must be addressable by some name."""
+    first event holds only what is known; a customer must be someone: named, or reachable
+    by an email, a phone or an external id."""
     given, violations = _validate(data, "profile", default_region, {})
-    names = {"given_name", "family_name"}
-    # On the input: `given` is empty when any field failed; a bad name is reported already.
-    if not names & {v.field for v in violations} and not any(_name(data.get(n)) for n in names):
-        violations.append(FieldViolation("family_name", _NO_NAME))
+    # On the input: `given` is empty when any field failed; a bad identifying field is
+    # reported already, so it is not reported twice as missing.
+    bad = {v.field.split("[")[0].split(".")[0].split(":")[0] for v in violations}
+    known = given if not violations else data  # validated values when they all passed
+    if not bad & {*IDENTIFYING_FIELDS, "external_ids", "external_id"} and not _identifies(known):
+        violations.append(FieldViolation("family_name", NO_IDENTITY))
     if violations:
         raise ValidationFailed(violations)
     return {name: value for name, value in given.items() if value is not None}
+
+
+def _identifies(data: Mapping[str, Any]) -> bool:
+    """Whether the input names the customer or gives a contact or id that reaches them."""
+    if any(_name(data.get(name)) for name in ("given_name", "family_name")):
+        return True
+    if any(data.get(name) for name in ("emails", "phones", "external_ids")):
+        return True
+    return any(key.startswith(EXTERNAL_ID_PREFIX) and data[key] for key in data)
 
 
 def validate_changes(
