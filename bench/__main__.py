@@ -49,7 +49,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from bench import baselines
-from bench.api_load import create_load, warm_up
+from bench.api_load import LoadResult, create_load, warm_up
 from bench.data import profiles
 from bench.harness import Figure, latencies_ms, percentile, table
 from bench.server_process import ServerProcess, bench_token
@@ -118,6 +118,12 @@ def ceilings(dsn: str, rows: int) -> tuple[Figure, float, float]:
     return figure, single, batched
 
 
+def _ms_per_call(cpu_seconds_spent: float, result: LoadResult) -> float:
+    """Server CPU per acknowledged call: the cost the issue's targets count (CPU seconds
+    over calls, so it holds whatever the machine's other load does to wall time)."""
+    return 1000 * cpu_seconds_spent / len(result.created) if result.created else float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -172,19 +178,23 @@ def run(
         say(f"server pid {server.pid} on {server.target}")
         warm = warm_up(server.target, token, data[-100:])
         ours: dict[int, float] = {}
+        cpu_per_call: dict[int, float] = {}
         for count in plan.clients:
             say(f"CreateCustomer through the API, {count} clients ...")
             before = cpu_seconds(server.pid)
             result = create_load(
                 server.target, token, next_chunk(count), count, plan.client_processes
             )
-            server_cpu = (cpu_seconds(server.pid) - before) / result.seconds
+            spent = cpu_seconds(server.pid) - before
+            server_cpu = spent / result.seconds
             if result.failures:
                 raise RuntimeError(f"{result.failures} creates failed; see {log_path}")
             ours[count] = result.rate
+            cpu_per_call[count] = _ms_per_call(spent, result)
             notes.append(
                 f"{count} clients: {result.rate:,.0f}/s; the server process used "
-                f"{server_cpu:.2f} cores meanwhile"
+                f"{server_cpu:.2f} cores meanwhile, {cpu_per_call[count]:.2f} ms of server "
+                "CPU per registration"
             )
             say("  " + notes[-1])
             figures.append(
@@ -317,10 +327,18 @@ def run(
         ) as server,
         _show_log_on_error(log_path),
     ):
+        before = cpu_seconds(server.pid)
         result = create_load(server.target, token, next_chunk(top), top, plan.client_processes)
+        spent = cpu_seconds(server.pid) - before
         if result.failures:
             raise RuntimeError(f"{result.failures} creates failed; see {log_path}")
         server.stop()
+    off_ms = _ms_per_call(spent, result)
+    notes.append(
+        f"{top} clients, duplicate policy off: {off_ms:.2f} ms of server CPU per registration; "
+        f"the duplicate check (policy warn) adds {cpu_per_call[top] - off_ms:+.2f} ms"
+    )
+    say("  " + notes[-1])
     figures.append(
         Figure(
             f"  same, LEDGER_DUPLICATE_POLICY=off, {top} clients",

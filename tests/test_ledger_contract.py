@@ -139,7 +139,11 @@ BAD_INPUTS = [
     ({"addresses": [{"country": "XX"}]}, "addresses[0].country"),
     ({"addresses": [{"locality": "Lyon"}]}, "addresses[0].country"),
     ({"favourite_colour": "blue"}, "favourite_colour"),
-    ({"given_name": "", "family_name": ""}, "family_name"),
+    # Nobody: no name, no contact, no id (an address and a birth date alone identify no one).
+    (
+        {"given_name": "", "family_name": "", "emails": [], "phones": [], "external_ids": {}},
+        "family_name",
+    ),
     ({"tags": ["Not A Tag!"]}, "tags[0]"),
     ({"external_ids": {"": "x"}}, "external_ids"),
     ({"locale": "english please"}, "locale"),
@@ -179,7 +183,17 @@ def test_bad_change_writes_nothing(store: StoreHandle) -> None:
             )
         assert {v.field for v in info.value.violations} >= {"emails[1]", "owner"}
         with pytest.raises(ValidationFailed):
-            ledger.change(customer_id, {"given_name": None, "family_name": None}, actor=ACTOR)
+            ledger.change(
+                customer_id,
+                {
+                    "given_name": None,
+                    "family_name": None,
+                    "emails": None,
+                    "phones": None,
+                    "external_ids": None,
+                },
+                actor=ACTOR,
+            )
         with pytest.raises(ValidationFailed):
             ledger.assign_owner(customer_id, "no spaces allowed", actor=ACTOR)
         assert ledger.get(customer_id).version == 1
