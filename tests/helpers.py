@@ -198,3 +198,26 @@ class PostgresStore(StoreHandle):
             for row in rows:
                 marks = ",".join(["%s"] * len(row))
                 self.execute(f"INSERT INTO {table} VALUES ({marks})", tuple(row))
+
+
+def use_store_in_cli(store: StoreHandle, monkeypatch: Any, actor: str) -> None:
+    """An in-process `ledger` command sees this store's settings and nothing else of the
+    environment's LEDGER_* settings (`monkeypatch`: pytest's, undone after the test)."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("LEDGER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LEDGER_STORE", store.settings.store_url)
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(store.workdir))
+    monkeypatch.setenv("LEDGER_ACTOR", actor)
+
+
+def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """In process: (exit code, stderr, stdout); an escaping exception fails the test, and
+    so does a traceback printed instead of raised."""
+    from ledger.cli.main import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.err, captured.out

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -24,7 +22,6 @@ import grpc
 import pytest
 
 from ledger.application import CustomerLedger
-from ledger.cli.main import main
 from ledger.crypto_shred import journal, keystore
 from ledger.crypto_shred.category_erasure import REAPPLIED_REASON as CATEGORY_REAPPLIED
 from ledger.crypto_shred.category_erasure import (
@@ -40,7 +37,7 @@ from ledger.operations import record_restore
 from ledger.projections.wiring import runner_of
 from ledger.v1 import compliance_service_pb2, resources_pb2
 from tests.api_support import customer, fails, start_api
-from tests.helpers import PostgresStore, StoreHandle, person
+from tests.helpers import PostgresStore, StoreHandle, person, run_cli, use_store_in_cli
 from tests.projection_support import dump_tables
 from tests.test_restore_journal import backup, log_size, restore, signer_of
 
@@ -340,20 +337,8 @@ def test_a_store_from_before_category_keys_keeps_working(
 
 
 @pytest.fixture
-def cli_env(store: StoreHandle, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in [n for n in os.environ if n.startswith("LEDGER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("LEDGER_STORE", store.settings.store_url)
-    monkeypatch.setenv("LEDGER_DATA_DIR", str(store.workdir))
-    monkeypatch.setenv("LEDGER_ACTOR", ACTOR)
-    yield
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.err, captured.out
+def cli_env(store: StoreHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_store_in_cli(store, monkeypatch, ACTOR)
 
 
 def test_cli_erase_category_then_show_history_and_verify(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
@@ -17,13 +15,12 @@ import grpc
 import pytest
 
 from ledger.application import CustomerLedger
-from ledger.cli.main import main
 from ledger.crypto_shred.keyring import KeyMissing
 from ledger.crypto_shred.keystore import KeyStoreLost
 from ledger.domain.erased import ERASED
 from ledger.v1 import resources_pb2
 from tests.api_support import ADA, customer, fails, start_api
-from tests.helpers import PostgresStore, StoreHandle, person
+from tests.helpers import PostgresStore, StoreHandle, person, run_cli, use_store_in_cli
 
 Code = grpc.StatusCode
 PDS = resources_pb2.PersonalDataState
@@ -142,21 +139,8 @@ def test_restored_key_store_through_the_api_gives_erased_results(store: StoreHan
 
 
 @pytest.fixture
-def cli_env(store: StoreHandle, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in [n for n in os.environ if n.startswith("LEDGER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("LEDGER_STORE", store.settings.store_url)
-    monkeypatch.setenv("LEDGER_DATA_DIR", str(store.workdir))
-    monkeypatch.setenv("LEDGER_ACTOR", ACTOR)
-    yield
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """In process: (exit code, stderr, stdout); an escaping exception fails the test."""
-    code = main(list(args))
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.err, captured.out
+def cli_env(store: StoreHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_store_in_cli(store, monkeypatch, ACTOR)
 
 
 def test_a_key_gone_without_an_erasure_is_data_loss_not_an_erasure(

@@ -8,8 +8,6 @@ real days counted from the real event timestamps in the log.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import grpc
 import pytest
 
 from ledger.application import CustomerLedger
-from ledger.cli.main import EXIT_HELD, EXIT_INVALID, main
+from ledger.cli.main import EXIT_HELD, EXIT_INVALID
 from ledger.config import ConfigError, Settings
 from ledger.crypto_shred.certificate import SignedCertificate
 from ledger.domain.customer import Customer
@@ -33,7 +31,7 @@ from ledger.policy.model import default_policy, parse_policy
 from ledger.policy.schedule import RetentionSchedule
 from ledger.v1 import compliance_service_pb2
 from tests.api_support import customer, fails, start_api
-from tests.helpers import StoreHandle, person
+from tests.helpers import StoreHandle, person, run_cli, use_store_in_cli
 
 ACTOR = "dpo.test"
 FAR = "2100-01-01"  # every rule of the default policy is due by then
@@ -63,20 +61,8 @@ after = "end_of_contract"
 
 
 @pytest.fixture
-def cli_env(store: StoreHandle, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in [n for n in os.environ if n.startswith("LEDGER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("LEDGER_STORE", store.settings.store_url)
-    monkeypatch.setenv("LEDGER_DATA_DIR", str(store.workdir))
-    monkeypatch.setenv("LEDGER_ACTOR", ACTOR)
-    yield
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.err, captured.out
+def cli_env(store: StoreHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_store_in_cli(store, monkeypatch, ACTOR)
 
 
 def events_of_topics(store: StoreHandle, topics: tuple[str, ...]) -> int:

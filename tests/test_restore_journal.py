@@ -27,7 +27,6 @@ from ledger.audit import client_check
 from ledger.audit.publication import PublicationError, PublishedHeads
 from ledger.audit.restores import RestoreStatement
 from ledger.audit.storage import AuditStore
-from ledger.cli.main import main
 from ledger.crypto_shred.certificate import SignedCertificate
 from ledger.crypto_shred.journal import JournalWriteFailed
 from ledger.domain.erased import ERASED
@@ -36,7 +35,14 @@ from ledger.signing import LedgerSigner
 from ledger.v1 import resources_pb2
 from tests.api_support import customer, fails, start_api
 from tests.conftest import _with_dbname
-from tests.helpers import PostgresStore, SQLiteStore, StoreHandle, person
+from tests.helpers import (
+    PostgresStore,
+    SQLiteStore,
+    StoreHandle,
+    person,
+    run_cli,
+    use_store_in_cli,
+)
 from tests.test_no_plaintext_at_rest import leaked
 
 PDS = resources_pb2.PersonalDataState
@@ -121,22 +127,11 @@ def restore(store: StoreHandle, snapshot: Any) -> None:
 def cli_env(store: StoreHandle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """The CLI and `store.open()` see the same settings, with one journal copy (as if in
     the off-site backup repository's folder). Yields the copy's path."""
-    for name in [n for n in os.environ if n.startswith("LEDGER_")]:
-        monkeypatch.delenv(name)
+    use_store_in_cli(store, monkeypatch, ACTOR)
     copy = tmp_path / "offsite" / "erasure-journal.jsonl"
-    monkeypatch.setenv("LEDGER_STORE", store.settings.store_url)
-    monkeypatch.setenv("LEDGER_DATA_DIR", str(store.workdir))
-    monkeypatch.setenv("LEDGER_ACTOR", ACTOR)
     monkeypatch.setenv("LEDGER_ERASURE_JOURNAL_COPIES", str(copy))
     store.settings = replace(store.settings, erasure_journal_copies=(copy,))
     yield copy
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.err, captured.out
 
 
 def journal_lines(path: Path) -> list[SignedCertificate]:
