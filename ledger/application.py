@@ -44,7 +44,6 @@ from ledger.crypto_shred.erasures import (
     CATEGORIES_ERASED_TOPIC,
     ERASED_TOPIC,
     ErasureRegistry,
-    ScanErasures,
 )
 from ledger.crypto_shred.keyring import KeyMissing, KeyRing, PendingKeys
 from ledger.crypto_shred.mapper import EncryptingMapper
@@ -93,7 +92,6 @@ REAPPLIED_REASON = "re-applied from the erasure journal after a restore"
 class _ErasureScanner(Protocol):
     """What the ledger's recorders add (`ledger.audit.recorders`)."""
 
-    select_erasures: ScanErasures
     select_all_erasures: Callable[[int], Sequence[tuple[int, UUID, bytes | None]]]
 
 

@@ -233,9 +233,9 @@ def test_erasure_registry_reads_only_new_erased_events(store: StoreHandle) -> No
     with store.open() as ledger:
         ids = [ledger.register(person(), actor=ACTOR) for _ in range(3)]
         ledger.erase(ids[0], actor="dpo", legal_basis="GDPR Art. 17")
-        scan = ledger.recorder.select_erasures  # type: ignore[attr-defined]
+        scan = ledger.recorder.select_all_erasures  # type: ignore[attr-defined]
         found = scan(0)
-        assert [customer_id for _, customer_id in found] == [ids[0]]
+        assert [customer_id for _, customer_id, _ in found] == [ids[0]]
         assert scan(found[-1][0]) == []
     with store.open() as reopened:
         assert reopened.erasures.erased_ids() == {ids[0]}

@@ -68,36 +68,19 @@ log = logging.getLogger("ledger.audit")
 ERASURES_PAGE = 10_000
 
 
-def _erasures_index(dialect: Dialect) -> str:
-    """A partial index holding only the Erased events, so that reading who is erased
-    (`ledger.crypto_shred.erasures`) touches those few rows, not the whole log. The topic
-    is a module constant (no quote in it), written literally so the planner can match it."""
-    assert "'" not in ERASED_TOPIC
-    table = dialect.events_table
-    name = table.rsplit(".", 1)[-1].strip('"') + "_erased"
-    column = "topic" if dialect.kind == "sqlite" else dialect.position  # SQLite adds rowid
-    return f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column}) WHERE topic = '{ERASED_TOPIC}'"
-
-
 _ALL_ERASURE_TOPICS = f"topic IN ('{ERASED_TOPIC}', '{CATEGORIES_ERASED_TOPIC}')"
 
 
 def _all_erasures_index(dialect: Dialect) -> str:
-    """The same for the Erased and the CategoriesErased events together: the registry reads
-    both kinds in one query (it runs on every trip to the key store)."""
-    assert "'" not in CATEGORIES_ERASED_TOPIC
+    """A partial index holding only the Erased and CategoriesErased events, so that reading
+    who is erased (`ledger.crypto_shred.erasures`, on every trip to the key store) touches
+    those few rows, not the whole log. The topics are module constants (no quote in them),
+    written literally so the planner can match them."""
+    assert "'" not in ERASED_TOPIC and "'" not in CATEGORIES_ERASED_TOPIC
     table = dialect.events_table
     name = table.rsplit(".", 1)[-1].strip('"') + "_erasures_all"
     column = "topic" if dialect.kind == "sqlite" else dialect.position
     return f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column}) WHERE {_ALL_ERASURE_TOPICS}"
-
-
-def _erasures_query(dialect: Dialect) -> str:
-    return dialect.sql(
-        f"SELECT {dialect.position} AS position, originator_id FROM {dialect.events_table} "
-        f"WHERE topic = '{ERASED_TOPIC}' AND {dialect.position} > ? "
-        f"ORDER BY {dialect.position} LIMIT {ERASURES_PAGE}"
-    )
 
 
 def _all_erasures_query(dialect: Dialect) -> str:
@@ -118,14 +101,6 @@ def _all_erasure_rows(rows: Sequence[Any]) -> list[tuple[int, UUID, bytes | None
         found.append(
             (int(position), UUID(str(originator_id)), None if state is None else bytes(state))
         )
-    return found
-
-
-def _erasure_rows(rows: Sequence[Any]) -> list[tuple[int, UUID]]:
-    found = []
-    for row in rows:
-        position, originator_id = _values(row)
-        found.append((int(position), UUID(str(originator_id))))
     return found
 
 
@@ -223,22 +198,8 @@ class AuditedSQLiteRecorder(LeafAuthentication, SQLiteApplicationRecorder):
             *super().construct_create_table_statements(),
             *SQLITE.ddl(),
             # Called by the library's constructor, before `self.dialect` is set.
-            _erasures_index(replace(SQLITE, events_table=self.events_table_name)),
             _all_erasures_index(replace(SQLITE, events_table=self.events_table_name)),
         ]
-
-    def select_erasures(self, after: int) -> list[tuple[int, UUID]]:
-        """The Erased events after position `after`: (position, customer id), in log order."""
-        found: list[tuple[int, UUID]] = []
-        statement = _erasures_query(self.dialect)
-        while True:
-            with self.datastore.transaction(commit=False) as cursor:
-                cursor.execute(statement, (after,))
-                page = _erasure_rows(cursor.fetchall())
-            found += page
-            if len(page) < ERASURES_PAGE:
-                return found
-            after = page[-1][0]
 
     def select_all_erasures(self, after: int) -> list[tuple[int, UUID, bytes | None]]:
         """Erased and CategoriesErased events after `after`, in log order: (position,
@@ -305,21 +266,7 @@ class AuditedPostgresRecorder(LeafAuthentication, PostgresApplicationRecorder):
         )
         self.frontier = FrontierCache()
         self.sql_create_statements.extend(SQL(statement).format() for statement in POSTGRES.ddl())
-        self.sql_create_statements.append(SQL(_erasures_index(self.dialect)).format())
         self.sql_create_statements.append(SQL(_all_erasures_index(self.dialect)).format())
-
-    def select_erasures(self, after: int) -> list[tuple[int, UUID]]:
-        """The Erased events after position `after`: (position, customer id), in log order."""
-        found: list[tuple[int, UUID]] = []
-        statement = _erasures_query(self.dialect)
-        while True:
-            with self.datastore.get_connection() as conn, conn.cursor() as cursor:
-                cursor.execute(statement.encode(), (after,))
-                page = _erasure_rows(cursor.fetchall())
-            found += page
-            if len(page) < ERASURES_PAGE:
-                return found
-            after = page[-1][0]
 
     def select_all_erasures(self, after: int) -> list[tuple[int, UUID, bytes | None]]:
         """Erased and CategoriesErased events after `after`, in log order: (position,

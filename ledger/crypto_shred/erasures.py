@@ -26,8 +26,6 @@ from ledger.domain.customer import Customer
 ERASED_TOPIC = get_topic(Customer.Erased)
 CATEGORIES_ERASED_TOPIC = get_topic(Customer.CategoriesErased)
 
-# The Erased events after a position, in log order: (position, customer id).
-ScanErasures = Callable[[int], Sequence[tuple[int, UUID]]]
 # Erased and CategoriesErased events after a position, in log order, in one query:
 # (position, customer id, None for Erased or the categories CategoriesErased destroyed).
 ScanAllErasures = Callable[[int], Sequence[tuple[int, UUID, Sequence[str] | None]]]
@@ -37,13 +35,7 @@ class ErasureRegistry:
     """Thread-safe. `scan` is None for a registry that knows only what it is told (tests
     of the key ring on its own)."""
 
-    def __init__(
-        self,
-        scan: ScanErasures | None = None,
-        *,
-        scan_all: ScanAllErasures | None = None,
-    ) -> None:
-        self._scan = scan
+    def __init__(self, *, scan_all: ScanAllErasures | None = None) -> None:
         self._scan_all = scan_all
         self._erased: set[UUID] = set()
         self._position = 0
@@ -60,7 +52,7 @@ class ErasureRegistry:
         """Read the Erased events logged since the last scan (one query; none new is the
         common case). Threads that ask while a scan runs share the next one: a scan that
         started after a caller asked is as fresh as one of its own."""
-        if self._scan is None and self._scan_all is None:
+        if self._scan_all is None:
             return
         asked = time.monotonic_ns()
         with self._lock:
@@ -68,17 +60,12 @@ class ErasureRegistry:
                 return
             self._last_scan_started = time.monotonic_ns()
             started = time.perf_counter()
-            if self._scan_all is not None:
-                for position, customer_id, categories in self._scan_all(self._position):
-                    if categories is None:
-                        self._erased.add(customer_id)
-                    else:
-                        self._merge_categories(customer_id, categories)
-                    self._position = max(self._position, position)
-            elif self._scan is not None:
-                for position, customer_id in self._scan(self._position):
+            for position, customer_id, categories in self._scan_all(self._position):
+                if categories is None:
                     self._erased.add(customer_id)
-                    self._position = max(self._position, position)
+                else:
+                    self._merge_categories(customer_id, categories)
+                self._position = max(self._position, position)
             self.scans += 1
             self.scan_seconds += time.perf_counter() - started
 
