@@ -531,24 +531,6 @@ class CustomerLedger(Application[UUID]):
         customer.mark_verified(actor, reason)
         self._save(customer, expected_version)
 
-    def command(
-        self,
-        customer_id: UUID,
-        decide: Callable[[Customer], T],
-        *,
-        actor: str,
-        reason: str | None = None,
-        expected_version: int | None = None,
-    ) -> T:
-        """The hook for use cases built as services of their own (consent, ...): load the
-        customer for a command, let `decide` call its domain methods, save what it
-        decided. The actor and reason are checked first, like every command's."""
-        _check_actor(actor, reason)
-        customer = self._load_for_command(customer_id, expected_version)
-        result = decide(customer)
-        self._save(customer, expected_version)
-        return result
-
     def merge(
         self,
         target_id: UUID,
@@ -743,19 +725,24 @@ class CustomerLedger(Application[UUID]):
     def run_command(
         self,
         customer_id: UUID,
-        decide: Callable[[Customer], Any],
+        decide: Callable[[Customer], T],
         *,
         actor: str,
         reason: str | None = None,
+        expected_version: int | None = None,
         with_keys: bool = False,
-    ) -> Any:
-        """Load the customer, let `decide` trigger its events, save them; returns what
-        `decide` returned. Without `with_keys` the customer is loaded decrypting nothing
-        (for commands that need status and links only: holds, owners)."""
+    ) -> T:
+        """The one hook for use cases built as services of their own (consent, holds,
+        contract ends): load the customer, let `decide` trigger its events, save them;
+        returns what `decide` returned. The actor and reason are checked first, like every
+        command's. Without `with_keys` the customer is loaded decrypting nothing (for
+        commands that need status and links only)."""
         _check_actor(actor, reason)
         customer = self._load(customer_id) if with_keys else self._load_without_keys(customer_id)
+        if expected_version is not None and expected_version != customer.version:
+            raise StaleVersion(customer_id, expected_version, customer.version)
         result = decide(customer)
-        self._save(customer, None)
+        self._save(customer, expected_version)
         return result
 
     def load_metadata(self, customer_id: UUID) -> Customer:

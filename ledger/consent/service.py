@@ -107,8 +107,13 @@ class ConsentService:
         def decide(customer: Customer) -> None:
             give_all(customer, purposes, source, actor=actor, reason=reason)
 
-        self.ledger.command(
-            customer_id, decide, actor=actor, reason=reason, expected_version=expected_version
+        self.ledger.run_command(
+            customer_id,
+            decide,
+            actor=actor,
+            reason=reason,
+            expected_version=expected_version,
+            with_keys=True,
         )
         return self.history(customer_id)[-len(purposes) :]
 
@@ -136,8 +141,13 @@ class ConsentService:
                 customer.withdraw_consent(purpose, channel=channel, actor=actor, reason=reason)
             )
 
-        self.ledger.command(
-            customer_id, decide, actor=actor, reason=reason, expected_version=expected_version
+        self.ledger.run_command(
+            customer_id,
+            decide,
+            actor=actor,
+            reason=reason,
+            expected_version=expected_version,
+            with_keys=True,
         )
         return withdrawn[0]
 
